@@ -1,0 +1,259 @@
+//! `eddy invoke FILE.wasm`: run a function once on one event, locally, with no Redis.
+//!
+//! Events the function publishes are kept in memory and printed after the result. The exit
+//! code is the outcome: 0 done, 3 rejected, 4 failed (1 for bad input before anything ran).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_REJECTED, OutputFormat};
+use crate::engine::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT, Engine, EngineConfig,
+    FunctionSpec, InvokeResult, Limits, MemoryPublisher, Outcome, PublishRequest,
+};
+use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, TriggerKind, is_json_content_type};
+
+/// Arguments of `eddy invoke`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy invoke order_confirmation.wasm --type OrderPlaced \\\n      \
+      --data '{\"orderId\":\"o-1\",\"userId\":\"u-1\"}'\n  \
+    eddy invoke update_inventory.wasm --data-file order.json --config inventory_stream=stock\n  \
+    eddy invoke slow.wasm --timeout 500ms --memory 16MiB --output json\n\n\
+    Exit codes: 0 done (2xx), 3 rejected (4xx), 4 failed (5xx, trap, timeout, memory limit),\n\
+    1 bad input (missing file, not a component, invalid JSON), 2 usage.")]
+pub struct InvokeArgs {
+    /// The function: a WebAssembly component built for wasm32-wasip2.
+    pub file: PathBuf,
+
+    /// The event payload. Must be valid JSON while the content type is JSON (the default).
+    #[arg(long, short = 'd', default_value = "{}", conflicts_with = "data_file")]
+    pub data: String,
+
+    /// Read the payload from a file instead (`-` for stdin).
+    #[arg(long, value_name = "PATH")]
+    pub data_file: Option<PathBuf>,
+
+    /// The event type.
+    #[arg(long = "type", short = 't', default_value = "eddy.invoke")]
+    pub event_type: String,
+
+    /// The event source.
+    #[arg(long, default_value = "eddy://invoke")]
+    pub source: String,
+
+    /// The event id (default: a new UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// The event subject.
+    #[arg(long)]
+    pub subject: Option<String>,
+
+    /// The payload's media type.
+    #[arg(long, default_value = DEFAULT_CONTENT_TYPE)]
+    pub content_type: String,
+
+    /// An extension attribute, e.g. `--extension traceparent=00-...` (repeatable).
+    #[arg(long = "extension", short = 'e', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    pub extensions: Vec<(String, String)>,
+
+    /// The attempt number the function sees.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: u32,
+
+    /// A setting the function reads with `config::get` (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    pub config: Vec<(String, String)>,
+
+    /// Wall-time limit, e.g. 500ms, 30s [default: 30s].
+    #[arg(long, value_parser = super::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Memory limit, e.g. 16MiB.
+    #[arg(long, value_parser = super::parse_bytes, default_value_t = DEFAULT_MEMORY_BYTES)]
+    pub memory: u64,
+
+    /// Cap on captured stdout, stderr and log bytes.
+    #[arg(long, value_parser = super::parse_bytes, default_value_t = DEFAULT_OUTPUT_BYTES as u64)]
+    pub output_limit: u64,
+
+    /// Compile without reading or writing the compiled-component cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// How to print the result.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Runs `eddy invoke`; returns the exit code for the outcome.
+pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
+    let data = read_data(&args)?;
+    if is_json_content_type(&args.content_type) {
+        if let Err(error) = serde_json::from_slice::<serde_json::Value>(&data) {
+            bail!(
+                "--data is not valid JSON ({error}): expected a JSON document because the \
+                 content type is {}; pass --content-type for other payloads",
+                args.content_type
+            );
+        }
+    }
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("reading function {}", args.file.display()))?;
+
+    let name = args
+        .file
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "function".to_owned());
+    let mut config = EngineConfig {
+        // One invocation needs one instance; a small pool reserves less address space.
+        max_instances: 4,
+        ..EngineConfig::default()
+    };
+    if args.no_cache {
+        config.cache_dir = None;
+    }
+    let engine = Engine::new(&config).context("starting the engine")?;
+    let spec = FunctionSpec {
+        name,
+        limits: Limits {
+            memory_bytes: args.memory,
+            timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            output_bytes: usize::try_from(args.output_limit).unwrap_or(usize::MAX),
+        },
+        config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let function = engine
+        .load(spec, &bytes)
+        .with_context(|| format!("loading {}", args.file.display()))?;
+
+    let event = Event {
+        id: args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        source: args.source,
+        event_type: args.event_type,
+        subject: args.subject,
+        time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        datacontenttype: Some(args.content_type),
+        data,
+        extensions: args.extensions,
+        delivery: Delivery {
+            trigger: TriggerKind::Invoke,
+            stream: None,
+            entry_id: None,
+            attempt: args.attempt,
+        },
+    };
+    let publisher = Arc::new(MemoryPublisher::default());
+    let result = function.invoke(&event, publisher.clone());
+    let published = publisher.events();
+
+    match args.output {
+        OutputFormat::Human => print_human(&result, &published),
+        OutputFormat::Json => print_json(&event, &result, &published)?,
+    }
+    Ok(match result.outcome {
+        Outcome::Done => EXIT_OK,
+        Outcome::Rejected => EXIT_REJECTED,
+        Outcome::Failed => EXIT_FAILED,
+    })
+}
+
+fn read_data(args: &InvokeArgs) -> anyhow::Result<Vec<u8>> {
+    match &args.data_file {
+        None => Ok(args.data.clone().into_bytes()),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading --data-file from stdin")?;
+            Ok(data)
+        }
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("reading --data-file {}", path.display()))
+        }
+    }
+}
+
+fn print_human(result: &InvokeResult, published: &[(String, PublishRequest)]) {
+    let duration_ms = result.duration.as_secs_f64() * 1000.0;
+    match result.status {
+        Some(status) => println!(
+            "status:    {status} ({}) in {duration_ms:.2} ms",
+            result.outcome.as_str()
+        ),
+        None => println!(
+            "status:    none ({}) in {duration_ms:.2} ms",
+            result.outcome.as_str()
+        ),
+    }
+    if let Some(failure) = &result.failure {
+        println!("failure:   {failure}");
+    }
+    if !result.body.is_empty() {
+        println!("body:      {}", result.body_text());
+    }
+    let output = &result.output;
+    if !output.logs.is_empty() {
+        println!("logs:");
+        for line in &output.logs {
+            println!("  [{}] {}", line.level.as_str(), line.message);
+        }
+    }
+    for (label, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        if !text.is_empty() {
+            println!("{label}:");
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    if output.dropped_bytes > 0 {
+        println!(
+            "output:    {} bytes beyond the capture limit were dropped",
+            output.dropped_bytes
+        );
+    }
+    println!("published: {}", published.len());
+    for (id, event) in published {
+        println!(
+            "  {id}  {} -> {}  {}",
+            event.event_type,
+            event.stream,
+            String::from_utf8_lossy(&event.data)
+        );
+    }
+}
+
+fn print_json(
+    event: &Event,
+    result: &InvokeResult,
+    published: &[(String, PublishRequest)],
+) -> anyhow::Result<()> {
+    let published: Vec<_> = published
+        .iter()
+        .map(|(id, request)| {
+            serde_json::json!({
+                "id": id,
+                "stream": request.stream,
+                "type": request.event_type,
+                "data": String::from_utf8_lossy(&request.data),
+                "causedBy": request.caused_by,
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "eventId": event.id,
+        "result": result,
+        "published": published,
+    });
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    Ok(())
+}

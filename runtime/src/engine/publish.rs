@@ -1,0 +1,137 @@
+//! The `publish` capability: where events a function emits go.
+//!
+//! The engine does not know Redis. It calls a [`Publisher`] given with each invocation: the
+//! stream trigger's publisher appends to Redis; `eddy invoke` uses [`MemoryPublisher`], which
+//! keeps them in a list printed after the result.
+
+use serde::Serialize;
+use std::sync::Mutex;
+
+/// One event a function asked to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishRequest {
+    /// The publishing function.
+    pub function: String,
+    /// The target stream.
+    pub stream: String,
+    /// The new event's type.
+    pub event_type: String,
+    /// Its JSON payload.
+    #[serde(serialize_with = "data_as_text")]
+    pub data: Vec<u8>,
+    /// The id of the event being handled, kept as the new event's cause.
+    pub caused_by: String,
+}
+
+fn data_as_text<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(data))
+}
+
+/// Why a publish was refused (mirrors the WIT `error` variant).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The function may not publish there.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// An argument was wrong.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The host cannot publish right now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Somewhere published events go.
+pub trait Publisher: Send + Sync {
+    /// Publishes one event and returns its new id.
+    fn publish(&self, request: PublishRequest) -> Result<String, PublishError>;
+}
+
+/// Longest stream name accepted; Redis allows more, but a longer name is surely a mistake.
+pub const MAX_STREAM_NAME_BYTES: usize = 256;
+
+/// Checks a stream name and an event type before any publisher sees them.
+pub fn validate_publish(stream: &str, event_type: &str) -> Result<(), PublishError> {
+    if stream.is_empty() || stream.len() > MAX_STREAM_NAME_BYTES {
+        return Err(PublishError::Invalid(format!(
+            "stream name {stream:?}: expected 1 to {MAX_STREAM_NAME_BYTES} bytes"
+        )));
+    }
+    if stream.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(PublishError::Invalid(format!(
+            "stream name {stream:?}: expected no whitespace or control characters"
+        )));
+    }
+    if event_type.is_empty() {
+        return Err(PublishError::Invalid(
+            "event type: expected a non-empty string".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Keeps published events in memory, numbering them; used by `eddy invoke` and tests.
+#[derive(Debug, Default)]
+pub struct MemoryPublisher {
+    events: Mutex<Vec<(String, PublishRequest)>>,
+}
+
+impl MemoryPublisher {
+    /// The events published so far, with their ids, in order.
+    pub fn events(&self) -> Vec<(String, PublishRequest)> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Publisher for MemoryPublisher {
+    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let id = format!("mem-{}", events.len() + 1);
+        events.push((id.clone(), request));
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_stream_names_and_types_are_invalid() {
+        assert!(validate_publish("orders", "OrderPlaced").is_ok());
+        assert!(matches!(
+            validate_publish("", "T"),
+            Err(PublishError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_publish("a b", "T"),
+            Err(PublishError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_publish(&"s".repeat(257), "T"),
+            Err(PublishError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_publish("orders", ""),
+            Err(PublishError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn memory_publisher_numbers_events_in_order() {
+        let publisher = MemoryPublisher::default();
+        let request = PublishRequest {
+            function: "f".into(),
+            stream: "s".into(),
+            event_type: "T".into(),
+            data: b"{}".to_vec(),
+            caused_by: "e".into(),
+        };
+        assert_eq!(publisher.publish(request.clone()).unwrap(), "mem-1");
+        assert_eq!(publisher.publish(request).unwrap(), "mem-2");
+        assert_eq!(publisher.events().len(), 2);
+    }
+}

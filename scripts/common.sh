@@ -1,0 +1,28 @@
+# Shared set-up for scripts/test and scripts/demo: installs what is missing, then builds.
+# Sourced, not run. Everything it installs is named here, so a fresh machine needs nothing else.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Outside the clone so CI runs on the same machine reuse the (slow) wasmtime build.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/eddy/target}
+export EDDY_FUNCTIONS_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+export EDDY_BIN="$CARGO_TARGET_DIR/release/eddy"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+install_prerequisites() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    step "installing the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+  fi
+}
+
+build_functions() {
+  step "building functions and fixtures for wasm32-wasip2"
+  (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)
+}
+
+build_host() {
+  step "building the eddy host (release; the first build compiles wasmtime, about 6 minutes)"
+  (cd "$ROOT" && cargo build --release --locked -p eddy)
+}

@@ -1,0 +1,141 @@
+//! The engine library directly: fresh instances, publish through a caller's publisher, limits
+//! validation, and many invocations of one loaded function.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::engine::{
+    Engine, EngineConfig, FunctionSpec, Limits, LoadError, MemoryPublisher, Outcome, PublishError,
+    PublishRequest, Publisher,
+};
+use eddy::event::{Delivery, Event, TriggerKind};
+use eddy_tests::wasm_bytes;
+
+fn engine() -> Engine {
+    Engine::new(&EngineConfig {
+        max_instances: 8,
+        cache_dir: None,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+fn event(id: &str, data: &str) -> Event {
+    Event {
+        id: id.into(),
+        source: "test".into(),
+        event_type: "Test".into(),
+        subject: None,
+        time: None,
+        datacontenttype: Some("application/json".into()),
+        data: data.as_bytes().to_vec(),
+        extensions: vec![],
+        delivery: Delivery {
+            trigger: TriggerKind::Stream,
+            stream: Some("orders".into()),
+            entry_id: Some("1-0".into()),
+            attempt: 2,
+        },
+    }
+}
+
+#[test]
+fn one_loaded_function_serves_many_invocations_with_fresh_instances() {
+    let function = engine()
+        .load(FunctionSpec::new("echo"), &wasm_bytes("echo"))
+        .unwrap();
+    for n in 0..50 {
+        let id = format!("e-{n}");
+        let result = function.invoke(&event(&id, "{}"), Arc::new(MemoryPublisher::default()));
+        assert_eq!(result.outcome, Outcome::Done);
+        // Output is per invocation: each capture holds only this event's line.
+        assert_eq!(result.output.stdout, format!("echo stdout {id}\n"));
+        let body: serde_json::Value = serde_json::from_slice(&result.body).unwrap();
+        assert_eq!(body["trigger"], "stream");
+        assert_eq!(body["attempt"], 2);
+    }
+}
+
+struct Refusing;
+
+impl Publisher for Refusing {
+    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+        Err(PublishError::Denied(format!(
+            "{} may not publish to {}",
+            request.function, request.stream
+        )))
+    }
+}
+
+#[test]
+fn a_refused_publish_reaches_the_guest_as_an_error_and_fails_it() {
+    let function = engine()
+        .load(FunctionSpec::new("publisher"), &wasm_bytes("publish-many"))
+        .unwrap();
+    let result = function.invoke(&event("e-1", r#"{"count":1}"#), Arc::new(Refusing));
+    assert_eq!(result.outcome, Outcome::Failed);
+    assert_eq!(result.status, Some(500));
+    assert!(
+        result
+            .body_text()
+            .contains("publisher may not publish to fanout"),
+        "{}",
+        result.body_text()
+    );
+}
+
+#[test]
+fn an_invalid_stream_name_is_refused_before_the_publisher() {
+    let function = engine()
+        .load(FunctionSpec::new("publisher"), &wasm_bytes("publish-many"))
+        .unwrap();
+    let publisher = Arc::new(MemoryPublisher::default());
+    let result = function.invoke(
+        &event("e-1", r#"{"count":1,"stream":""}"#),
+        publisher.clone(),
+    );
+    assert_eq!(result.status, Some(500));
+    assert!(
+        result.body_text().contains("invalid: stream name"),
+        "{}",
+        result.body_text()
+    );
+    assert!(publisher.events().is_empty());
+}
+
+#[test]
+fn unusable_limits_are_refused_at_load() {
+    let spec = FunctionSpec {
+        limits: Limits {
+            timeout: Duration::ZERO,
+            ..Limits::default()
+        },
+        ..FunctionSpec::new("echo")
+    };
+    let error = engine().load(spec, &wasm_bytes("echo")).err().unwrap();
+    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+}
+
+#[test]
+fn invocations_run_in_parallel_on_one_function() {
+    let function = engine()
+        .load(FunctionSpec::new("echo"), &wasm_bytes("echo"))
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let function = function.clone();
+            std::thread::spawn(move || {
+                for n in 0..20 {
+                    let result = function.invoke(
+                        &event(&format!("{t}-{n}"), "{}"),
+                        Arc::new(MemoryPublisher::default()),
+                    );
+                    assert_eq!(result.outcome, Outcome::Done);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}

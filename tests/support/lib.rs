@@ -1,0 +1,111 @@
+//! Test support for Eddy's black-box suite: finds the real `eddy` binary and the real
+//! components built from `functions/`, runs commands, and builds tiny components from WAT for
+//! the cases no real guest should exhibit (wrong world, core module).
+//!
+//! `scripts/test` builds both and sets `EDDY_BIN` and `EDDY_FUNCTIONS_DIR`; without them the
+//! paths are derived from the test binary's own target directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory holding the test executable's profile (`target/release`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("locating the test executable");
+    // target/release/deps/integration-<hash> -> target/release
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The `eddy` binary under test.
+pub fn eddy_bin() -> PathBuf {
+    let path = std::env::var_os("EDDY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| profile_dir().join("eddy"));
+    assert!(
+        path.exists(),
+        "eddy binary not found at {}: run scripts/test (or cargo build --release -p eddy)",
+        path.display()
+    );
+    path
+}
+
+/// The directory of compiled guest components.
+pub fn functions_dir() -> PathBuf {
+    std::env::var_os("EDDY_FUNCTIONS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            profile_dir()
+                .parent()
+                .expect("profile dir has a parent")
+                .join("wasm32-wasip2/release")
+        })
+}
+
+/// The component built from guest crate `name` (e.g. `echo`, `order-confirmation`).
+pub fn wasm(name: &str) -> PathBuf {
+    let path = functions_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "component {} not found: run scripts/test, which builds functions/ first",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of component `name`.
+pub fn wasm_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(wasm(name)).expect("reading component")
+}
+
+/// A finished `eddy` run.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit code.
+    pub code: i32,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Self {
+        Self {
+            code: output.status.code().expect("eddy exited by a signal"),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// stdout parsed as JSON (for `--output json`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `eddy` with `args`, using `cache` as its compile cache.
+pub fn eddy(args: &[&str], cache: &Path) -> Run {
+    let output = Command::new(eddy_bin())
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("running eddy");
+    Run::from_output(output)
+}
+
+/// Compiles WAT text to a binary file in `dir` and returns its path.
+pub fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let bytes = wat::parse_str(wat).expect("fixture WAT parses");
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).expect("writing WAT fixture");
+    path
+}
