@@ -159,7 +159,10 @@ mod tests {
     fn json_that_does_not_parse_is_a_400() {
         let error = event("not json").json::<Order>().unwrap_err();
         assert_eq!(error.status(), 400);
-        assert!(error.message().starts_with("invalid event payload"), "{error}");
+        assert!(
+            error.message().starts_with("invalid event payload"),
+            "{error}"
+        );
     }
 
     #[test]

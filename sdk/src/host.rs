@@ -12,8 +12,11 @@ pub fn publish<T: Serialize + ?Sized>(
     event_type: &str,
     data: &T,
 ) -> Result<String, Error> {
-    let data = serde_json::to_vec(data)
-        .map_err(|e| Error::new(format!("publish to {stream}: data is not serializable: {e}")))?;
+    let data = serde_json::to_vec(data).map_err(|e| {
+        Error::new(format!(
+            "publish to {stream}: data is not serializable: {e}"
+        ))
+    })?;
     publisher::publish(stream, event_type, &data).map_err(|error| {
         let reason = match error {
             types::Error::Denied(m) => format!("denied: {m}"),

@@ -80,6 +80,9 @@ mod tests {
         }
         let response = parse().unwrap_err().into_response();
         assert_eq!(response.status, 500);
-        assert_eq!(response.text(), r#"{"error":"invalid digit found in string"}"#);
+        assert_eq!(
+            response.text(),
+            r#"{"error":"invalid digit found in string"}"#
+        );
     }
 }

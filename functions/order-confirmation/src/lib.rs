@@ -31,8 +31,13 @@ fn handle(event: Event) -> Result<Response, Error> {
     });
     let stream = config("email_stream").unwrap_or_else(|| "emails".to_owned());
     let email_id = publish(&stream, "EmailRequested", &confirmation)?;
-    log::info(format!("confirmation for order {order_id} requested as {email_id}"));
-    Ok(Response::json(200, &json!({ "orderId": order_id, "emailEvent": email_id })))
+    log::info(format!(
+        "confirmation for order {order_id} requested as {email_id}"
+    ));
+    Ok(Response::json(
+        200,
+        &json!({ "orderId": order_id, "emailEvent": email_id }),
+    ))
 }
 
 eddy_sdk::export!(handle);

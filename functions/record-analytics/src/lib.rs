@@ -41,7 +41,10 @@ fn handle(event: Event) -> Result<Response, Error> {
         .map(|item| item.price * f64::from(item.quantity))
         .sum();
     let currency = config("currency").unwrap_or_else(|| "USD".to_owned());
-    log::info(format!("{} for order {order_id}: {units} units", event.event_type()));
+    log::info(format!(
+        "{} for order {order_id}: {units} units",
+        event.event_type()
+    ));
     Ok(Response::json(
         200,
         &json!({

@@ -44,7 +44,10 @@ fn handle(event: Event) -> Result<Response, Error> {
         &json!({ "orderId": order_id, "itemCount": item_count, "skus": skus }),
     )?;
     log::info(format!("reserved {item_count} units for order {order_id}"));
-    Ok(Response::json(200, &json!({ "orderId": order_id, "itemCount": item_count })))
+    Ok(Response::json(
+        200,
+        &json!({ "orderId": order_id, "itemCount": item_count }),
+    ))
 }
 
 eddy_sdk::export!(handle);

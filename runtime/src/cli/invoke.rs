@@ -96,14 +96,14 @@ pub struct InvokeArgs {
 /// Runs `eddy invoke`; returns the exit code for the outcome.
 pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     let data = read_data(&args)?;
-    if is_json_content_type(&args.content_type) {
-        if let Err(error) = serde_json::from_slice::<serde_json::Value>(&data) {
-            bail!(
-                "--data is not valid JSON ({error}): expected a JSON document because the \
-                 content type is {}; pass --content-type for other payloads",
-                args.content_type
-            );
-        }
+    if is_json_content_type(&args.content_type)
+        && let Err(error) = serde_json::from_slice::<serde_json::Value>(&data)
+    {
+        bail!(
+            "--data is not valid JSON ({error}): expected a JSON document because the \
+             content type is {}; pass --content-type for other payloads",
+            args.content_type
+        );
     }
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("reading function {}", args.file.display()))?;

@@ -23,8 +23,8 @@ mod bindings {
 }
 
 pub use bindings::eddy::function::types as wit;
-pub use bindings::{Function, FunctionPre};
 use bindings::eddy::function::{config, logging, publisher};
+pub use bindings::{Function, FunctionPre};
 
 /// Refuses memory growth past the function's limit and remembers that it did, so a trap that
 /// follows can be reported as the memory limit rather than an anonymous abort.
