@@ -9,6 +9,8 @@
 //! - [`event`]: the host's CloudEvents-shaped event type.
 //! - [`cli`]: the `eddy` command line, one module per command.
 
+#![deny(missing_docs)]
+
 pub mod cli;
 pub mod engine;
 pub mod event;

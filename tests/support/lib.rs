@@ -5,6 +5,8 @@
 //! `scripts/test` builds both and sets `EDDY_BIN` and `EDDY_FUNCTIONS_DIR`; without them the
 //! paths are derived from the test binary's own target directory.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -307,6 +307,12 @@ impl Function {
         let refused = store.data().limiter.refused;
         drop(store);
         let output = capture.finish();
+        if !output.stdout.is_empty() || !output.stderr.is_empty() {
+            tracing::debug!(
+                function = %inner.name, event_id = %event.id,
+                stdout = %output.stdout, stderr = %output.stderr, "guest output"
+            );
+        }
 
         let result = match returned {
             Ok(response) => {
