@@ -19,6 +19,10 @@ use crate::engine::{
 };
 use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, TriggerKind, is_json_content_type};
 
+/// Instances `eddy invoke` pools: it runs one (plus the load-time check), so a small pool
+/// reserves less address space than a host's.
+const INVOKE_MAX_INSTANCES: u32 = 4;
+
 /// Arguments of `eddy invoke`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -114,8 +118,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| "function".to_owned());
     let mut config = EngineConfig {
-        // One invocation needs one instance; a small pool reserves less address space.
-        max_instances: 4,
+        max_instances: INVOKE_MAX_INSTANCES,
         ..EngineConfig::default()
     };
     if args.no_cache {
