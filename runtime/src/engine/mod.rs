@@ -170,17 +170,15 @@ impl Engine {
         pre: &FunctionPre<InvocationState>,
         spec: &FunctionSpec,
     ) -> Result<(), LoadError> {
-        let state = InvocationState::new(
+        let mut store = new_store(
+            &self.inner.wasmtime,
+            &spec.limits,
             spec.name.as_str().into(),
             String::new(),
-            usize::try_from(spec.limits.memory_bytes).unwrap_or(usize::MAX),
             OutputCapture::new(0),
             Arc::new(BTreeMap::new()),
             Arc::new(MemoryPublisher::default()),
         );
-        let mut store = Store::new(&self.inner.wasmtime, state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(spec.limits.timeout_ticks());
         match pre.instantiate(&mut store) {
             Ok(_) => Ok(()),
             Err(_) if store.data().limiter.refused.is_some() => Err(LoadError::Limits(format!(
@@ -194,6 +192,31 @@ impl Engine {
             Err(e) => Err(LoadError::World(format!("{e:#}"))),
         }
     }
+}
+
+/// The one way a store is made, for the load-time check and for every event alike: fresh
+/// state, the memory limiter and the wall-time deadline from `limits`.
+fn new_store(
+    engine: &wasmtime::Engine,
+    limits: &Limits,
+    function: Arc<str>,
+    event_id: String,
+    capture: OutputCapture,
+    config: Arc<BTreeMap<String, String>>,
+    publisher: Arc<dyn Publisher>,
+) -> Store<InvocationState> {
+    let state = InvocationState::new(
+        function,
+        event_id,
+        usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+        capture,
+        config,
+        publisher,
+    );
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(limits.timeout_ticks());
+    store
 }
 
 /// A background thread advances the epoch every [`EPOCH_TICK`]; it holds only a weak
@@ -285,17 +308,15 @@ impl Function {
         let inner = &*self.inner;
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
-        let state = InvocationState::new(
+        let mut store = new_store(
+            &inner.engine,
+            &limits,
             inner.name.clone(),
             event.id.clone(),
-            usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
             capture.clone(),
             inner.config.clone(),
             publisher,
         );
-        let mut store = Store::new(&inner.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(limits.timeout_ticks());
 
         let started = Instant::now();
         let returned = inner.pre.instantiate(&mut store).and_then(|bindings| {
