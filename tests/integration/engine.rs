@@ -139,3 +139,39 @@ fn invocations_run_in_parallel_on_one_function() {
         thread.join().unwrap();
     }
 }
+
+#[test]
+fn concurrent_loads_of_one_component_leave_a_sound_cache_entry() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        max_instances: 16,
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(&config).unwrap();
+    let bytes = Arc::new(wasm_bytes("echo"));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, bytes) = (engine.clone(), bytes.clone());
+            std::thread::spawn(move || engine.load(FunctionSpec::new("echo"), &bytes).map(|_| ()))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap().unwrap();
+    }
+    // A second engine must find one readable entry and no leftover temporary files.
+    let function = Engine::new(&config)
+        .unwrap()
+        .load(FunctionSpec::new("echo"), &bytes)
+        .unwrap();
+    let result = function.invoke(&event("e-1", "{}"), Arc::new(MemoryPublisher::default()));
+    assert_eq!(result.outcome, Outcome::Done);
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(cache.path()).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            files.push(file.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(".cwasm"), "{files:?}");
+}
