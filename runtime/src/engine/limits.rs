@@ -33,8 +33,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Bytes of each pooled memory kept mapped between instances: 4 MiB. Within it, wasmtime resets
 /// only the pages the instance dirtied (found with Linux's PAGEMAP_SCAN) instead of unmapping
 /// them, so the next instance neither pays `madvise` nor page faults. Measured on the echo
-/// benchmark (1 MiB guest stack): 1 MiB 83 µs, 4 MiB 56 µs, 64 MiB 51 µs per event; 4 MiB bounds the resident
-/// cost of a full pool (256 slots) to 1 GiB.
+/// benchmark with a 1 MiB guest stack: 1 MiB 83 µs, 4 MiB 56 µs, 64 MiB 51 µs per event.
+/// 4 MiB bounds the resident cost of a full pool (256 slots) to 1 GiB.
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most memories a single component may define (Rust guests use one; other languages more).
