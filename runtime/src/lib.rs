@@ -7,10 +7,22 @@
 //! Layout:
 //! - [`engine`]: wasmtime, limits, compiling and caching components, `invoke`.
 //! - [`event`]: the host's CloudEvents-shaped event type.
+//! - [`triggers`]: what turns outside events into invocations (Redis streams).
+//! - [`delivery`]: what an outcome means: ack, retry after backoff, dead-letter.
+//! - [`broker`]: connecting to Redis, or starting a private one; publishing.
+//! - [`manifest`]: the function manifest, `eddy.toml`.
+//! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
+//! - [`units`]: sizes and durations as people write them.
 
 #![deny(missing_docs)]
 
+pub mod broker;
 pub mod cli;
+pub mod delivery;
 pub mod engine;
 pub mod event;
+pub mod host;
+pub mod manifest;
+pub mod triggers;
+pub mod units;

@@ -4,6 +4,7 @@
 //! diagnostics go through `tracing` to stderr.
 
 pub mod invoke;
+pub mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub const EXIT_FAILED: u8 = 4;
     version,
     about = "Event-driven serverless runtime: Redis Streams and cron events run sandboxed WebAssembly functions.",
     after_help = "Examples:\n  \
+        eddy up --functions functions/order-confirmation/eddy.toml\n  \
         eddy invoke order_confirmation.wasm --data '{\"orderId\":\"o-1\",\"userId\":\"u-1\"}'\n  \
         eddy invoke echo.wasm --type OrderPlaced --config greeting=hi --output json\n\n\
         Exit codes: 0 done, 1 error, 2 usage, 3 rejected (4xx), 4 failed (5xx, trap, limit)."
@@ -35,9 +37,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log filter for diagnostics on stderr (e.g. `info`, `eddy=debug`); `RUST_LOG` also works.
-    #[arg(long, global = true, env = "EDDY_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// Log filter for diagnostics on stderr (e.g. `info`, `eddy=debug`); `RUST_LOG` also
+    /// works. Default: `info` for `eddy up`, `warn` for the rest.
+    #[arg(long, global = true, env = "EDDY_LOG")]
+    pub log_level: Option<String>,
 
     /// Log format for diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -65,6 +68,8 @@ pub enum OutputFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a host: run functions on the events of Redis streams.
+    Up(up::UpArgs),
     /// Run a function component once on one event, locally, without Redis.
     Invoke(invoke::InvokeArgs),
 }
@@ -72,8 +77,16 @@ pub enum Command {
 impl Cli {
     /// Runs the parsed command and returns the process exit code.
     pub fn run(self) -> ExitCode {
-        init_tracing(&self.log_level, self.log_format);
+        let default_level = match self.command {
+            Command::Up(_) => "info",
+            Command::Invoke(_) => "warn",
+        };
+        init_tracing(
+            self.log_level.as_deref().unwrap_or(default_level),
+            self.log_format,
+        );
         let result = match self.command {
+            Command::Up(args) => up::run(args),
             Command::Invoke(args) => invoke::run(args),
         };
         match result {
@@ -114,20 +127,7 @@ pub fn parse_key_value(input: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses a byte size such as `64MiB`, `512k` or `1048576`.
-pub fn parse_bytes(input: &str) -> Result<u64, String> {
-    input
-        .trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("{input:?}: expected a size such as 64MiB or 512KiB ({e})"))
-}
-
-/// Parses a duration such as `500ms`, `30s` or `2m`.
-pub fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(input)
-        .map_err(|e| format!("{input:?}: expected a duration such as 500ms, 30s or 2m ({e})"))
-}
+pub use crate::units::{parse_bytes, parse_duration};
 
 #[cfg(test)]
 mod tests {
@@ -142,15 +142,6 @@ mod tests {
         assert_eq!(parse_key_value("a=").unwrap(), ("a".into(), "".into()));
         assert!(parse_key_value("=b").unwrap_err().contains("\"=b\""));
         assert!(parse_key_value("novalue").is_err());
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_bytes("64MiB").unwrap(), 64 * 1024 * 1024);
-        assert_eq!(parse_bytes("1024").unwrap(), 1024);
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

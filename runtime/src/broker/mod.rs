@@ -1,0 +1,117 @@
+//! The broker: Redis, the one distributed engine behind Eddy. This room owns connecting to it
+//! (or starting a private `redis-server` for a one-machine host, in `embedded`) and the
+//! `publish` capability's Redis side.
+//!
+//! Two kinds of connection are used. One shared, multiplexed [`ConnectionManager`] carries
+//! every short command (acks, scripts, publishes) and reconnects by itself after a drop. Each
+//! stream reader gets its own, because a blocking `XREADGROUP` would hold up every command
+//! queued behind it on a shared connection.
+
+pub mod embedded;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::engine::{PublishError, PublishRequest, Publisher, validate_publish};
+use crate::triggers::streams::wire;
+
+/// How long a short command may wait for its reply before it counts as failed.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a blocking read waits for new entries before it returns empty and checks for
+/// shutdown; also bounds how late a host notices it is asked to stop.
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+
+/// A Redis server to talk to.
+#[derive(Clone)]
+pub struct Broker {
+    client: redis::Client,
+    shared: ConnectionManager,
+    url: Arc<str>,
+}
+
+impl Broker {
+    /// Connects to `url` (`redis://host:port/db`, `rediss://…`, `unix:///path`).
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .with_context(|| format!("invalid Redis URL {url:?}: expected redis://HOST:PORT"))?;
+        let shared = manager(&client, RESPONSE_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        Ok(Self {
+            client,
+            shared,
+            url: url.into(),
+        })
+    }
+
+    /// The shared connection for short commands; clones share it.
+    pub fn shared(&self) -> ConnectionManager {
+        self.shared.clone()
+    }
+
+    /// A connection of its own for blocking reads.
+    pub async fn dedicated(&self) -> anyhow::Result<ConnectionManager> {
+        manager(&self.client, READ_BLOCK + RESPONSE_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+    }
+
+    /// The URL connected to, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+async fn manager(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(3);
+    client.get_connection_manager_with_config(config).await
+}
+
+/// Publishes events functions emit by `XADD`ing them in the wire format.
+pub struct RedisPublisher {
+    conn: ConnectionManager,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RedisPublisher {
+    /// A publisher over `broker`, driving its commands on the current Tokio runtime.
+    pub fn new(broker: &Broker) -> Self {
+        Self {
+            conn: broker.shared(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Publisher for RedisPublisher {
+    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+        validate_publish(&request.stream, &request.event_type)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let fields = wire::published_fields(&request, &id, &time);
+        let mut conn = self.conn.clone();
+        // Called from the blocking thread running the guest, never from an async task.
+        let result: redis::RedisResult<String> = self.runtime.block_on(async move {
+            redis::cmd("XADD")
+                .arg(&request.stream)
+                .arg("*")
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await
+        });
+        result
+            .map(|_entry_id| id)
+            .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))
+    }
+}

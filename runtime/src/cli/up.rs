@@ -1,0 +1,142 @@
+//! `eddy up`: start a host that runs functions on the events of Redis streams.
+//!
+//! With `--redis URL` it joins that Redis (and every other host on it: they share each
+//! consumer group's work). Without, it starts a private `redis-server` on a Unix socket in the
+//! data dir and stops it on exit. SIGINT or SIGTERM drains and exits 0; a second signal stops
+//! waiting for in-flight invocations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_OK;
+use crate::broker::embedded::{DEFAULT_DATA_DIR, EmbeddedRedis};
+use crate::engine::{DEFAULT_MAX_INSTANCES, Engine, EngineConfig, default_cache_dir};
+use crate::host::{self, HostConfig};
+
+/// Arguments of `eddy up`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy up --functions functions/order-confirmation/eddy.toml\n  \
+    eddy up --redis redis://127.0.0.1:6379 --functions ./deploy/   # every eddy.toml in it\n  \
+    EDDY_REDIS_URL=redis://redis:6379 eddy up --functions fns --log-format json\n\n\
+    Events: any Redis client can add one, e.g.\n  \
+    redis-cli XADD orders '*' type OrderPlaced data '{\"orderId\":\"o-1\",\"userId\":\"u-1\"}'\n\n\
+    Each host is its own consumer in every group, named <hostname>-<pid>-<random> unless\n\
+    --consumer is given; several hosts on one Redis share the work.")]
+pub struct UpArgs {
+    /// Redis to use, e.g. redis://127.0.0.1:6379 or unix:///run/redis.sock. Without it, a
+    /// private redis-server is started in --data-dir.
+    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where the private redis-server keeps its socket and append-only file.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// A function manifest (eddy.toml), or a folder of them; repeat for more.
+    #[arg(
+        long,
+        short = 'f',
+        value_name = "PATH",
+        env = "EDDY_FUNCTIONS",
+        value_delimiter = ','
+    )]
+    pub functions: Vec<PathBuf>,
+
+    /// Time in-flight invocations get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_parser = super::parse_duration, default_value = "30s")]
+    // host::DEFAULT_GRACE
+    pub grace: Duration,
+
+    /// Idle time, beyond a function's timeout, after which a pending entry of another
+    /// consumer is presumed abandoned and claimed.
+    #[arg(long, value_parser = super::parse_duration, default_value = "5s")]
+    // host::DEFAULT_CLAIM_MARGIN
+    pub claim_margin: Duration,
+
+    /// This host's consumer name (default <hostname>-<pid>-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+
+    /// Instances alive at once across all functions (the sum of trigger concurrency must fit).
+    #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
+    pub max_instances: u32,
+
+    /// Compile every component afresh instead of using the on-disk cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// Runs `eddy up` until a stop signal.
+pub fn run(args: UpArgs) -> anyhow::Result<u8> {
+    let engine = Engine::new(&EngineConfig {
+        max_instances: args.max_instances,
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            default_cache_dir()
+        },
+        ..EngineConfig::default()
+    })
+    .context("cannot start the engine")?;
+    let functions = host::load_functions(&engine, &args.functions, args.max_instances)?;
+
+    let mut embedded = None;
+    let redis_url = match args.redis {
+        Some(url) => url,
+        None => {
+            let redis = EmbeddedRedis::start(&args.data_dir)?;
+            let url = redis.url();
+            tracing::info!(%url, "started a private redis-server");
+            embedded = Some(redis);
+            url
+        }
+    };
+    let config = HostConfig {
+        redis_url,
+        consumer: args.consumer.unwrap_or_else(host::default_consumer_name),
+        grace: args.grace,
+        claim_margin: args.claim_margin,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = CancellationToken::new();
+    let abandon = CancellationToken::new();
+    let result = runtime.block_on(async {
+        tokio::spawn(watch_signals(shutdown.clone(), abandon.clone()));
+        host::run(config, functions, shutdown, abandon).await
+    });
+    // Invocations still running past the grace period are abandoned, not awaited: their
+    // entries stay pending in Redis.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(mut redis) = embedded {
+        redis.stop();
+    }
+    result.map(|()| EXIT_OK)
+}
+
+/// First SIGINT/SIGTERM: drain. Second: stop waiting.
+async fn watch_signals(shutdown: CancellationToken, abandon: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for stop signals");
+        return;
+    };
+    for token in [shutdown, abandon] {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+    }
+}

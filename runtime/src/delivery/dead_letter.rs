@@ -1,0 +1,248 @@
+//! Dead letters: events that cannot succeed, kept with the reason instead of being dropped.
+//!
+//! A dead-letter entry is the original entry's fields, unchanged, followed by `eddy.*` fields
+//! saying why (a dot never appears in a CloudEvents attribute name, so these cannot collide
+//! with the event's own). Adding the dead letter and acknowledging the original happen in one
+//! Lua script, and only if the acknowledgement removed a pending entry: a crash leaves the
+//! original pending or the dead letter written, never neither and never both, and two hosts
+//! that both finished the same entry write one dead letter between them.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+use crate::engine::{Captured, InvokeResult};
+
+/// Bytes of captured log lines kept in a dead letter: the end of the output, where the
+/// failure usually is.
+pub const LOG_TAIL_BYTES: usize = 4096;
+/// Bytes of a rejecting function's response body kept as the error message.
+const BODY_EXCERPT_BYTES: usize = 1024;
+
+/// Why an event was dead-lettered (the `eddy.reason` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The function answered 4xx (not 408 or 429): the event itself is wrong.
+    Rejected,
+    /// Every attempt failed (5xx, trap, timeout, memory limit).
+    Failed,
+    /// The entry is not an event: no `data`, or `data` not valid for its content type.
+    Malformed,
+    /// Hosts stopped while handling it on every attempt (it may be killing them).
+    Abandoned,
+}
+
+impl Reason {
+    /// The reason as written in the dead letter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Failed => "failed",
+            Reason::Malformed => "malformed",
+            Reason::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Everything a dead letter says about why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Why.
+    pub reason: Reason,
+    /// The function that could not handle it.
+    pub function: String,
+    /// The consumer group it was read through.
+    pub group: String,
+    /// The stream it came from.
+    pub stream: String,
+    /// Its entry id there.
+    pub entry_id: String,
+    /// The last status the function returned, if it returned.
+    pub status: Option<u16>,
+    /// The error: the failure, the rejection body, or what is malformed.
+    pub error: String,
+    /// The tail of the last attempt's captured output.
+    pub logs: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt failed (milliseconds since the Unix epoch).
+    pub first_failure_ms: i64,
+    /// When the last attempt failed.
+    pub last_failure_ms: i64,
+}
+
+impl DeadLetter {
+    /// The `eddy.*` fields appended to the original entry's.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("eddy.reason", self.reason.as_str().to_owned()),
+            ("eddy.function", self.function.clone()),
+            ("eddy.group", self.group.clone()),
+            ("eddy.stream", self.stream.clone()),
+            ("eddy.entry_id", self.entry_id.clone()),
+            ("eddy.attempts", self.attempts.to_string()),
+            ("eddy.error", self.error.clone()),
+            ("eddy.first_failure", rfc3339(self.first_failure_ms)),
+            ("eddy.last_failure", rfc3339(self.last_failure_ms)),
+        ];
+        if let Some(status) = self.status {
+            fields.push(("eddy.status", status.to_string()));
+        }
+        if !self.logs.is_empty() {
+            fields.push(("eddy.logs", self.logs.clone()));
+        }
+        fields
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The error text of an invocation that did not succeed: the failure, or for a rejection
+/// the start of the response body.
+pub fn error_text(result: &InvokeResult) -> String {
+    match &result.failure {
+        Some(failure) => failure.to_string(),
+        None => {
+            let body = result.body_text();
+            let status = result.status.unwrap_or_default();
+            if body.is_empty() {
+                format!("function returned status {status}")
+            } else {
+                format!(
+                    "function returned status {status}: {}",
+                    truncate_start(&body, BODY_EXCERPT_BYTES)
+                )
+            }
+        }
+    }
+}
+
+/// The last [`LOG_TAIL_BYTES`] of an invocation's output: log lines, then stderr and stdout.
+pub fn log_tail(output: &Captured) -> String {
+    let mut text = String::new();
+    for line in &output.logs {
+        text.push_str(line.level.as_str());
+        text.push_str(": ");
+        text.push_str(&line.message);
+        text.push('\n');
+    }
+    for (name, stream) in [("stderr", &output.stderr), ("stdout", &output.stdout)] {
+        if !stream.is_empty() {
+            text.push_str(name);
+            text.push_str(": ");
+            text.push_str(stream);
+            if !stream.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    truncate_end(&text, LOG_TAIL_BYTES)
+}
+
+/// At most `max` bytes from the start of `text`, cut at a character boundary.
+fn truncate_start(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// At most `max` bytes from the end of `text`, cut at a character boundary.
+fn truncate_end(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+/// KEYS: stream, dead-letter stream. ARGV: group, entry id, then field/value pairs.
+/// Dead-letters only if this acknowledgement is the one that removes the pending entry.
+static DEAD_LETTER_PENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+            return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+        end
+        return false
+        ",
+    )
+});
+
+/// Dead-letters a pending stream entry and acknowledges it in one step. Returns the dead
+/// letter's id, or `None` when the entry was no longer pending (another host finished it).
+pub async fn dead_letter_pending<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    dead_letter_stream: &str,
+    original: &[(String, Vec<u8>)],
+    letter: &DeadLetter,
+) -> redis::RedisResult<Option<String>> {
+    let mut invocation = DEAD_LETTER_PENDING.prepare_invoke();
+    invocation
+        .key(&letter.stream)
+        .key(dead_letter_stream)
+        .arg(&letter.group)
+        .arg(&letter.entry_id);
+    for (name, value) in original {
+        invocation.arg(name).arg(value.as_slice());
+    }
+    for (name, value) in letter.fields() {
+        invocation.arg(name).arg(value);
+    }
+    invocation.invoke_async(conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{LogLevel, LogLine};
+
+    #[test]
+    fn the_log_tail_keeps_the_end() {
+        let output = Captured {
+            logs: (0..2000)
+                .map(|i| LogLine {
+                    level: LogLevel::Info,
+                    message: format!("line {i}"),
+                })
+                .collect(),
+            stderr: "boom\n".into(),
+            ..Captured::default()
+        };
+        let tail = log_tail(&output);
+        assert!(tail.len() <= LOG_TAIL_BYTES + '…'.len_utf8());
+        assert!(tail.starts_with('…'));
+        assert!(tail.ends_with("info: line 1999\nstderr: boom\n"), "{tail}");
+        assert_eq!(truncate_end("héllo", 4), "…llo");
+        assert_eq!(truncate_start("héllo", 2), "h");
+    }
+
+    #[test]
+    fn fields_say_why() {
+        let letter = DeadLetter {
+            reason: Reason::Rejected,
+            function: "f".into(),
+            group: "g".into(),
+            stream: "s".into(),
+            entry_id: "1-0".into(),
+            status: Some(400),
+            error: "bad".into(),
+            logs: String::new(),
+            attempts: 1,
+            first_failure_ms: 0,
+            last_failure_ms: 1000,
+        };
+        let fields = letter.fields();
+        assert!(fields.contains(&("eddy.reason", "rejected".into())));
+        assert!(fields.contains(&("eddy.status", "400".into())));
+        assert!(fields.contains(&("eddy.last_failure", "1970-01-01T00:00:01.000Z".into())));
+        assert!(!fields.iter().any(|(name, _)| *name == "eddy.logs"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Delivery: what an invocation's outcome means for the event, shared by every trigger so the
+//! retry rules exist once.
+//!
+//! The rules, as plain logic in [`decide`]:
+//! - 2xx: done, acknowledge.
+//! - 4xx: the function refused the event, so retrying cannot help: dead-letter it at once.
+//!   408 (timeout) and 429 (too many requests) say "later", so they are retried like 5xx.
+//! - 5xx, a trap, a timeout or the memory limit: retry after the policy's backoff for that
+//!   attempt, up to `max_attempts` attempts in all, then dead-letter.
+//!
+//! The Redis side lives in the submodules:
+//! - `backoff`: the retry policy and the delay before each attempt.
+//! - `retry_queue`: the durable schedule of retries (a sorted set leased by Lua scripts), so a
+//!   retry survives the host that scheduled it.
+//! - `dead_letter`: what a dead-letter entry holds, and the atomic "dead-letter and ack" step.
+//! - `acker`: batched `XACK`s for the common path.
+
+mod acker;
+mod backoff;
+mod dead_letter;
+mod retry_queue;
+
+pub use acker::{AckHandle, Acker, MAX_ACK_BATCH};
+pub use backoff::{
+    DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER,
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy,
+};
+pub use dead_letter::{
+    DeadLetter, LOG_TAIL_BYTES, Reason, dead_letter_pending, error_text, log_tail,
+};
+pub use retry_queue::{LeasedRetry, RetryKeys, RetryRecord};
+
+use std::time::Duration;
+
+use crate::engine::{InvokeResult, Outcome};
+
+/// What to do with an event after an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Done: acknowledge it.
+    Ack,
+    /// Try again after this delay; the next attempt is `attempt + 1`.
+    Retry(Duration),
+    /// Give up: move it to the dead-letter stream for this reason.
+    DeadLetter(Reason),
+}
+
+/// Statuses in the 4xx range that mean "try later" rather than "never".
+pub const RETRYABLE_CLIENT_STATUSES: [u16; 2] = [408, 429];
+
+/// Decides the fate of an event whose `attempt`-th invocation gave `result`.
+pub fn decide(result: &InvokeResult, attempt: u32, policy: &RetryPolicy) -> Decision {
+    let retryable = match result.outcome {
+        Outcome::Done => return Decision::Ack,
+        Outcome::Rejected => result
+            .status
+            .is_some_and(|s| RETRYABLE_CLIENT_STATUSES.contains(&s)),
+        Outcome::Failed => true,
+    };
+    if !retryable {
+        return Decision::DeadLetter(Reason::Rejected);
+    }
+    if attempt >= policy.max_attempts {
+        return Decision::DeadLetter(Reason::Failed);
+    }
+    Decision::Retry(policy.delay(attempt + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Captured, Failure};
+
+    fn returned(status: u16) -> InvokeResult {
+        InvokeResult::returned(status, Vec::new(), Duration::ZERO, Captured::default())
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_status_table_decides() {
+        let p = policy();
+        assert_eq!(decide(&returned(200), 1, &p), Decision::Ack);
+        assert_eq!(decide(&returned(204), 3, &p), Decision::Ack);
+        assert_eq!(
+            decide(&returned(400), 1, &p),
+            Decision::DeadLetter(Reason::Rejected)
+        );
+        assert_eq!(
+            decide(&returned(404), 1, &p),
+            Decision::DeadLetter(Reason::Rejected)
+        );
+        assert_eq!(
+            decide(&returned(429), 1, &p),
+            Decision::Retry(Duration::from_millis(100))
+        );
+        assert_eq!(
+            decide(&returned(408), 2, &p),
+            Decision::Retry(Duration::from_millis(200))
+        );
+        assert_eq!(
+            decide(&returned(500), 1, &p),
+            Decision::Retry(Duration::from_millis(100))
+        );
+        assert_eq!(
+            decide(&returned(503), 3, &p),
+            Decision::DeadLetter(Reason::Failed)
+        );
+        let trap = InvokeResult::failed(
+            Failure::Timeout { limit_ms: 10 },
+            Duration::ZERO,
+            Captured::default(),
+        );
+        assert_eq!(
+            decide(&trap, 1, &p),
+            Decision::Retry(Duration::from_millis(100))
+        );
+        assert_eq!(decide(&trap, 3, &p), Decision::DeadLetter(Reason::Failed));
+    }
+}

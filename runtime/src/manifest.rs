@@ -1,0 +1,635 @@
+//! The function manifest, `eddy.toml`: what to run, with which limits and settings, on which
+//! triggers.
+//!
+//! ```toml
+//! name = "order-confirmation"            # required: lowercase letters, digits, - and _
+//! component = "order_confirmation.wasm"  # required: relative to this file
+//!
+//! [limits]
+//! memory = "64MiB"    # default 64MiB
+//! timeout = "30s"     # default 30s, wall time of one invocation
+//! output = "64KiB"    # default 64KiB of captured stdout, stderr and logs
+//!
+//! [config]            # read by the function with config::get; values are strings
+//! email_stream = "emails"
+//!
+//! [[triggers.stream]]
+//! stream = "orders"           # required
+//! group = "order-confirmation" # default: the function's name
+//! types = ["OrderPlaced"]     # default: every type; other types are acked untouched
+//! start = "latest"            # or "earliest": a new group replays the stream's history
+//! batch = 32                  # entries per read, 1..=1000
+//! concurrency = 8             # invocations in flight per host, 1..=256
+//! dead_letter = "orders.dlq"  # default: <stream>.dlq
+//!
+//! [triggers.stream.retry]
+//! max_attempts = 5            # attempts in all, 1..=100
+//! initial = "1s"              # delay before the second attempt
+//! factor = 2.0                # growth per attempt, 1.0..=100.0
+//! max = "5m"                  # cap on one delay
+//! jitter = 0.5                # random fraction taken off each delay, 0.0..=1.0
+//! ```
+//!
+//! Unknown fields are errors, so a typo never silently means a default. Every error names the
+//! file, the field, the value and what was expected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
+use crate::engine::{Limits, MAX_MEMORY_BYTES, MAX_STREAM_NAME_BYTES};
+use crate::triggers::streams::{
+    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
+    StreamTriggerConfig,
+};
+use crate::units::{parse_bytes, parse_duration};
+
+/// The file name looked for in a folder.
+pub const MANIFEST_FILE: &str = "eddy.toml";
+/// Longest function name accepted.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The function's name.
+    pub name: String,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its settings.
+    pub config: BTreeMap<String, String>,
+    /// Its stream triggers.
+    pub streams: Vec<StreamTriggerConfig>,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{}: cannot read the manifest: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a field of the wrong type, or an unknown field.
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has a value outside what is accepted.
+    #[error("{}: field `{field}` = {value}: expected {expected}", path.display())]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// The field's dotted path, e.g. `triggers.stream[0].batch`.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    component: String,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    triggers: RawTriggers,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<String>,
+    timeout: Option<String>,
+    output: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    stream: Vec<RawStreamTrigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreamTrigger {
+    stream: String,
+    group: Option<String>,
+    types: Option<Vec<String>>,
+    start: Option<Start>,
+    batch: Option<i64>,
+    concurrency: Option<i64>,
+    retry: Option<RawRetry>,
+    dead_letter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<i64>,
+    initial: Option<String>,
+    factor: Option<f64>,
+    max: Option<String>,
+    jitter: Option<f64>,
+}
+
+/// Reads and validates the manifest at `path` (a file, or a folder holding `eddy.toml`).
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let path = if path.is_dir() {
+        path.join(MANIFEST_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&path, &text)
+}
+
+/// Finds the manifests under `path`: the file itself, or every `eddy.toml` in the folder and
+/// its direct subfolders, sorted.
+pub fn discover(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    if path.join(MANIFEST_FILE).is_file() {
+        found.push(path.join(MANIFEST_FILE));
+    }
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?.path();
+        if entry.is_dir() && entry.join(MANIFEST_FILE).is_file() {
+            found.push(entry.join(MANIFEST_FILE));
+        } else if entry.is_file()
+            && entry.extension().is_some_and(|e| e == "toml")
+            && entry.file_name().is_some_and(|n| n != MANIFEST_FILE)
+        {
+            found.push(entry);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Validates manifest `text` read from `path` (used to resolve the component path).
+pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })?;
+    let v = Validator { path };
+
+    v.check(
+        "name",
+        &raw.name,
+        is_name(&raw.name),
+        "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+    )?;
+    v.check(
+        "component",
+        &raw.component,
+        !raw.component.trim().is_empty(),
+        "the path of a .wasm component, relative to the manifest",
+    )?;
+    let expanded = expand_env(&raw.component, |name| std::env::var(name).ok())
+        .map_err(|expected| v.error("component", &format!("{:?}", raw.component), &expected))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let component = base.join(expanded);
+
+    let mut limits = Limits::default();
+    if let Some(memory) = &raw.limits.memory {
+        limits.memory_bytes = v.size("limits.memory", memory)?;
+        v.check(
+            "limits.memory",
+            memory,
+            limits.memory_bytes > 0 && limits.memory_bytes <= MAX_MEMORY_BYTES,
+            "a size from 1 byte to 4GiB, e.g. \"64MiB\"",
+        )?;
+    }
+    if let Some(timeout) = &raw.limits.timeout {
+        limits.timeout = v.duration("limits.timeout", timeout)?;
+        v.check(
+            "limits.timeout",
+            timeout,
+            !limits.timeout.is_zero(),
+            "a duration greater than zero, e.g. \"30s\"",
+        )?;
+    }
+    if let Some(output) = &raw.limits.output {
+        let bytes = v.size("limits.output", output)?;
+        limits.output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+
+    let mut config = BTreeMap::new();
+    for (key, value) in raw.config {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(v.error(
+                    &format!("config.{key}"),
+                    &other.to_string(),
+                    "a string, number or boolean",
+                ));
+            }
+        };
+        config.insert(key, text);
+    }
+
+    let mut streams = Vec::new();
+    for (i, t) in raw.triggers.stream.into_iter().enumerate() {
+        let at = format!("triggers.stream[{i}]");
+        v.check(
+            &format!("{at}.stream"),
+            &t.stream,
+            is_stream_name(&t.stream),
+            "a stream name of 1 to 256 bytes with no whitespace or control characters",
+        )?;
+        let group = t.group.unwrap_or_else(|| raw.name.clone());
+        v.check(
+            &format!("{at}.group"),
+            &group,
+            is_stream_name(&group),
+            "a group name of 1 to 256 bytes with no whitespace or control characters",
+        )?;
+        if let Some(types) = &t.types {
+            v.check(
+                &format!("{at}.types"),
+                &format!("{types:?}"),
+                !types.is_empty() && types.iter().all(|t| !t.trim().is_empty()),
+                "a non-empty list of non-empty event types (leave it out to handle every type)",
+            )?;
+        }
+        let batch = v.range(&format!("{at}.batch"), t.batch, DEFAULT_BATCH, 1, MAX_BATCH)?;
+        let concurrency = v.range(
+            &format!("{at}.concurrency"),
+            t.concurrency,
+            DEFAULT_CONCURRENCY,
+            1,
+            MAX_CONCURRENCY,
+        )?;
+        let retry = v.retry(&format!("{at}.retry"), t.retry)?;
+        let dead_letter = t
+            .dead_letter
+            .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", t.stream));
+        v.check(
+            &format!("{at}.dead_letter"),
+            &dead_letter,
+            is_stream_name(&dead_letter) && dead_letter != t.stream,
+            "a stream name other than the trigger's own stream",
+        )?;
+        streams.push(StreamTriggerConfig {
+            stream: t.stream,
+            group,
+            types: t.types,
+            start: t.start.unwrap_or(Start::Latest),
+            batch,
+            concurrency,
+            retry,
+            dead_letter,
+        });
+    }
+
+    Ok(Manifest {
+        path: path.to_path_buf(),
+        name: raw.name,
+        component,
+        limits,
+        config,
+        streams,
+    })
+}
+
+/// Expands `${NAME}` and `${NAME:-default}` in `text` with `lookup`, so a manifest can point
+/// at a build directory that differs between machines. The error says what was expected.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "a closing `}` after `${`".to_owned())?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "a variable name of letters, digits and _ in `${{{inner}}}`"
+            ));
+        }
+        match lookup(name)
+            .filter(|v| !v.is_empty())
+            .or(default.map(str::to_owned))
+        {
+            Some(value) => out.push_str(&value),
+            None => {
+                return Err(format!(
+                    "environment variable {name} to be set (or a default: `${{{name}:-PATH}}`)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Whether `name` is a valid function name.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// Whether `name` is a valid stream or group name.
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME_BYTES
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn error(&self, field: &str, value: &str, expected: &str) -> ManifestError {
+        ManifestError::Field {
+            path: self.path.to_path_buf(),
+            field: field.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+
+    fn check(
+        &self,
+        field: &str,
+        value: &str,
+        ok: bool,
+        expected: &str,
+    ) -> Result<(), ManifestError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.error(field, &format!("{value:?}"), expected))
+        }
+    }
+
+    fn size(&self, field: &str, value: &str) -> Result<u64, ManifestError> {
+        parse_bytes(value)
+            .map_err(|_| self.error(field, &format!("{value:?}"), "a size such as \"64MiB\""))
+    }
+
+    fn duration(&self, field: &str, value: &str) -> Result<Duration, ManifestError> {
+        parse_duration(value).map_err(|_| {
+            self.error(
+                field,
+                &format!("{value:?}"),
+                "a duration such as \"500ms\", \"30s\" or \"5m\"",
+            )
+        })
+    }
+
+    fn range(
+        &self,
+        field: &str,
+        value: Option<i64>,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ManifestError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        match usize::try_from(value) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.error(
+                field,
+                &value.to_string(),
+                &format!("an integer from {min} to {max}"),
+            )),
+        }
+    }
+
+    fn retry(&self, at: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, ManifestError> {
+        let mut policy = RetryPolicy::default();
+        let Some(raw) = raw else {
+            return Ok(policy);
+        };
+        policy.max_attempts = self.range(
+            &format!("{at}.max_attempts"),
+            raw.max_attempts,
+            policy.max_attempts as usize,
+            1,
+            MAX_ATTEMPTS_LIMIT as usize,
+        )? as u32;
+        if let Some(initial) = &raw.initial {
+            policy.initial = self.duration(&format!("{at}.initial"), initial)?;
+        }
+        if let Some(max) = &raw.max {
+            policy.max = self.duration(&format!("{at}.max"), max)?;
+        }
+        if policy.max < policy.initial {
+            return Err(self.error(
+                &format!("{at}.max"),
+                &format!("{:?}", humantime::format_duration(policy.max).to_string()),
+                &format!(
+                    "a duration no shorter than initial ({})",
+                    humantime::format_duration(policy.initial)
+                ),
+            ));
+        }
+        if let Some(factor) = raw.factor {
+            if !(1.0..=100.0).contains(&factor) {
+                return Err(self.error(
+                    &format!("{at}.factor"),
+                    &factor.to_string(),
+                    "a number from 1.0 to 100.0",
+                ));
+            }
+            policy.factor = factor;
+        }
+        if let Some(jitter) = raw.jitter {
+            if !(0.0..=1.0).contains(&jitter) {
+                return Err(self.error(
+                    &format!("{at}.jitter"),
+                    &jitter.to_string(),
+                    "a fraction from 0.0 to 1.0",
+                ));
+            }
+            policy.jitter = jitter;
+        }
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
+        parse(Path::new("/fns/f/eddy.toml"), text)
+    }
+
+    #[test]
+    fn a_minimal_manifest_gets_every_default() {
+        let m = parse_str(
+            "name = \"echo\"\ncomponent = \"echo.wasm\"\n[[triggers.stream]]\nstream = \"orders\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.component, Path::new("/fns/f/echo.wasm"));
+        assert_eq!(m.limits, Limits::default());
+        let t = &m.streams[0];
+        assert_eq!(t.group, "echo");
+        assert_eq!(t.dead_letter, "orders.dlq");
+        assert_eq!(t.start, Start::Latest);
+        assert_eq!(
+            (t.batch, t.concurrency),
+            (DEFAULT_BATCH, DEFAULT_CONCURRENCY)
+        );
+        assert_eq!(t.retry, RetryPolicy::default());
+        assert!(t.handles(Some("Anything")));
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let m = parse_str(
+            r#"
+            name = "inv"
+            component = "../x.wasm"
+            [limits]
+            memory = "8MiB"
+            timeout = "250ms"
+            output = "1KiB"
+            [config]
+            a = "b"
+            n = 3
+            [[triggers.stream]]
+            stream = "orders"
+            group = "g"
+            types = ["OrderPlaced"]
+            start = "earliest"
+            batch = 5
+            concurrency = 2
+            dead_letter = "dead"
+            [triggers.stream.retry]
+            max_attempts = 3
+            initial = "10ms"
+            factor = 3.0
+            max = "1s"
+            jitter = 0.0
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.limits.memory_bytes, 8 << 20);
+        assert_eq!(m.limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.limits.output_bytes, 1024);
+        assert_eq!(m.config["n"], "3");
+        let t = &m.streams[0];
+        assert_eq!(t.start, Start::Earliest);
+        assert!(!t.handles(Some("Other")) && !t.handles(None));
+        assert_eq!(t.retry.max_attempts, 3);
+        assert_eq!(t.retry.initial, Duration::from_millis(10));
+        assert_eq!(t.dead_letter, "dead");
+    }
+
+    fn field_error(text: &str) -> (String, String) {
+        match parse_str(text) {
+            Err(ManifestError::Field { field, value, .. }) => (field, value),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let head = "name = \"f\"\ncomponent = \"f.wasm\"\n";
+        let stream = "[[triggers.stream]]\nstream = \"s\"\n";
+        assert_eq!(
+            field_error("name = \"Bad Name\"\ncomponent = \"f.wasm\"\n").0,
+            "name"
+        );
+        assert_eq!(
+            field_error(&format!("{head}[limits]\nmemory = \"lots\"\n")),
+            ("limits.memory".into(), "\"lots\"".into())
+        );
+        assert_eq!(
+            field_error(&format!("{head}{stream}batch = 0\n")),
+            ("triggers.stream[0].batch".into(), "0".into())
+        );
+        assert_eq!(
+            field_error(&format!(
+                "{head}{stream}[triggers.stream.retry]\njitter = 2.0\n"
+            ))
+            .0,
+            "triggers.stream[0].retry.jitter"
+        );
+        assert_eq!(
+            field_error(&format!("{head}[[triggers.stream]]\nstream = \"a b\"\n")).0,
+            "triggers.stream[0].stream"
+        );
+    }
+
+    #[test]
+    fn component_paths_expand_variables() {
+        let lookup = |name: &str| (name == "DIR").then(|| "/build".to_owned());
+        assert_eq!(
+            expand_env("${DIR}/f.wasm", lookup).unwrap(),
+            "/build/f.wasm"
+        );
+        assert_eq!(expand_env("${NOPE:-x}/f.wasm", lookup).unwrap(), "x/f.wasm");
+        assert_eq!(expand_env("plain.wasm", lookup).unwrap(), "plain.wasm");
+        assert!(
+            expand_env("${NOPE}/f.wasm", lookup)
+                .unwrap_err()
+                .contains("NOPE")
+        );
+        assert!(expand_env("${DIR", lookup).is_err());
+        assert!(expand_env("${A B}", lookup).is_err());
+    }
+
+    #[test]
+    fn typos_and_wrong_types_are_syntax_errors() {
+        for text in [
+            "name = \"f\"\ncomponent = \"f.wasm\"\ntimeout = \"1s\"\n",
+            "name = \"f\"\ncomponent = \"f.wasm\"\n[[triggers.stream]]\nstream = \"s\"\nstart = \"middle\"\n",
+            "name = \"f\"\n",
+            "name = 3\ncomponent = \"f.wasm\"\n",
+        ] {
+            assert!(
+                matches!(parse_str(text), Err(ManifestError::Syntax { .. })),
+                "{text}"
+            );
+        }
+    }
+}

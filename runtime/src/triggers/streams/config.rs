@@ -1,0 +1,66 @@
+//! A stream trigger's settings, validated: what the `[[triggers.stream]]` manifest section
+//! turns into. Every setting has a named default.
+
+use crate::delivery::RetryPolicy;
+
+/// Entries read per `XREADGROUP` at most.
+pub const DEFAULT_BATCH: usize = 32;
+/// Highest batch accepted.
+pub const MAX_BATCH: usize = 1000;
+/// Invocations of one trigger in flight at once on one host.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Highest concurrency accepted (the engine's instance pool is the real ceiling).
+pub const MAX_CONCURRENCY: usize = 256;
+/// Suffix of the default dead-letter stream: `<stream>.dlq`.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Only entries added after the group was created (`$`).
+    Latest,
+    /// Everything still in the stream (`0`): a new function replays history.
+    Earliest,
+}
+
+impl Start {
+    /// The id given to `XGROUP CREATE`.
+    pub fn group_start_id(self) -> &'static str {
+        match self {
+            Start::Latest => "$",
+            Start::Earliest => "0",
+        }
+    }
+}
+
+/// One stream trigger of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamTriggerConfig {
+    /// The stream read.
+    pub stream: String,
+    /// The consumer group (default: the function's name).
+    pub group: String,
+    /// Event types handled; others are acknowledged untouched. `None` handles every type.
+    pub types: Option<Vec<String>>,
+    /// Where a new group starts (default latest).
+    pub start: Start,
+    /// Entries per read at most ([`DEFAULT_BATCH`]).
+    pub batch: usize,
+    /// Invocations in flight per host ([`DEFAULT_CONCURRENCY`]).
+    pub concurrency: usize,
+    /// How failures are retried.
+    pub retry: RetryPolicy,
+    /// Where events that cannot succeed go (default `<stream>.dlq`).
+    pub dead_letter: String,
+}
+
+impl StreamTriggerConfig {
+    /// Whether an entry of type `event_type` is for this trigger.
+    pub fn handles(&self, event_type: Option<&str>) -> bool {
+        match &self.types {
+            None => true,
+            Some(types) => event_type.is_some_and(|t| types.iter().any(|x| x == t)),
+        }
+    }
+}
