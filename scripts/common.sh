@@ -15,6 +15,14 @@ install_prerequisites() {
     step "installing the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
   fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    step "installing redis-server (apt-get)"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    # Debian starts a system-wide instance on 6379; Eddy's tests and demo start their own.
+  fi
 }
 
 build_functions() {

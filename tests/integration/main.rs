@@ -5,3 +5,5 @@ mod bad_input;
 mod engine;
 mod invoke;
 mod order_functions;
+mod streams;
+mod up;

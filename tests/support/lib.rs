@@ -1,11 +1,16 @@
 //! Test support for Eddy's black-box suite: finds the real `eddy` binary and the real
 //! components built from `functions/`, runs commands, and builds tiny components from WAT for
-//! the cases no real guest should exhibit (wrong world, core module).
+//! the cases no real guest should exhibit (wrong world, core module); starts real
+//! `redis-server`s on free loopback ports and real `eddy up` hosts against them.
 //!
 //! `scripts/test` builds both and sets `EDDY_BIN` and `EDDY_FUNCTIONS_DIR`; without them the
 //! paths are derived from the test binary's own target directory.
 
 #![deny(missing_docs)]
+
+pub mod host;
+pub mod redis_server;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

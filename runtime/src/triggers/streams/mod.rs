@@ -189,8 +189,10 @@ impl Trigger {
         let mut backoff = ERROR_BACKOFF;
         loop {
             let mut permits = tokio::select! {
-                held = self.take_permits() => held,
+                // Shutdown first: free permits are always ready and must not win the race.
+                biased;
                 _ = shutdown.cancelled() => return,
+                held = self.take_permits() => held,
             };
             if last_claim.is_none_or(|t| t.elapsed() >= claim_interval) {
                 last_claim = Some(Instant::now());
@@ -328,8 +330,10 @@ impl Trigger {
         let mut backoff = ERROR_BACKOFF;
         loop {
             let mut permits = tokio::select! {
-                held = self.take_permits() => held,
+                // Shutdown first: free permits are always ready and must not win the race.
+                biased;
                 _ = shutdown.cancelled() => return,
+                held = self.take_permits() => held,
             };
             let now = now_ms();
             let lease_until = now + self.min_idle().as_millis() as i64;

@@ -1,0 +1,145 @@
+//! Helpers for stream tests: unique names, manifests, reading streams, and polling with a
+//! deadline instead of sleeping a fixed time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redis::Commands as _;
+
+use crate::wasm;
+
+/// A name unique to this test run: `<base>-<random>`, so tests run in parallel on one Redis.
+pub fn unique(base: &str) -> String {
+    format!("{base}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish() as u32
+}
+
+/// Writes a manifest `<name>.toml` in `dir` for function `name` running component
+/// `component` (a crate of `functions/`), followed by `rest` (more TOML).
+pub fn manifest(dir: &Path, name: &str, component: &str, rest: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = {name:?}\ncomponent = {:?}\n{rest}",
+        wasm(component).display().to_string()
+    );
+    std::fs::write(&path, text).expect("writing manifest");
+    path
+}
+
+/// One stream entry: its id and fields (values as text, lossily).
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    /// The entry id.
+    pub id: String,
+    /// The fields.
+    pub fields: HashMap<String, String>,
+}
+
+impl StreamEntry {
+    /// Field `name`, or a panic naming the entry.
+    pub fn get(&self, name: &str) -> &str {
+        self.fields
+            .get(name)
+            .unwrap_or_else(|| panic!("entry {} has no field {name}: {:?}", self.id, self.fields))
+    }
+
+    /// The `data` field parsed as JSON.
+    pub fn data(&self) -> serde_json::Value {
+        serde_json::from_str(self.get("data")).expect("data is JSON")
+    }
+
+    /// The millisecond part of the entry id: when Redis added it.
+    pub fn millis(&self) -> u64 {
+        self.id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .expect("entry id")
+    }
+}
+
+/// An `XRANGE` reply: ids with their fields.
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// Every entry of `stream`, oldest first.
+pub fn entries(conn: &mut redis::Connection, stream: &str) -> Vec<StreamEntry> {
+    let raw: RawEntries = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE");
+    raw.into_iter()
+        .map(|(id, fields)| StreamEntry {
+            id,
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Adds an entry with `fields` to `stream` and returns its id.
+pub fn add(conn: &mut redis::Connection, stream: &str, fields: &[(&str, &str)]) -> String {
+    conn.xadd(stream, "*", fields).expect("XADD")
+}
+
+/// Entries pending (delivered, not acknowledged) in `group` of `stream`.
+pub fn pending(conn: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(conn)
+        .expect("XPENDING");
+    match summary {
+        redis::Value::Array(items) => redis::from_redis_value(items[0].clone()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Entries waiting in the retry schedule of `group` on `stream`.
+pub fn scheduled_retries(conn: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+    conn.zcard(format!("eddy:{{{stream}}}:{group}:retry:due"))
+        .expect("ZCARD")
+}
+
+/// Whether consumer group `group` exists on `stream`.
+pub fn group_exists(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+    let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
+        redis::cmd("XINFO").arg("GROUPS").arg(stream).query(conn);
+    groups.is_ok_and(|groups| {
+        groups.iter().any(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .is_some_and(|name| name == group)
+        })
+    })
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
