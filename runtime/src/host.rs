@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, RedisPublisher};
-use crate::engine::{Engine, Function, FunctionSpec};
+use crate::engine::{Engine, Function, FunctionSpec, Workers};
 use crate::manifest::{self, Manifest};
 use crate::triggers::streams::{self, HostContext};
 
@@ -37,6 +37,8 @@ pub struct HostConfig {
     /// Extra idle time before claiming another consumer's pending entry
     /// ([`DEFAULT_CLAIM_MARGIN`]).
     pub claim_margin: Duration,
+    /// Invocation threads ([`crate::engine::default_workers`]: one per core).
+    pub workers: usize,
 }
 
 /// A function ready to run: its manifest and its loaded component.
@@ -64,13 +66,8 @@ pub fn default_consumer_name() -> String {
 }
 
 /// Loads every manifest found under `paths` and its component. Fails on the first problem,
-/// naming the file; checks that no two functions share a name or a stream's consumer group,
-/// and that their concurrency fits the engine's instance pool.
-pub fn load_functions(
-    engine: &Engine,
-    paths: &[PathBuf],
-    max_instances: u32,
-) -> anyhow::Result<Vec<LoadedFunction>> {
+/// naming the file; checks that no two functions share a name or a stream's consumer group.
+pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedFunction>> {
     let mut files = Vec::new();
     for path in paths {
         let found = manifest::discover(path)
@@ -85,7 +82,6 @@ pub fn load_functions(
     }
     let mut loaded: Vec<LoadedFunction> = Vec::new();
     let mut groups = BTreeMap::new();
-    let mut concurrency = 0;
     for file in files {
         let manifest = manifest::load(&file)?;
         if let Some(other) = loaded.iter().find(|f| f.manifest.name == manifest.name) {
@@ -108,7 +104,6 @@ pub fn load_functions(
                     trigger.group
                 );
             }
-            concurrency += trigger.concurrency;
         }
         let bytes = std::fs::read(&manifest.component).with_context(|| {
             format!(
@@ -137,13 +132,6 @@ pub fn load_functions(
         );
         loaded.push(LoadedFunction { manifest, function });
     }
-    if concurrency > max_instances as usize {
-        bail!(
-            "the triggers ask for {concurrency} invocations in flight in all, more than the \
-             instance pool holds ({max_instances}): lower their `concurrency` or raise \
-             --max-instances"
-        );
-    }
     Ok(loaded)
 }
 
@@ -155,7 +143,10 @@ pub async fn run(
     abandon: CancellationToken,
 ) -> anyhow::Result<()> {
     let broker = Broker::connect(&config.redis_url).await?;
+    let workers = Workers::new(config.workers, tokio::runtime::Handle::current())
+        .context("cannot start the invocation workers")?;
     let ctx = HostContext {
+        workers,
         publisher: Arc::new(RedisPublisher::new(&broker)),
         broker,
         consumer: config.consumer.clone().into(),

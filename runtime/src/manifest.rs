@@ -19,7 +19,7 @@
 //! types = ["OrderPlaced"]     # default: every type; other types are acked untouched
 //! start = "latest"            # or "earliest": a new group replays the stream's history
 //! batch = 32                  # entries per read, 1..=1000
-//! concurrency = 8             # invocations in flight per host, 1..=256
+//! concurrency = 32            # events in flight per host (running or queued), 1..=256
 //! dead_letter = "orders.dlq"  # default: <stream>.dlq
 //!
 //! [triggers.stream.retry]

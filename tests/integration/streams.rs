@@ -513,3 +513,34 @@ fn sigterm_finishes_in_flight_work_then_exits_zero() {
     assert!(s.dead_letters().is_empty());
     assert_eq!(s.records().len(), 4);
 }
+
+#[test]
+fn work_queued_on_a_live_host_is_never_claimed_from_under_it() {
+    // One worker, eight events of 400 ms each: the last waits about 2.8 s in the local queue,
+    // far past the 1.5 s idle threshold (1 s timeout + 500 ms margin). The host keeps the
+    // queued entries fresh, so the second host claims none and nothing runs twice.
+    let mut s = setup();
+    s.record("rec", "work_ms = \"400\"", "batch = 8\nconcurrency = 8");
+    let text = std::fs::read_to_string(s.dir.path().join("rec.toml")).unwrap();
+    std::fs::write(
+        s.dir.path().join("rec.toml"),
+        text.replace("[config]", "[limits]\ntimeout = \"1s\"\n[config]"),
+    )
+    .unwrap();
+    let _busy = Host::start(&s.redis.url(), s.dir.path(), &["--workers", "1"]);
+    s.wait_group("rec");
+    for n in 0..8 {
+        s.add(&[("id", &format!("ev-{n}")), ("data", "{}")]);
+    }
+    s.wait_records(1);
+    let _idle = Host::start(&s.redis.url(), s.dir.path(), &["--workers", "1"]);
+    s.wait_records(8);
+    s.wait_settled("rec");
+    std::thread::sleep(Duration::from_millis(500));
+    let records = s.records();
+    let attempts: Vec<i64> = records
+        .iter()
+        .map(|r| r.data()["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1; 8], "an event ran twice: {records:?}");
+}

@@ -12,11 +12,22 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    durable: bool,
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers.
+    /// Starts a server on a free port, fsyncing every write, and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// Starts a server with Redis's default durability (no fsync per write), as benchmarks
+    /// measure Eddy rather than the disk.
+    pub fn start_fast() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("finding a free port")
@@ -25,6 +36,7 @@ impl RedisServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("temp dir"),
+            durable,
         };
         server.spawn();
         server
@@ -35,14 +47,12 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(["--save", ""])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .args(["--daemonize", "no", "--logfile"])
             .arg(self.dir.path().join("redis.log"))
             .stdin(Stdio::null())

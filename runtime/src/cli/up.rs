@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::EXIT_OK;
 use crate::broker::embedded::{DEFAULT_DATA_DIR, EmbeddedRedis};
-use crate::engine::{DEFAULT_MAX_INSTANCES, Engine, EngineConfig, default_cache_dir};
+use crate::engine::{
+    DEFAULT_MAX_INSTANCES, Engine, EngineConfig, default_cache_dir, default_workers,
+};
 use crate::host::{self, HostConfig};
 
 /// Arguments of `eddy up`.
@@ -62,7 +64,12 @@ pub struct UpArgs {
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
 
-    /// Instances alive at once across all functions (the sum of trigger concurrency must fit).
+    /// Threads running invocations (default: one per core). A trigger's `concurrency` events
+    /// beyond these wait in a local queue, their Redis idle time kept fresh.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Size of the engine's instance pool; at least --workers.
     #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
     pub max_instances: u32,
 
@@ -83,7 +90,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         ..EngineConfig::default()
     })
     .context("cannot start the engine")?;
-    let functions = host::load_functions(&engine, &args.functions, args.max_instances)?;
+    let workers = args.workers.unwrap_or_else(default_workers);
+    if workers > args.max_instances as usize {
+        anyhow::bail!(
+            "--workers {workers} is more than --max-instances {}: each worker needs an instance",
+            args.max_instances
+        );
+    }
+    let functions = host::load_functions(&engine, &args.functions)?;
 
     let mut embedded = None;
     let redis_url = match args.redis {
@@ -101,6 +115,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         consumer: args.consumer.unwrap_or_else(host::default_consumer_name),
         grace: args.grace,
         claim_margin: args.claim_margin,
+        workers,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -185,6 +185,17 @@ static LEASE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS: due, data, attempts, lease. ARGV: id, token, until ms.
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+        return 1
+        ",
+    )
+});
+
 /// KEYS: due, data, attempts, lease. ARGV: id, token.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -328,6 +339,23 @@ impl RetryKeys {
             .query_async(conn)
             .await?;
         Ok(first.first().map(|(_, score)| *score as i64))
+    }
+
+    /// Extends the lease of an event still waiting for a worker. False if the lease was lost.
+    pub async fn extend_lease<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        leased: &LeasedRetry,
+        until_ms: i64,
+    ) -> redis::RedisResult<bool> {
+        let mut invocation = EXTEND.prepare_invoke();
+        self.add_keys(&mut invocation);
+        invocation
+            .arg(&leased.entry_id)
+            .arg(&leased.token)
+            .arg(until_ms);
+        let extended: i64 = invocation.invoke_async(conn).await?;
+        Ok(extended == 1)
     }
 
     /// Removes a leased event that succeeded. False if the lease was lost.

@@ -15,6 +15,7 @@
 //! - `capture`: bounded stdout, stderr and log capture.
 //! - `publish`: the `publish` capability's trait and the in-memory publisher.
 //! - `outcome`: the status table as plain logic.
+//! - `workers`: the fixed set of threads invocations run on.
 
 mod cache;
 mod capture;
@@ -22,6 +23,7 @@ mod host;
 mod limits;
 mod outcome;
 mod publish;
+mod workers;
 
 pub use cache::{ComponentCache, digest};
 pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
@@ -31,6 +33,7 @@ pub use publish::{
     MAX_STREAM_NAME_BYTES, MemoryPublisher, PublishError, PublishRequest, Publisher,
     validate_publish,
 };
+pub use workers::{Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

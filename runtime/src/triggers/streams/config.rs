@@ -7,8 +7,8 @@ use crate::delivery::RetryPolicy;
 pub const DEFAULT_BATCH: usize = 32;
 /// Highest batch accepted.
 pub const MAX_BATCH: usize = 1000;
-/// Invocations of one trigger in flight at once on one host.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Events of one trigger in flight at once on one host: running on a worker or queued for one.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Highest concurrency accepted (the engine's instance pool is the real ceiling).
 pub const MAX_CONCURRENCY: usize = 256;
 /// Suffix of the default dead-letter stream: `<stream>.dlq`.

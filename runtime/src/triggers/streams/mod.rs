@@ -3,17 +3,19 @@
 //!
 //! Per trigger and host there are three loops:
 //! - the **reader** takes as many concurrency permits as are free (up to `batch`), then reads
-//!   that many new entries with one blocking `XREADGROUP`. It never reads more than it can start
-//!   at once, so no entry waits in a local queue while its idle time grows: a live host's
-//!   entries are never claimed from under it. Every few seconds it also claims entries another
+//!   that many new entries with one blocking `XREADGROUP`: never more than `concurrency` in
+//!   flight. Every few seconds it also claims entries another
 //!   consumer left pending for longer than the function's timeout plus a margin: that consumer
 //!   died mid-invocation, and the claim counts as an attempt.
 //! - the **retry loop** leases events whose backoff has elapsed from the durable schedule
 //!   ([`crate::delivery`]), whichever host scheduled them.
 //! - the **acker** sends the `XACK`s of handled entries in batches.
 //!
-//! Each invocation runs on the blocking pool; its outcome is settled in Redis (ack, schedule a
-//! retry, or dead-letter) before its permit is released. On shutdown the loops stop reading,
+//! Each invocation runs on the host's invocation workers (one thread per core); `concurrency`
+//! bounds the events in flight, running or queued for a worker. While an event waits in that
+//! local queue its idle time in Redis is refreshed (`XCLAIM … JUSTID` to itself, or a longer
+//! retry lease), so no other host mistakes it for abandoned. Its outcome is settled in Redis
+//! (ack, schedule a retry, or dead-letter) before its permit is released. On shutdown the loops stop reading,
 //! invocations in flight finish and are settled, and anything not finished stays pending for
 //! another host.
 
@@ -40,7 +42,7 @@ use crate::delivery::{
     AckHandle, Acker, DeadLetter, Decision, LeasedRetry, Reason, RetryKeys, RetryRecord,
     dead_letter_pending, decide, error_text, log_tail,
 };
-use crate::engine::{Failure, Function, InvokeResult, Publisher};
+use crate::engine::{Failure, Function, InvokeResult, Publisher, Workers};
 use wire::Entry;
 
 /// How often, per idle-time threshold, a reader looks for entries to claim: a dead
@@ -65,6 +67,8 @@ pub struct HostContext {
     pub consumer: Arc<str>,
     /// Where published events go.
     pub publisher: Arc<dyn Publisher>,
+    /// The threads invocations run on.
+    pub workers: Workers,
     /// Cancelled when the host is asked to stop: stop reading, finish what is in flight.
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period ends: stop retrying Redis writes and give up.
@@ -459,20 +463,21 @@ impl Trigger {
             }
         };
 
-        let function = self.function.clone();
-        let publisher = self.ctx.publisher.clone();
-        let result = tokio::task::spawn_blocking(move || function.invoke(&event, publisher))
-            .await
-            .unwrap_or_else(|join_error| {
-                InvokeResult::failed(
-                    Failure::Trap {
-                        message: format!("host error while invoking: {join_error}"),
-                        panic: None,
-                    },
-                    Duration::ZERO,
-                    Default::default(),
-                )
-            });
+        let submitted =
+            self.ctx
+                .workers
+                .submit(self.function.clone(), event, self.ctx.publisher.clone());
+        self.keep_fresh_until(&work, submitted.started).await;
+        let result = submitted.done.await.unwrap_or_else(|_| {
+            InvokeResult::failed(
+                Failure::Trap {
+                    message: "host error: the invocation worker stopped".to_owned(),
+                    panic: None,
+                },
+                Duration::ZERO,
+                Default::default(),
+            )
+        });
         let decision = decide(&result, attempt, &self.config.retry);
         tracing::debug!(
             function = self.function.name(),
@@ -558,6 +563,42 @@ impl Trigger {
                     history.as_ref(),
                 );
                 self.dead_letter(&work, &fields, letter).await;
+            }
+        }
+    }
+
+    /// Waits for a worker to start the job. While the job waits in the local queue, the entry
+    /// is re-claimed by this consumer (resetting its idle time) or its retry lease extended,
+    /// every half claim margin: a live host's waiting work is never claimed from under it.
+    async fn keep_fresh_until(&self, work: &Work, mut started: tokio::sync::oneshot::Receiver<()>) {
+        let every = (self.ctx.claim_margin / 2).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = &mut started => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let mut conn = self.conn.clone();
+            let refreshed: redis::RedisResult<()> = match work {
+                Work::Entry { entry, .. } => redis::cmd("XCLAIM")
+                    .arg(&self.config.stream)
+                    .arg(&self.config.group)
+                    .arg(&*self.ctx.consumer)
+                    .arg(0)
+                    .arg(&entry.id)
+                    .arg("JUSTID")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await
+                    .map(drop),
+                Work::Retry(leased) => {
+                    let until = now_ms() + self.min_idle().as_millis() as i64;
+                    self.keys
+                        .extend_lease(&mut conn, leased, until)
+                        .await
+                        .map(drop)
+                }
+            };
+            if let Err(error) = refreshed {
+                self.warn("refreshing a queued entry failed", &error.to_string());
             }
         }
     }
