@@ -61,7 +61,10 @@ fn drained(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
             g.get(name)
                 .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
         };
-        field("lag") == Some(0) && field("pending") == Some(0)
+        let name = g
+            .get("name")
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+        name.as_deref() == Some(group) && field("lag") == Some(0) && field("pending") == Some(0)
     })
 }
 

@@ -544,3 +544,34 @@ fn work_queued_on_a_live_host_is_never_claimed_from_under_it() {
         .collect();
     assert_eq!(attempts, vec![1; 8], "an event ran twice: {records:?}");
 }
+
+#[test]
+fn an_entry_that_keeps_killing_hosts_ends_as_abandoned() {
+    // max_attempts = 1: the host handling the only attempt dies, so the claim that follows
+    // would be attempt 2; instead of looping, the entry is dead-lettered as abandoned.
+    let mut s = setup();
+    s.record(
+        "rec",
+        "work_ms = \"800\"",
+        "[triggers.stream.retry]\nmax_attempts = 1",
+    );
+    let text = std::fs::read_to_string(s.dir.path().join("rec.toml")).unwrap();
+    std::fs::write(
+        s.dir.path().join("rec.toml"),
+        text.replace("[config]", "[limits]\ntimeout = \"1s\"\n[config]"),
+    )
+    .unwrap();
+    let mut victim = s.host();
+    s.wait_group("rec");
+    let entry_id = s.add(&[("type", "Poison"), ("data", "{}")]);
+    s.wait_records(1);
+    victim.kill();
+    let _next = s.host();
+    let letter = s.wait_dead_letters(1).remove(0);
+    s.wait_settled("rec");
+    assert_eq!(letter.get("eddy.reason"), "abandoned");
+    assert_eq!(letter.get("eddy.attempts"), "1");
+    assert_eq!(letter.get("eddy.entry_id"), entry_id);
+    assert_eq!(letter.get("type"), "Poison");
+    assert_eq!(s.records().len(), 1, "the poison entry was not run again");
+}
