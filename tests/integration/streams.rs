@@ -50,6 +50,14 @@ impl Setup {
         );
     }
 
+    /// Sets the wall-time limit of function `name`'s manifest.
+    fn set_timeout(&self, name: &str, timeout: &str) {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let limits = format!("[limits]\ntimeout = {timeout:?}\n[config]");
+        std::fs::write(&path, text.replacen("[config]", &limits, 1)).unwrap();
+    }
+
     fn host(&mut self) -> Host {
         Host::start(&self.redis.url(), self.dir.path(), &[])
     }
@@ -389,12 +397,7 @@ fn a_host_killed_mid_batch_loses_nothing_while_another_keeps_going() {
         "batch = 64\nconcurrency = 8\n[triggers.stream.retry]\ninitial = \"50ms\"",
     );
     // A short timeout so the dead host's entries are claimed 1.5 s after it stopped.
-    let text = std::fs::read_to_string(s.dir.path().join("rec.toml")).unwrap();
-    std::fs::write(
-        s.dir.path().join("rec.toml"),
-        text.replace("[config]", "[limits]\ntimeout = \"1s\"\n[config]"),
-    )
-    .unwrap();
+    s.set_timeout("rec", "1s");
     let mut doomed = s.host();
     let _survivor = s.host();
     s.wait_group("rec");
@@ -521,12 +524,7 @@ fn work_queued_on_a_live_host_is_never_claimed_from_under_it() {
     // queued entries fresh, so the second host claims none and nothing runs twice.
     let mut s = setup();
     s.record("rec", "work_ms = \"400\"", "batch = 8\nconcurrency = 8");
-    let text = std::fs::read_to_string(s.dir.path().join("rec.toml")).unwrap();
-    std::fs::write(
-        s.dir.path().join("rec.toml"),
-        text.replace("[config]", "[limits]\ntimeout = \"1s\"\n[config]"),
-    )
-    .unwrap();
+    s.set_timeout("rec", "1s");
     let _busy = Host::start(&s.redis.url(), s.dir.path(), &["--workers", "1"]);
     s.wait_group("rec");
     for n in 0..8 {
@@ -555,12 +553,7 @@ fn an_entry_that_keeps_killing_hosts_ends_as_abandoned() {
         "work_ms = \"800\"",
         "[triggers.stream.retry]\nmax_attempts = 1",
     );
-    let text = std::fs::read_to_string(s.dir.path().join("rec.toml")).unwrap();
-    std::fs::write(
-        s.dir.path().join("rec.toml"),
-        text.replace("[config]", "[limits]\ntimeout = \"1s\"\n[config]"),
-    )
-    .unwrap();
+    s.set_timeout("rec", "1s");
     let mut victim = s.host();
     s.wait_group("rec");
     let entry_id = s.add(&[("type", "Poison"), ("data", "{}")]);

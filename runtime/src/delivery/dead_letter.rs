@@ -190,13 +190,23 @@ pub async fn dead_letter_pending<C: redis::aio::ConnectionLike>(
         .key(dead_letter_stream)
         .arg(&letter.group)
         .arg(&letter.entry_id);
+    push_letter(&mut invocation, original, letter);
+    invocation.invoke_async(conn).await
+}
+
+/// Appends a dead letter's field/value pairs (the original's, then the `eddy.*` ones) to a
+/// script's arguments.
+pub(super) fn push_letter(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    original: &[(String, Vec<u8>)],
+    letter: &DeadLetter,
+) {
     for (name, value) in original {
         invocation.arg(name).arg(value.as_slice());
     }
     for (name, value) in letter.fields() {
         invocation.arg(name).arg(value);
     }
-    invocation.invoke_async(conn).await
 }
 
 #[cfg(test)]

@@ -385,12 +385,7 @@ impl RetryKeys {
             .key(dead_letter_stream)
             .arg(&leased.entry_id)
             .arg(&leased.token);
-        for (name, value) in &leased.record.fields {
-            invocation.arg(name).arg(value.as_slice());
-        }
-        for (name, value) in letter.fields() {
-            invocation.arg(name).arg(value);
-        }
+        super::dead_letter::push_letter(&mut invocation, &leased.record.fields, letter);
         invocation.invoke_async(conn).await
     }
 }

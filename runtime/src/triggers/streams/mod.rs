@@ -192,11 +192,8 @@ impl Trigger {
         let mut last_claim: Option<Instant> = None;
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let mut permits = tokio::select! {
-                // Shutdown first: free permits are always ready and must not win the race.
-                biased;
-                _ = shutdown.cancelled() => return,
-                held = self.take_permits() => held,
+            let Some(mut permits) = self.permits_unless_shutdown().await else {
+                return;
             };
             if last_claim.is_none_or(|t| t.elapsed() >= claim_interval) {
                 last_claim = Some(Instant::now());
@@ -257,6 +254,16 @@ impl Trigger {
                     backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// [`take_permits`](Self::take_permits), or `None` once the host is stopping.
+    async fn permits_unless_shutdown(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        tokio::select! {
+            // Shutdown first: free permits are always ready and must not win the race.
+            biased;
+            _ = self.ctx.shutdown.cancelled() => None,
+            held = self.take_permits() => Some(held),
         }
     }
 
@@ -333,11 +340,8 @@ impl Trigger {
         let mut conn = self.conn.clone();
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let mut permits = tokio::select! {
-                // Shutdown first: free permits are always ready and must not win the race.
-                biased;
-                _ = shutdown.cancelled() => return,
-                held = self.take_permits() => held,
+            let Some(mut permits) = self.permits_unless_shutdown().await else {
+                return;
             };
             let now = now_ms();
             let lease_until = now + self.min_idle().as_millis() as i64;

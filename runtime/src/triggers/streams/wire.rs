@@ -186,33 +186,27 @@ pub fn entries_of(value: Value) -> Result<Vec<Entry>, String> {
         let raw_fields = pair.pop().unwrap_or(Value::Nil);
         let id: String = redis::from_redis_value(pair.pop().unwrap_or(Value::Nil))
             .map_err(|e| format!("entry id: {e}"))?;
-        let fields = match raw_fields {
-            Value::Nil => None,
+        let pairs: Vec<(Value, Value)> = match raw_fields {
+            Value::Nil => {
+                entries.push(Entry { id, fields: None });
+                continue;
+            }
             Value::Array(flat) => {
-                let mut fields = Vec::with_capacity(flat.len() / 2);
                 let mut iter = flat.into_iter();
-                while let (Some(name), Some(value)) = (iter.next(), iter.next()) {
-                    let name: Vec<u8> = redis::from_redis_value(name)
-                        .map_err(|e| format!("field name of {id}: {e}"))?;
-                    let value: Vec<u8> = redis::from_redis_value(value)
-                        .map_err(|e| format!("field value of {id}: {e}"))?;
-                    fields.push((String::from_utf8_lossy(&name).into_owned(), value));
-                }
-                Some(fields)
+                std::iter::from_fn(|| Some((iter.next()?, iter.next()?))).collect()
             }
-            Value::Map(pairs) => {
-                let mut fields = Vec::with_capacity(pairs.len());
-                for (name, value) in pairs {
-                    let name: Vec<u8> = redis::from_redis_value(name)
-                        .map_err(|e| format!("field name of {id}: {e}"))?;
-                    let value: Vec<u8> = redis::from_redis_value(value)
-                        .map_err(|e| format!("field value of {id}: {e}"))?;
-                    fields.push((String::from_utf8_lossy(&name).into_owned(), value));
-                }
-                Some(fields)
-            }
+            Value::Map(pairs) => pairs,
             other => return Err(format!("fields of {id}: unexpected {other:?}")),
         };
+        let mut fields = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let name: Vec<u8> =
+                redis::from_redis_value(name).map_err(|e| format!("field name of {id}: {e}"))?;
+            let value: Vec<u8> =
+                redis::from_redis_value(value).map_err(|e| format!("field value of {id}: {e}"))?;
+            fields.push((String::from_utf8_lossy(&name).into_owned(), value));
+        }
+        let fields = Some(fields);
         entries.push(Entry { id, fields });
     }
     Ok(entries)
