@@ -27,7 +27,7 @@ pub const EXIT_FAILED: u8 = 4;
     version,
     about = "Event-driven serverless runtime: Redis Streams and cron events run sandboxed WebAssembly functions.",
     after_help = "Examples:\n  \
-        eddy up --functions functions/order-confirmation/eddy.toml\n  \
+        eddy up --functions examples/order-placed/functions/order-confirmation.toml\n  \
         eddy invoke order_confirmation.wasm --data '{\"orderId\":\"o-1\",\"userId\":\"u-1\"}'\n  \
         eddy invoke echo.wasm --type OrderPlaced --config greeting=hi --output json\n\n\
         Exit codes: 0 done, 1 error, 2 usage, 3 rejected (4xx), 4 failed (5xx, trap, limit)."

@@ -22,7 +22,7 @@ use crate::host::{self, HostConfig};
 /// Arguments of `eddy up`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    eddy up --functions functions/order-confirmation/eddy.toml\n  \
+    eddy up --functions examples/order-placed/functions/order-confirmation.toml\n  \
     eddy up --redis redis://127.0.0.1:6379 --functions ./deploy/   # every eddy.toml in it\n  \
     EDDY_REDIS_URL=redis://redis:6379 eddy up --functions fns --log-format json\n\n\
     Events: any Redis client can add one, e.g.\n  \
