@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, RedisPublisher};
 use crate::engine::{Engine, Function, FunctionSpec, Workers};
 use crate::manifest::{self, Manifest};
+use crate::triggers::cron;
 use crate::triggers::streams::{self, HostContext};
 
 /// How long in-flight invocations get to finish after a stop signal.
@@ -92,6 +93,20 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 other.manifest.path.display()
             );
         }
+        for ticker in &manifest.tickers {
+            if let Some(other) = loaded
+                .iter()
+                .find(|f| f.manifest.tickers.iter().any(|t| t.name == ticker.name))
+            {
+                bail!(
+                    "{}: cron trigger name {:?} is already used by function {:?}: give it a \
+                     `name` of its own",
+                    file.display(),
+                    ticker.name,
+                    other.manifest.name
+                );
+            }
+        }
         for trigger in &manifest.streams {
             let key = (trigger.stream.clone(), trigger.group.clone());
             if let Some(other) = groups.insert(key, manifest.name.clone()) {
@@ -164,11 +179,16 @@ pub async fn run(
             ));
         }
     }
+    let tickers: Vec<_> = functions
+        .iter()
+        .flat_map(|f| f.manifest.tickers.iter().cloned())
+        .collect();
+    triggers.spawn(cron::run(ctx.broker.clone(), tickers, shutdown.clone()));
     tracing::info!(
         redis = %config.redis_url,
         consumer = %config.consumer,
         functions = functions.len(),
-        triggers = triggers.len(),
+        tasks = triggers.len(),
         "eddy host ready"
     );
     if functions.is_empty() {

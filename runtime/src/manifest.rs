@@ -22,13 +22,23 @@
 //! concurrency = 32            # events in flight per host (running or queued), 1..=256
 //! dead_letter = "orders.dlq"  # default: <stream>.dlq
 //!
-//! [triggers.stream.retry]
+//! [triggers.stream.retry]      # the same table works under [[triggers.cron]]
 //! max_attempts = 5            # attempts in all, 1..=100
 //! initial = "1s"              # delay before the second attempt
 //! factor = 2.0                # growth per attempt, 1.0..=100.0
 //! max = "5m"                  # cap on one delay
 //! jitter = 0.5                # random fraction taken off each delay, 0.0..=1.0
+//!
+//! [[triggers.cron]]
+//! name = "daily-report"       # default: the function's name; unique per host
+//! schedule = "0 0 0 * * *"    # required: 6 fields with seconds (5 fields: second 0)
+//! timezone = "UTC"            # IANA name, default UTC
+//! catch_up = "latest"         # missed ticks when no host ran: "none", "latest" or "all" (≤100)
+//! dead_letter = "eddy:cron:daily-report.dlq"  # default: <tick stream>.dlq
 //! ```
+//!
+//! A cron trigger ticks into the internal stream `eddy:cron:<name>`, which the function reads
+//! through a stream trigger of its own: the `retry` table and `dead_letter` work as above.
 //!
 //! Unknown fields are errors, so a typo never silently means a default. Every error names the
 //! file, the field, the value and what was expected.
@@ -41,6 +51,7 @@ use serde::Deserialize;
 
 use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
 use crate::engine::{Limits, MAX_MEMORY_BYTES, MAX_STREAM_NAME_BYTES};
+use crate::triggers::cron::{CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, tick_stream};
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
     StreamTriggerConfig,
@@ -65,8 +76,10 @@ pub struct Manifest {
     pub limits: Limits,
     /// Its settings.
     pub config: BTreeMap<String, String>,
-    /// Its stream triggers.
+    /// Its stream triggers, including those reading its cron triggers' tick streams.
     pub streams: Vec<StreamTriggerConfig>,
+    /// Its cron triggers' tickers.
+    pub tickers: Vec<Ticker>,
 }
 
 /// Why a manifest was refused.
@@ -128,6 +141,19 @@ struct RawLimits {
 struct RawTriggers {
     #[serde(default)]
     stream: Vec<RawStreamTrigger>,
+    #[serde(default)]
+    cron: Vec<RawCronTrigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCronTrigger {
+    name: Option<String>,
+    schedule: String,
+    timezone: Option<String>,
+    catch_up: Option<CatchUp>,
+    retry: Option<RawRetry>,
+    dead_letter: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +339,72 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         });
     }
 
+    let mut tickers: Vec<Ticker> = Vec::new();
+    for (i, t) in raw.triggers.cron.into_iter().enumerate() {
+        let at = format!("triggers.cron[{i}]");
+        let name = t.name.unwrap_or_else(|| raw.name.clone());
+        v.check(
+            &format!("{at}.name"),
+            &name,
+            is_name(&name),
+            "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+        )?;
+        v.check(
+            &format!("{at}.name"),
+            &name,
+            !tickers.iter().any(|other| other.name == name),
+            "a name no other cron trigger of this function uses",
+        )?;
+        let timezone = t.timezone.unwrap_or_else(|| "UTC".to_owned());
+        let schedule = Schedule::parse(&t.schedule, &timezone).map_err(|e| {
+            let field = if matches!(e, ScheduleError::Timezone(_)) {
+                "timezone"
+            } else {
+                "schedule"
+            };
+            let value = if field == "timezone" {
+                &timezone
+            } else {
+                &t.schedule
+            };
+            v.error(
+                &format!("{at}.{field}"),
+                &format!("{value:?}"),
+                &e.to_string(),
+            )
+        })?;
+        let stream = tick_stream(&name);
+        let retry = v.retry(&format!("{at}.retry"), t.retry)?;
+        let dead_letter = t
+            .dead_letter
+            .unwrap_or_else(|| format!("{stream}{DEAD_LETTER_SUFFIX}"));
+        v.check(
+            &format!("{at}.dead_letter"),
+            &dead_letter,
+            is_stream_name(&dead_letter) && dead_letter != stream,
+            "a stream name other than the tick stream",
+        )?;
+        streams.push(StreamTriggerConfig {
+            stream: stream.clone(),
+            group: raw.name.clone(),
+            types: Some(vec![TICK_TYPE.to_owned()]),
+            start: Start::Earliest,
+            batch: DEFAULT_BATCH,
+            concurrency: DEFAULT_CONCURRENCY,
+            retry,
+            dead_letter,
+        });
+        tickers.push(Ticker {
+            name,
+            schedule,
+            catch_up: t.catch_up.unwrap_or_default(),
+            stream,
+            event_type: TICK_TYPE.to_owned(),
+            data: None,
+            trim: true,
+        });
+    }
+
     Ok(Manifest {
         path: path.to_path_buf(),
         name: raw.name,
@@ -320,6 +412,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         limits,
         config,
         streams,
+        tickers,
     })
 }
 
@@ -597,6 +690,47 @@ mod tests {
         assert_eq!(
             field_error(&format!("{head}[[triggers.stream]]\nstream = \"a b\"\n")).0,
             "triggers.stream[0].stream"
+        );
+    }
+
+    #[test]
+    fn a_cron_trigger_reads_its_own_tick_stream() {
+        let m = parse_str(
+            "name = \"report\"\ncomponent = \"r.wasm\"\n[[triggers.cron]]\nschedule = \"0 0 * * *\"\ntimezone = \"Europe/Paris\"\n[triggers.cron.retry]\nmax_attempts = 2\n",
+        )
+        .unwrap();
+        assert_eq!(m.tickers.len(), 1);
+        assert_eq!(m.tickers[0].name, "report");
+        assert_eq!(m.tickers[0].catch_up, CatchUp::Latest);
+        assert_eq!(m.tickers[0].schedule.timezone(), "Europe/Paris");
+        let t = &m.streams[0];
+        assert_eq!(t.stream, "eddy:cron:report");
+        assert_eq!(t.group, "report");
+        assert_eq!(t.dead_letter, "eddy:cron:report.dlq");
+        assert_eq!(t.retry.max_attempts, 2);
+        assert_eq!(t.start, Start::Earliest);
+        let head = "name = \"f\"\ncomponent = \"f.wasm\"\n[[triggers.cron]]\n";
+        assert_eq!(
+            field_error(&format!("{head}schedule = \"61 * * * * *\"\n")).0,
+            "triggers.cron[0].schedule"
+        );
+        assert_eq!(
+            field_error(&format!(
+                "{head}schedule = \"* * * * *\"\ntimezone = \"Nowhere\"\n"
+            ))
+            .0,
+            "triggers.cron[0].timezone"
+        );
+        assert_eq!(
+            field_error(&format!("{head}schedule = \"0 0 0 31 2 *\"\n")).0,
+            "triggers.cron[0].schedule"
+        );
+        assert_eq!(
+            field_error(&format!(
+                "{head}schedule = \"* * * * *\"\nname = \"Bad!\"\n"
+            ))
+            .0,
+            "triggers.cron[0].name"
         );
     }
 

@@ -3,6 +3,7 @@
 //! One module per command, each thin over the library. Output meant for people goes to stdout;
 //! diagnostics go through `tracing` to stderr.
 
+pub mod cron;
 pub mod invoke;
 pub mod up;
 
@@ -72,6 +73,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Run a function component once on one event, locally, without Redis.
     Invoke(invoke::InvokeArgs),
+    /// Manage cronjobs: schedules that emit events into a stream.
+    Cron(cron::CronArgs),
 }
 
 impl Cli {
@@ -79,7 +82,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let default_level = match self.command {
             Command::Up(_) => "info",
-            Command::Invoke(_) => "warn",
+            Command::Invoke(_) | Command::Cron(_) => "warn",
         };
         init_tracing(
             self.log_level.as_deref().unwrap_or(default_level),
@@ -88,6 +91,7 @@ impl Cli {
         let result = match self.command {
             Command::Up(args) => up::run(args),
             Command::Invoke(args) => invoke::run(args),
+            Command::Cron(args) => cron::run(args),
         };
         match result {
             Ok(code) => ExitCode::from(code),

@@ -1,8 +1,11 @@
 //! Triggers turn things that happen outside into function invocations.
 //!
 //! - [`streams`]: entries of Redis streams, read through consumer groups.
+//! - [`cron`]: schedules; their ticks become events in a stream (a function's own internal
+//!   stream, read by an ordinary stream trigger, or any stream for a cronjob).
 //!
 //! A trigger owns its manifest section and its read loop; what an outcome means (ack, retry,
 //! dead-letter) belongs to [`crate::delivery`], shared by all of them.
 
+pub mod cron;
 pub mod streams;

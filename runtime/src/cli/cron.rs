@@ -1,0 +1,221 @@
+//! `eddy cron create|ls|rm`: cronjobs, schedules that emit an event into a stream with no wasm
+//! involved. They live in Redis (the `eddy:cronjobs` hash), so every host runs them and they
+//! survive restarts; hosts pick up a change within a second.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use chrono::{SecondsFormat, Utc};
+use clap::{Args, Subcommand};
+
+use super::{EXIT_OK, OutputFormat};
+use crate::broker::Broker;
+use crate::broker::embedded::DEFAULT_DATA_DIR;
+use crate::triggers::cron::{CRONJOBS_KEY, CatchUp, CronJob, cronjob_ticker, state_key};
+
+/// Arguments of `eddy cron`.
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CronCommand,
+
+    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
+    #[arg(long, global = true, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where a host without --redis keeps its private Redis.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// The cron subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Create a cronjob that emits an event into a stream on a schedule.
+    #[command(after_help = "Examples:\n  \
+        eddy cron create daily-report --schedule '0 0 0 * * *' --stream reports --type DailyReportRequired\n  \
+        eddy cron create heartbeat --schedule '*/10 * * * * *' --stream beats --type Beat --data '{\"from\":\"cron\"}'\n  \
+        eddy cron create paris-9am --schedule '0 9 * * 1-5' --timezone Europe/Paris --stream s --type T\n\n\
+        Each tick adds one event with id cron:<name>:<scheduled unix time>, time = the scheduled\n\
+        time and a firedtime extension, once per tick however many hosts run.")]
+    Create {
+        /// A simple name: lowercase letters, digits, - and _.
+        name: String,
+        /// 6 fields with seconds (sec min hour day-of-month month day-of-week), or 5 (second 0).
+        #[arg(long)]
+        schedule: String,
+        /// IANA timezone the schedule is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// The stream the events go to.
+        #[arg(long)]
+        stream: String,
+        /// The events' type.
+        #[arg(long = "type")]
+        event_type: String,
+        /// The events' JSON payload.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Ticks missed while no host ran: none, latest (fire the newest) or all (up to 100).
+        #[arg(long, value_enum, default_value_t = CatchUp::Latest)]
+        catch_up: CatchUp,
+    },
+    /// List cronjobs with their next and last fire times.
+    Ls,
+    /// Remove a cronjob.
+    Rm {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Runs `eddy cron`.
+pub fn run(args: CronArgs) -> anyhow::Result<u8> {
+    let url = match &args.redis {
+        Some(url) => url.clone(),
+        None => {
+            let socket = args.data_dir.join("redis.sock");
+            if !socket.exists() {
+                bail!(
+                    "no Redis given and no running host in {}: pass --redis URL (or set \
+                     EDDY_REDIS_URL), or start `eddy up` there first",
+                    args.data_dir.display()
+                );
+            }
+            let socket = socket
+                .canonicalize()
+                .context("resolving the Redis socket")?;
+            format!("unix://{}", socket.display())
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let broker = Broker::connect(&url).await?;
+        let mut conn = broker.shared();
+        match args.command {
+            CronCommand::Create {
+                name,
+                schedule,
+                timezone,
+                stream,
+                event_type,
+                data,
+                catch_up,
+            } => {
+                let job = CronJob {
+                    schedule,
+                    timezone,
+                    stream,
+                    event_type,
+                    data,
+                    catch_up,
+                };
+                let ticker = cronjob_ticker(&name, &job).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let created: bool = redis::cmd("HSETNX")
+                    .arg(CRONJOBS_KEY)
+                    .arg(&name)
+                    .arg(serde_json::to_string(&job)?)
+                    .query_async(&mut conn)
+                    .await?;
+                if !created {
+                    bail!("cronjob {name:?} already exists: `eddy cron rm {name}` first");
+                }
+                let next = ticker.schedule.next_after(Utc::now());
+                match args.output {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        serde_json::json!({ "name": name, "job": job, "next": next.map(|t| t.to_rfc3339()) })
+                    ),
+                    OutputFormat::Human => println!(
+                        "created cronjob {name}: {} ({}) -> {} {}; next {}",
+                        job.schedule,
+                        job.timezone,
+                        job.stream,
+                        job.event_type,
+                        next.map_or("never".to_owned(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    ),
+                }
+            }
+            CronCommand::Rm { name } => {
+                let removed: i64 = redis::cmd("HDEL")
+                    .arg(CRONJOBS_KEY)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await?;
+                if removed == 0 {
+                    bail!("no cronjob named {name:?} (`eddy cron ls` lists them)");
+                }
+                let _: () = redis::cmd("DEL").arg(state_key(&name)).query_async(&mut conn).await?;
+                if args.output == OutputFormat::Human {
+                    println!("removed cronjob {name}");
+                } else {
+                    println!("{}", serde_json::json!({ "removed": name }));
+                }
+            }
+            CronCommand::Ls => {
+                let jobs: std::collections::BTreeMap<String, String> =
+                    redis::cmd("HGETALL").arg(CRONJOBS_KEY).query_async(&mut conn).await?;
+                let mut rows = Vec::new();
+                for (name, text) in jobs {
+                    let job: CronJob = serde_json::from_str(&text)
+                        .with_context(|| format!("cronjob {name:?} is unreadable"))?;
+                    let state: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                        .arg(state_key(&name))
+                        .query_async(&mut conn)
+                        .await?;
+                    let next = cronjob_ticker(&name, &job)
+                        .ok()
+                        .and_then(|t| t.schedule.next_after(Utc::now()))
+                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    let last_fire = state
+                        .get("fired_at")
+                        .and_then(|ms| ms.parse::<i64>().ok())
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                    rows.push(serde_json::json!({
+                        "name": name,
+                        "schedule": job.schedule,
+                        "timezone": job.timezone,
+                        "stream": job.stream,
+                        "type": job.event_type,
+                        "catch_up": job.catch_up,
+                        "next": next,
+                        "last_fire": last_fire,
+                        "last_result": state.get("result"),
+                    }));
+                }
+                match args.output {
+                    OutputFormat::Json => println!("{}", serde_json::Value::Array(rows)),
+                    OutputFormat::Human if rows.is_empty() => println!("no cronjobs"),
+                    OutputFormat::Human => {
+                        println!(
+                            "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} LAST RESULT",
+                            "NAME", "SCHEDULE", "TIMEZONE", "STREAM TYPE", "NEXT", "LAST FIRE"
+                        );
+                        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+                        for row in rows {
+                            println!(
+                                "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} {}",
+                                text(&row["name"]),
+                                text(&row["schedule"]),
+                                text(&row["timezone"]),
+                                format!("{} {}", text(&row["stream"]), text(&row["type"])),
+                                text(&row["next"]),
+                                text(&row["last_fire"]),
+                                text(&row["last_result"]),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(EXIT_OK)
+    })
+}

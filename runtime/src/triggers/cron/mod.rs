@@ -1,0 +1,379 @@
+//! The cron trigger: schedules whose ticks become events, each tick fired once however many
+//! hosts run it.
+//!
+//! Every host runs a ticker per schedule. A ticker sleeps until the exact next fire time (a
+//! Tokio timer, so a tick is late by about a millisecond on an idle host, not by a polling
+//! interval), then runs one Lua script that fires the tick only if it is newer than the
+//! schedule's high-water mark in Redis, moves the mark, and `XADD`s the tick event, all in one
+//! step. The first host to get there fires; the others find the mark moved and do nothing. There
+//! is no moment where a tick is claimed but not emitted, so a host dying mid-tick cannot make a
+//! tick vanish: either its script ran (the event is in the stream) or it did not (another host's
+//! will, or the catch-up policy decides at the next start).
+//!
+//! Two shapes share this:
+//! - a function's `[[triggers.cron]]`: ticks go to an internal stream `eddy:cron:<name>`, which
+//!   the function reads through an ordinary stream trigger, so retries, dead letters and
+//!   recovery are the stream trigger's;
+//! - a *cronjob* (`eddy cron create`): ticks go straight to a user's stream as events of a given
+//!   type and data, with no wasm involved. Cronjobs live in Redis, so every host runs them.
+//!
+//! Each tick event has a deterministic id, `cron:<name>:<scheduled unix time>`, so a consumer
+//! can tell a tick from any other event and spot a duplicate.
+
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use schedule::{Schedule, ScheduleError};
+
+use crate::broker::Broker;
+
+/// The event type of a function's cron tick.
+pub const TICK_TYPE: &str = "eddy.cron.tick";
+/// Most missed ticks fired at start under `catch_up = "all"`.
+pub const MAX_CATCH_UP: usize = 100;
+/// Entries kept (approximately) in an internal tick stream; older handled ticks are trimmed.
+pub const TICK_STREAM_MAXLEN: usize = 10_000;
+/// How often a host re-reads the cronjob list from Redis.
+pub const CRONJOB_REFRESH: Duration = Duration::from_secs(1);
+/// The Redis hash of cronjobs: name → JSON [`CronJob`].
+pub const CRONJOBS_KEY: &str = "eddy:cronjobs";
+/// First wait after a Redis error in a ticker; doubled up to 5 s.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a host does with ticks missed while no host was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Skip them.
+    None,
+    /// Fire the most recent one (the default).
+    #[default]
+    Latest,
+    /// Fire each, oldest first, up to [`MAX_CATCH_UP`] of the most recent.
+    All,
+}
+
+/// A cronjob: a schedule that emits an event into a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronJob {
+    /// The schedule expression.
+    pub schedule: String,
+    /// Its IANA timezone.
+    pub timezone: String,
+    /// The stream the events go to.
+    pub stream: String,
+    /// Their type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Their JSON payload.
+    pub data: String,
+    /// What happens to missed ticks.
+    pub catch_up: CatchUp,
+}
+
+/// One schedule a host runs: where its ticks go and what they hold.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    /// The schedule's name (cronjob name, or cron trigger name).
+    pub name: String,
+    /// When it fires.
+    pub schedule: Schedule,
+    /// Missed ticks policy.
+    pub catch_up: CatchUp,
+    /// The stream ticks go to.
+    pub stream: String,
+    /// The tick events' type.
+    pub event_type: String,
+    /// Fixed data (cronjobs); `None` for function ticks, whose data describes the tick.
+    pub data: Option<String>,
+    /// Trim the stream to about [`TICK_STREAM_MAXLEN`] (internal tick streams only).
+    pub trim: bool,
+}
+
+/// The internal stream a function's cron trigger `name` ticks into.
+pub fn tick_stream(name: &str) -> String {
+    format!("eddy:cron:{name}")
+}
+
+/// The hash holding schedule `name`'s state: `last` (unix seconds of the newest fired tick),
+/// `fired_at` (ms), `result` (the entry id or an error).
+pub fn state_key(name: &str) -> String {
+    format!("eddy:cron:{name}:state")
+}
+
+/// KEYS: state hash, stream. ARGV: tick unix seconds, fired-at ms, emit (1) or only mark (0),
+/// maxlen (0 = no trim), then field/value pairs. Returns the entry id, or false when the tick
+/// was not newer than the mark.
+static FIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
+        local tick = tonumber(ARGV[1])
+        if tick <= last then return false end
+        redis.call('HSET', KEYS[1], 'last', ARGV[1])
+        if ARGV[3] == '0' then return false end
+        local id
+        if ARGV[4] ~= '0' then
+            id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+        else
+            id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+        end
+        redis.call('HSET', KEYS[1], 'fired_at', ARGV[2], 'result', id)
+        return id
+        ",
+    )
+});
+
+impl Ticker {
+    /// The fields of the event for the tick scheduled at `tick`, fired at `fired`.
+    fn fields(
+        &self,
+        tick: DateTime<Utc>,
+        fired: DateTime<Utc>,
+        catch_up: bool,
+    ) -> Vec<(String, String)> {
+        let scheduled = tick.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let fired_text = fired.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let data = self.data.clone().unwrap_or_else(|| {
+            serde_json::json!({
+                "schedule": self.name,
+                "scheduledTime": scheduled,
+                "firedTime": fired_text,
+                "catchUp": catch_up,
+            })
+            .to_string()
+        });
+        let mut fields = vec![
+            ("type".to_owned(), self.event_type.clone()),
+            ("source".to_owned(), format!("eddy://cron/{}", self.name)),
+            (
+                "id".to_owned(),
+                format!("cron:{}:{}", self.name, tick.timestamp()),
+            ),
+            ("time".to_owned(), scheduled),
+            ("datacontenttype".to_owned(), "application/json".to_owned()),
+            ("data".to_owned(), data),
+            ("firedtime".to_owned(), fired_text),
+        ];
+        if catch_up {
+            fields.push(("catchup".to_owned(), "true".to_owned()));
+        }
+        fields
+    }
+
+    /// Fires (or, with `emit` false, only marks) the tick at `tick`. The entry id when this
+    /// host fired it.
+    async fn fire(
+        &self,
+        conn: &mut ConnectionManager,
+        tick: DateTime<Utc>,
+        emit: bool,
+        catch_up: bool,
+    ) -> redis::RedisResult<Option<String>> {
+        let fired = Utc::now();
+        let mut invocation = FIRE.prepare_invoke();
+        invocation
+            .key(state_key(&self.name))
+            .key(&self.stream)
+            .arg(tick.timestamp())
+            .arg(fired.timestamp_millis())
+            .arg(if emit { "1" } else { "0" })
+            .arg(if self.trim { TICK_STREAM_MAXLEN } else { 0 });
+        for (name, value) in self.fields(tick, fired, catch_up) {
+            invocation.arg(name).arg(value);
+        }
+        invocation.invoke_async(conn).await
+    }
+
+    /// Runs the schedule until `stop`: catches up on start, then fires each tick on time.
+    pub async fn run(self, mut conn: ConnectionManager, stop: CancellationToken) {
+        let mut cursor = Utc::now();
+        let mut backoff = ERROR_BACKOFF;
+        loop {
+            match self.catch_up(&mut conn, cursor).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(schedule = %self.name, %error, "cron catch-up failed; retrying");
+                    if !sleep_or_stop(backoff, &stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        loop {
+            let Some(tick) = self.schedule.next_after(cursor) else {
+                tracing::info!(schedule = %self.name, "schedule has no more fire times");
+                return;
+            };
+            let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if !sleep_or_stop(wait, &stop).await {
+                return;
+            }
+            cursor = tick;
+            let mut backoff = ERROR_BACKOFF;
+            loop {
+                match self.fire(&mut conn, tick, true, false).await {
+                    Ok(Some(entry_id)) => {
+                        let late_ms = (Utc::now() - tick).num_milliseconds();
+                        tracing::debug!(schedule = %self.name, %entry_id, tick = %tick, late_ms, "cron tick fired");
+                        break;
+                    }
+                    Ok(None) => break, // another host fired it
+                    Err(error) => {
+                        tracing::warn!(schedule = %self.name, tick = %tick, %error, "firing a cron tick failed; retrying");
+                        if !sleep_or_stop(backoff, &stop).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        if Utc::now() - tick > chrono::Duration::seconds(60) {
+                            tracing::warn!(schedule = %self.name, tick = %tick,
+                                "giving up on a tick more than a minute late; the catch-up policy covers it at the next start");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fires the ticks missed since the high-water mark, per the catch-up policy. A schedule
+    /// seen for the first time starts from now.
+    async fn catch_up(
+        &self,
+        conn: &mut ConnectionManager,
+        now: DateTime<Utc>,
+    ) -> redis::RedisResult<()> {
+        let last: Option<i64> = redis::cmd("HGET")
+            .arg(state_key(&self.name))
+            .arg("last")
+            .query_async(conn)
+            .await?;
+        let Some(last) = last.and_then(schedule::from_unix) else {
+            // Mark "now" so a later start knows what it missed.
+            let _ = self.fire(conn, now, false, false).await?;
+            return Ok(());
+        };
+        let max = match self.catch_up {
+            CatchUp::None => 0,
+            CatchUp::Latest => 1,
+            CatchUp::All => MAX_CATCH_UP,
+        };
+        let missed = self.schedule.between(last, now, MAX_CATCH_UP.max(1));
+        let skipped = missed.len().saturating_sub(max);
+        if !missed.is_empty() {
+            tracing::info!(schedule = %self.name, missed = missed.len(), firing = missed.len() - skipped,
+                policy = ?self.catch_up, "catching up on ticks missed while no host ran");
+        }
+        for (i, tick) in missed.iter().enumerate() {
+            self.fire(conn, *tick, i >= skipped, true).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Checks a cronjob and turns it into a ticker; the error names the field.
+pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
+    if !crate::manifest::is_name(name) {
+        return Err(format!(
+            "name {name:?}: expected 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+        ));
+    }
+    let schedule =
+        Schedule::parse(&job.schedule, &job.timezone).map_err(|e| format!("schedule: {e}"))?;
+    if !crate::manifest::is_stream_name(&job.stream) {
+        return Err(format!(
+            "stream {:?}: expected 1 to 256 bytes with no whitespace or control characters",
+            job.stream
+        ));
+    }
+    if job.event_type.trim().is_empty() {
+        return Err("type: expected a non-empty event type".to_owned());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&job.data)
+        .map_err(|e| format!("data {:?}: expected JSON ({e})", job.data))?;
+    Ok(Ticker {
+        name: name.to_owned(),
+        schedule,
+        catch_up: job.catch_up,
+        stream: job.stream.clone(),
+        event_type: job.event_type.clone(),
+        data: Some(job.data.clone()),
+        trim: false,
+    })
+}
+
+/// Runs the host's fixed tickers (functions' cron triggers) and every cronjob stored in Redis,
+/// starting and stopping cronjob tickers as the list changes, until `stop`.
+pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for ticker in fixed {
+        tasks.spawn(ticker.run(broker.shared(), stop.child_token()));
+    }
+    let mut running: BTreeMap<String, (CronJob, CancellationToken)> = BTreeMap::new();
+    let mut conn = broker.shared();
+    loop {
+        let listed: redis::RedisResult<BTreeMap<String, String>> = redis::cmd("HGETALL")
+            .arg(CRONJOBS_KEY)
+            .query_async(&mut conn)
+            .await;
+        match listed {
+            Ok(listed) => {
+                let mut wanted = BTreeMap::new();
+                for (name, text) in listed {
+                    match serde_json::from_str::<CronJob>(&text) {
+                        Ok(job) => {
+                            wanted.insert(name, job);
+                        }
+                        Err(error) => tracing::warn!(cronjob = %name, %error, "unreadable cronjob"),
+                    }
+                }
+                running.retain(|name, (job, token)| {
+                    let keep = wanted.get(name) == Some(job);
+                    if !keep {
+                        token.cancel();
+                    }
+                    keep
+                });
+                for (name, job) in wanted {
+                    if running.contains_key(&name) {
+                        continue;
+                    }
+                    match cronjob_ticker(&name, &job) {
+                        Ok(ticker) => {
+                            let token = stop.child_token();
+                            tasks.spawn(ticker.run(broker.shared(), token.clone()));
+                            tracing::info!(cronjob = %name, schedule = %job.schedule, stream = %job.stream, "cronjob running");
+                            running.insert(name, (job, token));
+                        }
+                        Err(error) => {
+                            tracing::warn!(cronjob = %name, %error, "invalid cronjob skipped")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading cronjobs failed"),
+        }
+        if !sleep_or_stop(CRONJOB_REFRESH, &stop).await {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
