@@ -2,6 +2,7 @@
 //! components built from `functions/`. One test binary with modules keeps link time down.
 
 mod bad_input;
+mod cron;
 mod engine;
 mod invoke;
 mod order_functions;

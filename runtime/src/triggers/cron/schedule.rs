@@ -54,8 +54,17 @@ impl Schedule {
             6 | 7 => fields.join(" "),
             n => return Err(ScheduleError::FieldCount(expression.to_owned(), n)),
         };
-        let cron = cron::Schedule::from_str(&normalised)
-            .map_err(|e| ScheduleError::Invalid(expression.to_owned(), e.to_string()))?;
+        let cron = cron::Schedule::from_str(&normalised).map_err(|e| {
+            // The parser's message repeats the expression and points at it with a caret on
+            // lines of their own; keep only the explanation, on one line.
+            let text = e.to_string();
+            let reason: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != normalised && !l.chars().all(|c| c == '^'))
+                .collect();
+            ScheduleError::Invalid(expression.to_owned(), reason.join("; "))
+        })?;
         let schedule = Self {
             expression: expression.to_owned(),
             cron,

@@ -1,0 +1,248 @@
+//! Cron end to end: cronjobs created with the CLI and fired by real hosts, once per tick across
+//! several hosts (one killed mid-run), catch-up after every host was down, a failing cron
+//! function retried then dead-lettered, and bad input refused with nothing stored.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use eddy_tests::eddy_bin;
+use eddy_tests::host::Host;
+use eddy_tests::redis_server::RedisServer;
+use eddy_tests::streams::{StreamEntry, entries, eventually, manifest, unique};
+use redis::Commands as _;
+
+fn cron(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(eddy_bin())
+        .arg("cron")
+        .args(args)
+        .args(["--redis", &redis.url()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The scheduled unix second of a tick event, from its deterministic id.
+fn tick_second(entry: &StreamEntry, name: &str) -> i64 {
+    entry
+        .get("id")
+        .strip_prefix(&format!("cron:{name}:"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a tick id of {name}: {entry:?}"))
+}
+
+fn empty_functions() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    // A host needs no function to run cronjobs; an echo with no trigger keeps --functions valid.
+    manifest(dir.path(), "idle", "echo", "");
+    dir
+}
+
+fn host(redis: &RedisServer, functions: &Path) -> Host {
+    Host::start(&redis.url(), functions, &[])
+}
+
+#[test]
+fn every_second_fires_exactly_once_across_three_hosts_even_when_one_dies() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = empty_functions();
+    let stream = unique("beats");
+    let mut hosts: Vec<Host> = (0..3).map(|_| host(&redis, fns.path())).collect();
+    let (code, out, err) = cron(
+        &redis,
+        &[
+            "create",
+            "beat",
+            "--schedule",
+            "* * * * * *",
+            "--stream",
+            &stream,
+            "--type",
+            "Beat",
+            "--data",
+            r#"{"k":"v"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(Duration::from_secs(10), "three ticks", || {
+        (entries(&mut conn, &stream).len() >= 3).then_some(())
+    });
+    hosts.remove(0).kill();
+    let before = entries(&mut conn, &stream).len();
+    eventually(Duration::from_secs(10), "three more ticks", || {
+        (entries(&mut conn, &stream).len() >= before + 3).then_some(())
+    });
+    let (code, out, _) = cron(&redis, &["ls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("beat") && out.contains(&stream), "{out}");
+    let (code, _, err) = cron(&redis, &["rm", "beat"]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticks = entries(&mut conn, &stream);
+    let seconds: Vec<i64> = ticks.iter().map(|t| tick_second(t, "beat")).collect();
+    let unique: BTreeSet<i64> = seconds.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        seconds.len(),
+        "a tick fired twice: {seconds:?}"
+    );
+    let (first, last) = (seconds[0], *seconds.last().unwrap());
+    assert_eq!(
+        seconds,
+        (first..=last).collect::<Vec<_>>(),
+        "a tick is missing"
+    );
+    for tick in &ticks {
+        assert_eq!(tick.get("type"), "Beat");
+        assert_eq!(tick.data()["k"], "v");
+        assert_eq!(tick.get("source"), "eddy://cron/beat");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        entries(&mut conn, &stream).len(),
+        ticks.len(),
+        "ticks continued after rm"
+    );
+}
+
+#[test]
+fn missed_ticks_follow_the_catch_up_policy() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = empty_functions();
+    let streams: Vec<(String, &str)> = ["none", "latest", "all"]
+        .iter()
+        .map(|policy| (unique(policy), *policy))
+        .collect();
+    for (stream, policy) in &streams {
+        let (code, _, err) = cron(
+            &redis,
+            &[
+                "create",
+                &format!("catch-{policy}"),
+                "--schedule",
+                "* * * * * *",
+                "--stream",
+                stream,
+                "--type",
+                "Tick",
+                "--catch-up",
+                policy,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut first = host(&redis, fns.path());
+    eventually(Duration::from_secs(10), "every cronjob ticking", || {
+        streams
+            .iter()
+            .all(|(s, _)| !entries(&mut conn, s).is_empty())
+            .then_some(())
+    });
+    first.kill();
+    let counts: Vec<usize> = streams
+        .iter()
+        .map(|(s, _)| entries(&mut conn, s).len())
+        .collect();
+    std::thread::sleep(Duration::from_millis(3500)); // 3 or 4 ticks missed
+    let _second = host(&redis, fns.path());
+    std::thread::sleep(Duration::from_millis(1500));
+    for ((stream, policy), before) in streams.iter().zip(counts) {
+        let caught: Vec<StreamEntry> = entries(&mut conn, stream)
+            .into_iter()
+            .skip(before)
+            .filter(|e| e.fields.contains_key("catchup"))
+            .collect();
+        match *policy {
+            "none" => assert!(caught.is_empty(), "none fired {caught:?}"),
+            "latest" => assert_eq!(caught.len(), 1, "latest fired {caught:?}"),
+            _ => assert!(
+                (3..=5).contains(&caught.len()),
+                "all fired {} of the 3-4 missed ticks",
+                caught.len()
+            ),
+        }
+        let seconds: Vec<i64> = entries(&mut conn, stream)
+            .iter()
+            .map(|t| tick_second(t, &format!("catch-{policy}")))
+            .collect();
+        let unique: BTreeSet<i64> = seconds.iter().copied().collect();
+        assert_eq!(unique.len(), seconds.len(), "{policy}: a tick fired twice");
+    }
+}
+
+#[test]
+fn a_failing_cron_function_is_retried_then_dead_lettered() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = tempfile::tempdir().unwrap();
+    let records = unique("records");
+    let name = unique("nightly").replace('-', "_");
+    manifest(
+        fns.path(),
+        "nightly",
+        "record",
+        &format!(
+            "[config]\nrecord_stream = {records:?}\nstatus = \"500\"\n[[triggers.cron]]\nname = {name:?}\nschedule = \"* * * * * *\"\n[triggers.cron.retry]\nmax_attempts = 2\ninitial = \"100ms\"\njitter = 0.0\n"
+        ),
+    );
+    let _host = host(&redis, fns.path());
+    let dlq = format!("eddy:cron:{name}.dlq");
+    let letter = eventually(Duration::from_secs(15), "a dead-lettered tick", || {
+        entries(&mut conn, &dlq).into_iter().next()
+    });
+    assert_eq!(letter.get("type"), "eddy.cron.tick");
+    assert_eq!(letter.get("eddy.reason"), "failed");
+    assert_eq!(letter.get("eddy.attempts"), "2");
+    assert_eq!(letter.get("eddy.function"), "nightly");
+    let second = tick_second(&letter, &name);
+    assert_eq!(letter.data()["schedule"], name.as_str());
+    let attempts: Vec<i64> = entries(&mut conn, &records)
+        .iter()
+        .filter(|r| r.data()["id"] == format!("cron:{name}:{second}").as_str())
+        .map(|r| r.data()["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2], "the tick was tried exactly twice");
+}
+
+#[test]
+fn bad_cronjobs_are_refused_and_nothing_is_stored() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let cases: &[(&[&str], &str)] = &[
+        (&["Bad_Name!", "--schedule", "* * * * * *"], "name"),
+        (&["ok", "--schedule", "* * *"], "3 fields"),
+        (
+            &["ok", "--schedule", "0 61 * * * *"],
+            "not a valid cron expression",
+        ),
+        (&["ok", "--schedule", "0 0 0 30 2 *"], "never fires"),
+        (
+            &["ok", "--schedule", "* * * * *", "--timezone", "Moon/Base"],
+            "IANA",
+        ),
+        (
+            &["ok", "--schedule", "* * * * *", "--data", "{nope"],
+            "data",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec!["create"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--stream", "s", "--type", "T"]);
+        let (code, out, err) = cron(&redis, &full);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let stored: usize = conn.hlen("eddy:cronjobs").unwrap();
+    assert_eq!(stored, 0, "a refused cronjob was stored");
+    let (code, _, err) = cron(&redis, &["rm", "missing"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no cronjob named"), "{err}");
+}
