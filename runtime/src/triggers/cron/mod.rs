@@ -142,7 +142,7 @@ impl Ticker {
         catch_up: bool,
     ) -> Vec<(String, String)> {
         let scheduled = tick.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let fired_text = fired.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let fired_text = fired.to_rfc3339_opts(SecondsFormat::Micros, true);
         let data = self.data.clone().unwrap_or_else(|| {
             serde_json::json!({
                 "schedule": self.name,
