@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, RedisPublisher};
-use crate::engine::{Engine, Function, FunctionSpec, Workers};
+use crate::engine::{AllowedStreams, Engine, Function, FunctionSpec, Publisher, Workers};
 use crate::manifest::{self, Manifest};
 use crate::triggers::cron;
 use crate::triggers::streams::{self, HostContext};
@@ -171,9 +171,14 @@ pub async fn run(
     };
     let mut triggers = JoinSet::new();
     for loaded in &functions {
+        let publisher: Arc<dyn Publisher> = Arc::new(AllowedStreams::new(
+            ctx.publisher.clone(),
+            loaded.manifest.publish.clone(),
+        ));
         for trigger in &loaded.manifest.streams {
             triggers.spawn(streams::run(
                 loaded.function.clone(),
+                publisher.clone(),
                 trigger.clone(),
                 ctx.clone(),
             ));

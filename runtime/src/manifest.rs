@@ -4,6 +4,7 @@
 //! ```toml
 //! name = "order-confirmation"            # required: lowercase letters, digits, - and _
 //! component = "order_confirmation.wasm"  # required: relative to this file
+//! publish = ["emails"]       # streams the function may publish to; default none
 //!
 //! [limits]
 //! memory = "64MiB"    # default 64MiB
@@ -76,6 +77,8 @@ pub struct Manifest {
     pub limits: Limits,
     /// Its settings.
     pub config: BTreeMap<String, String>,
+    /// The streams it may publish to (none by default).
+    pub publish: Vec<String>,
     /// Its stream triggers, including those reading its cron triggers' tick streams.
     pub streams: Vec<StreamTriggerConfig>,
     /// Its cron triggers' tickers.
@@ -120,6 +123,8 @@ pub enum ManifestError {
 struct RawManifest {
     name: String,
     component: String,
+    #[serde(default)]
+    publish: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -339,6 +344,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         });
     }
 
+    for (i, stream) in raw.publish.iter().enumerate() {
+        v.check(
+            &format!("publish[{i}]"),
+            stream,
+            is_stream_name(stream),
+            "a stream name of 1 to 256 bytes with no whitespace or control characters",
+        )?;
+    }
+
     let mut tickers: Vec<Ticker> = Vec::new();
     for (i, t) in raw.triggers.cron.into_iter().enumerate() {
         let at = format!("triggers.cron[{i}]");
@@ -411,6 +425,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         component,
         limits,
         config,
+        publish: raw.publish,
         streams,
         tickers,
     })

@@ -150,7 +150,7 @@ fn latency(redis: &RedisServer, rate: u64, seconds: u64) -> Vec<Duration> {
         "rec",
         "record",
         &format!(
-            "[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
         ),
     );
     let _host = Host::start(&redis.url(), dir.path(), &[]);

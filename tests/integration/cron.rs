@@ -188,7 +188,7 @@ fn a_failing_cron_function_is_retried_then_dead_lettered() {
         "nightly",
         "record",
         &format!(
-            "[config]\nrecord_stream = {records:?}\nstatus = \"500\"\n[[triggers.cron]]\nname = {name:?}\nschedule = \"* * * * * *\"\n[triggers.cron.retry]\nmax_attempts = 2\ninitial = \"100ms\"\njitter = 0.0\n"
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nstatus = \"500\"\n[[triggers.cron]]\nname = {name:?}\nschedule = \"* * * * * *\"\n[triggers.cron.retry]\nmax_attempts = 2\ninitial = \"100ms\"\njitter = 0.0\n"
         ),
     );
     let _host = host(&redis, fns.path());

@@ -44,8 +44,8 @@ impl Setup {
             name,
             "record",
             &format!(
-                "[config]\nrecord_stream = {:?}\n{settings}\n[[triggers.stream]]\nstream = {:?}\n{trigger}\n",
-                self.records, self.stream
+                "publish = [{:?}]\n[config]\nrecord_stream = {:?}\n{settings}\n[[triggers.stream]]\nstream = {:?}\n{trigger}\n",
+                self.records, self.records, self.stream
             ),
         );
     }
@@ -115,7 +115,7 @@ fn an_order_flows_through_a_real_stream() {
         "order-confirmation",
         "order-confirmation",
         &format!(
-            "[config]\nemail_stream = {emails:?}\n[[triggers.stream]]\nstream = {:?}\ntypes = [\"OrderPlaced\"]\n",
+            "publish = [{emails:?}]\n[config]\nemail_stream = {emails:?}\n[[triggers.stream]]\nstream = {:?}\ntypes = [\"OrderPlaced\"]\n",
             s.stream
         ),
     );
@@ -197,7 +197,7 @@ fn start_earliest_replays_history_and_latest_does_not() {
         "late",
         "record",
         &format!(
-            "[config]\nrecord_stream = {late_records:?}\n[[triggers.stream]]\nstream = {:?}\n",
+            "publish = [{late_records:?}]\n[config]\nrecord_stream = {late_records:?}\n[[triggers.stream]]\nstream = {:?}\n",
             s.stream
         ),
     );
@@ -567,4 +567,30 @@ fn an_entry_that_keeps_killing_hosts_ends_as_abandoned() {
     assert_eq!(letter.get("eddy.entry_id"), entry_id);
     assert_eq!(letter.get("type"), "Poison");
     assert_eq!(s.records().len(), 1, "the poison entry was not run again");
+}
+
+#[test]
+fn a_function_may_publish_only_where_its_manifest_allows() {
+    let mut s = setup();
+    // Allowed to publish somewhere else, not to its record stream.
+    manifest(
+        s.dir.path(),
+        "rec",
+        "record",
+        &format!(
+            "publish = [\"elsewhere\"]\n[config]\nrecord_stream = {:?}\n[[triggers.stream]]\nstream = {:?}\n[triggers.stream.retry]\nmax_attempts = 1\n",
+            s.records, s.stream
+        ),
+    );
+    let _host = s.host();
+    s.wait_group("rec");
+    s.add(&[("data", "{}")]);
+    let letter = s.wait_dead_letters(1).remove(0);
+    s.wait_settled("rec");
+    assert!(s.records().is_empty(), "the refused publish happened");
+    let error = letter.get("eddy.error");
+    assert!(
+        error.contains("may not publish") && error.contains(&s.records),
+        "{error}"
+    );
 }

@@ -188,7 +188,7 @@ fn without_a_url_the_host_runs_its_own_redis_and_keeps_its_data() {
         "rec",
         "record",
         &format!(
-            "[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
         ),
     );
     let data_dir = data.path().to_str().unwrap().to_owned();

@@ -100,14 +100,14 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The error text of an invocation that did not succeed: the failure, or for a rejection
-/// the start of the response body.
+/// The error text of an invocation that did not succeed: the trap, timeout or limit, or for a
+/// status the status and the start of the response body (where the function says why).
 pub fn error_text(result: &InvokeResult) -> String {
-    match &result.failure {
-        Some(failure) => failure.to_string(),
-        None => {
+    match (&result.failure, result.status) {
+        (Some(failure), None) => failure.to_string(),
+        (_, status) => {
             let body = result.body_text();
-            let status = result.status.unwrap_or_default();
+            let status = status.unwrap_or_default();
             if body.is_empty() {
                 format!("function returned status {status}")
             } else {

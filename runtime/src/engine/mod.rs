@@ -30,8 +30,8 @@ pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use limits::*;
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
-    MAX_STREAM_NAME_BYTES, MemoryPublisher, PublishError, PublishRequest, Publisher,
-    validate_publish,
+    AllowedStreams, MAX_STREAM_NAME_BYTES, MemoryPublisher, PublishError, PublishRequest,
+    Publisher, validate_publish,
 };
 pub use workers::{Submitted, Workers, default_workers};
 

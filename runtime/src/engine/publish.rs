@@ -5,7 +5,7 @@
 //! keeps them in a list printed after the result.
 
 use serde::Serialize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One event a function asked to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +70,33 @@ pub fn validate_publish(stream: &str, event_type: &str) -> Result<(), PublishErr
     Ok(())
 }
 
+/// Lets a function publish only to the streams its manifest lists, passing the rest on.
+pub struct AllowedStreams {
+    inner: Arc<dyn Publisher>,
+    allowed: Vec<String>,
+}
+
+impl AllowedStreams {
+    /// Wraps `inner` so only streams in `allowed` (exact names) are published to.
+    pub fn new(inner: Arc<dyn Publisher>, allowed: Vec<String>) -> Self {
+        Self { inner, allowed }
+    }
+}
+
+impl Publisher for AllowedStreams {
+    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+        if self.allowed.iter().any(|s| *s == request.stream) {
+            self.inner.publish(request)
+        } else {
+            Err(PublishError::Denied(format!(
+                "function {} may not publish to stream {:?}: add it to `publish` in its manifest \
+                 (allowed: {:?})",
+                request.function, request.stream, self.allowed
+            )))
+        }
+    }
+}
+
 /// Keeps published events in memory, numbering them; used by `eddy invoke` and tests.
 #[derive(Debug, Default)]
 pub struct MemoryPublisher {
@@ -98,6 +125,25 @@ impl Publisher for MemoryPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listed_streams_may_be_published_to() {
+        let memory = Arc::new(MemoryPublisher::default());
+        let allowed = AllowedStreams::new(memory.clone(), vec!["emails".into()]);
+        let request = |stream: &str| PublishRequest {
+            function: "f".into(),
+            stream: stream.into(),
+            event_type: "T".into(),
+            data: b"{}".to_vec(),
+            caused_by: "e".into(),
+        };
+        assert!(allowed.publish(request("emails")).is_ok());
+        assert!(matches!(
+            allowed.publish(request("payments")),
+            Err(PublishError::Denied(m)) if m.contains("payments")
+        ));
+        assert_eq!(memory.events().len(), 1);
+    }
 
     #[test]
     fn bad_stream_names_and_types_are_invalid() {

@@ -65,7 +65,7 @@ pub struct HostContext {
     pub broker: Broker,
     /// This host's consumer name in every group.
     pub consumer: Arc<str>,
-    /// Where published events go.
+    /// Where published events go (before any function's allow-list).
     pub publisher: Arc<dyn Publisher>,
     /// The threads invocations run on.
     pub workers: Workers,
@@ -80,6 +80,7 @@ pub struct HostContext {
 
 struct Trigger {
     function: Function,
+    publisher: Arc<dyn Publisher>,
     config: StreamTriggerConfig,
     keys: RetryKeys,
     ctx: HostContext,
@@ -97,8 +98,14 @@ enum Work {
     Retry(LeasedRetry),
 }
 
-/// Runs the trigger until `ctx.shutdown` is cancelled, then drains.
-pub async fn run(function: Function, config: StreamTriggerConfig, ctx: HostContext) {
+/// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
+/// function's published events go (the host's, behind the function's allow-list).
+pub async fn run(
+    function: Function,
+    publisher: Arc<dyn Publisher>,
+    config: StreamTriggerConfig,
+    ctx: HostContext,
+) {
     let conn = ctx.broker.shared();
     let acker = Acker::spawn(
         conn.clone(),
@@ -111,6 +118,7 @@ pub async fn run(function: Function, config: StreamTriggerConfig, ctx: HostConte
         permits: Arc::new(Semaphore::new(config.concurrency)),
         acks: acker.handle(),
         function,
+        publisher,
         config,
         conn,
         ctx,
@@ -470,7 +478,7 @@ impl Trigger {
         let submitted =
             self.ctx
                 .workers
-                .submit(self.function.clone(), event, self.ctx.publisher.clone());
+                .submit(self.function.clone(), event, self.publisher.clone());
         self.keep_fresh_until(&work, submitted.started).await;
         let result = submitted.done.await.unwrap_or_else(|_| {
             InvokeResult::failed(
