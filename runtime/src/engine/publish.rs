@@ -85,7 +85,7 @@ impl AllowedStreams {
 
 impl Publisher for AllowedStreams {
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
-        if self.allowed.iter().any(|s| *s == request.stream) {
+        if self.allowed.contains(&request.stream) {
             self.inner.publish(request)
         } else {
             Err(PublishError::Denied(format!(

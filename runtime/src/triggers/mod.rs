@@ -9,3 +9,15 @@
 
 pub mod cron;
 pub mod streams;
+
+/// Sleeps for `duration`; false if `cancel` fired first. Every trigger loop's backoff and
+/// timer waits go through it, so they all stop promptly on shutdown.
+pub(crate) async fn sleep_or_cancel(
+    duration: std::time::Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => true,
+        _ = cancel.cancelled() => false,
+    }
+}

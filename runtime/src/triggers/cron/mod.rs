@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use schedule::{Schedule, ScheduleError};
 
+use super::sleep_or_cancel;
 use crate::broker::Broker;
 
 /// The event type of a function's cron tick.
@@ -203,7 +204,7 @@ impl Ticker {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(schedule = %self.name, %error, "cron catch-up failed; retrying");
-                    if !sleep_or_stop(backoff, &stop).await {
+                    if !sleep_or_cancel(backoff, &stop).await {
                         return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -216,7 +217,7 @@ impl Ticker {
                 return;
             };
             let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            if !sleep_or_stop(wait, &stop).await {
+            if !sleep_or_cancel(wait, &stop).await {
                 return;
             }
             cursor = tick;
@@ -231,7 +232,7 @@ impl Ticker {
                     Ok(None) => break, // another host fired it
                     Err(error) => {
                         tracing::warn!(schedule = %self.name, tick = %tick, %error, "firing a cron tick failed; retrying");
-                        if !sleep_or_stop(backoff, &stop).await {
+                        if !sleep_or_cancel(backoff, &stop).await {
                             return;
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -278,13 +279,6 @@ impl Ticker {
             self.fire(conn, *tick, i >= skipped, true).await?;
         }
         Ok(())
-    }
-}
-
-async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => true,
-        _ = stop.cancelled() => false,
     }
 }
 
@@ -370,7 +364,7 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
             }
             Err(error) => tracing::warn!(%error, "reading cronjobs failed"),
         }
-        if !sleep_or_stop(CRONJOB_REFRESH, &stop).await {
+        if !sleep_or_cancel(CRONJOB_REFRESH, &stop).await {
             break;
         }
         while tasks.try_join_next().is_some() {}

@@ -37,6 +37,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::sleep_or_cancel;
 use crate::broker::{Broker, READ_BLOCK};
 use crate::delivery::{
     AckHandle, Acker, DeadLetter, Decision, LeasedRetry, Reason, RetryKeys, RetryRecord,
@@ -715,14 +716,6 @@ where
                 backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
             }
         }
-    }
-}
-
-/// Sleeps for `duration`; false if `cancel` fired first.
-async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => true,
-        _ = cancel.cancelled() => false,
     }
 }
 
