@@ -15,13 +15,18 @@ install_prerequisites() {
     step "installing the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
   fi
-  if ! command -v redis-server >/dev/null 2>&1; then
-    step "installing redis-server (apt-get)"
+  # redis-server for the hosts, redis-cli for the demo, curl for the HTTP API tests.
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} (apt-get)"
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
-    # Debian starts a system-wide instance on 6379; Eddy's tests and demo start their own.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian starts a system-wide Redis on 6379; Eddy's tests and demo start their own.
   fi
 }
 

@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api;
 use crate::broker::{Broker, RedisPublisher};
 use crate::engine::{AllowedStreams, Engine, Function, FunctionSpec, Publisher, Workers};
 use crate::manifest::{self, Manifest};
@@ -40,6 +41,8 @@ pub struct HostConfig {
     pub claim_margin: Duration,
     /// Invocation threads ([`crate::engine::default_workers`]: one per core).
     pub workers: usize,
+    /// SHA-256 of the API's bearer token, if any.
+    pub token_digest: Option<[u8; 32]>,
 }
 
 /// A function ready to run: its manifest and its loaded component.
@@ -154,10 +157,18 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
 pub async fn run(
     config: HostConfig,
     functions: Vec<LoadedFunction>,
+    listener: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
     abandon: CancellationToken,
 ) -> anyhow::Result<()> {
     let broker = Broker::connect(&config.redis_url).await?;
+    if let Some(listener) = listener {
+        let state = Arc::new(api::ApiState {
+            broker: broker.clone(),
+            token_digest: config.token_digest,
+        });
+        tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    }
     let workers = Workers::new(config.workers, tokio::runtime::Handle::current())
         .context("cannot start the invocation workers")?;
     let ctx = HostContext {

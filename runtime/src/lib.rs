@@ -11,12 +11,14 @@
 //! - [`delivery`]: what an outcome means: ack, retry after backoff, dead-letter.
 //! - [`broker`]: connecting to Redis, or starting a private one; publishing.
 //! - [`manifest`]: the function manifest, `eddy.toml`.
+//! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
 //! - [`units`]: sizes and durations as people write them.
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod delivery;

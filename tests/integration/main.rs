@@ -1,6 +1,7 @@
 //! Eddy's black-box suite: the real `eddy` binary and the engine library, running real
 //! components built from `functions/`. One test binary with modules keeps link time down.
 
+mod api;
 mod bad_input;
 mod cron;
 mod engine;

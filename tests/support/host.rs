@@ -38,6 +38,11 @@ impl Host {
                 .arg("--functions")
                 .arg(functions)
                 .args(["--claim-margin", "500ms"])
+                .args(if extra.contains(&"--listen") {
+                    &[][..]
+                } else {
+                    &["--listen", "127.0.0.1:0"][..]
+                })
                 .args(extra),
         )
     }
@@ -48,6 +53,7 @@ impl Host {
         let child = command
             .env("XDG_CACHE_HOME", shared_cache())
             .env("EDDY_LOG", "info")
+            .env_remove("EDDY_TOKEN")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,6 +77,7 @@ impl Host {
                 .args(["--data-dir", data_dir])
                 .arg("--functions")
                 .arg(functions)
+                .args(["--listen", "127.0.0.1:0"])
                 .env_remove("EDDY_REDIS_URL"),
         )
     }
@@ -95,6 +102,19 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The base URL of the host's HTTP API (it listens on a free port), from its log.
+    pub fn api_url(&mut self) -> String {
+        self.wait_for_log("api listening", Duration::from_secs(10));
+        let log = self.log();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("api listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the host logged no api address:\n{log}"));
+        format!("http://{addr}")
     }
 
     /// Everything the host logged so far.

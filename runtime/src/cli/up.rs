@@ -73,6 +73,16 @@ pub struct UpArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
     pub max_instances: u32,
 
+    /// Address of the HTTP API (health, readiness, event ingress). Beyond loopback it needs a
+    /// token.
+    #[arg(long, value_name = "IP:PORT", default_value = crate::api::DEFAULT_LISTEN)]
+    pub listen: String,
+
+    /// File holding the API's bearer token (else EDDY_TOKEN). Without a token the API has no
+    /// authentication and only listens on loopback.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
     /// Compile every component afresh instead of using the on-disk cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -98,6 +108,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         );
     }
     let functions = host::load_functions(&engine, &args.functions)?;
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?,
+        ),
+        None => std::env::var("EDDY_TOKEN").ok(),
+    }
+    .map(|t| t.trim().to_owned())
+    .filter(|t| !t.is_empty());
 
     let mut embedded = None;
     let redis_url = match args.redis {
@@ -116,6 +135,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         grace: args.grace,
         claim_margin: args.claim_margin,
         workers,
+        token_digest: token.as_deref().map(crate::api::token_digest),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -125,8 +145,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
     let shutdown = CancellationToken::new();
     let abandon = CancellationToken::new();
     let result = runtime.block_on(async {
+        let listener = crate::api::bind(&args.listen, token.is_some()).await?;
         tokio::spawn(watch_signals(shutdown.clone(), abandon.clone()));
-        host::run(config, functions, shutdown, abandon).await
+        host::run(config, functions, Some(listener), shutdown, abandon).await
     });
     // Invocations still running past the grace period are abandoned, not awaited: their
     // entries stay pending in Redis.

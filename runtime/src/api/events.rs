@@ -1,0 +1,395 @@
+//! Event ingress: `POST /v1/streams/{stream}/events` turns CloudEvents arriving over HTTP into
+//! stream entries in Eddy's wire format, so a service publishes without a Redis client.
+//!
+//! Four request shapes, told apart by the content type and headers:
+//! - structured mode, `application/cloudevents+json`: one JSON CloudEvent;
+//! - batch mode, `application/cloudevents-batch+json`: a JSON array of them, added atomically;
+//! - binary mode, `ce-*` headers (`ce-specversion`, `ce-id`, `ce-source`, `ce-type`, …) with the
+//!   body as `data` and `content-type` as `datacontenttype`;
+//! - anything else: the body is the `data` of a new event (type from `?type=`, default
+//!   `eddy.unknown`; a new UUID id; source `eddy://http`).
+//!
+//! The answer is 202 with the new entry ids. Every event is checked exactly as a stream entry
+//! would be (JSON data must parse) before anything is added, so a bad batch adds nothing.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, ApiState, MAX_EVENT_BODY_BYTES, json_response, read_body};
+use crate::event::{DEFAULT_CONTENT_TYPE, is_json_content_type};
+use crate::manifest::is_stream_name;
+use crate::triggers::streams::wire::{self, DEFAULT_TYPE};
+
+/// Prefix of Eddy's own keys; events cannot be posted to them.
+const RESERVED_PREFIX: &str = "eddy:";
+/// Longest extension name CloudEvents recommends.
+const MAX_EXTENSION_NAME: usize = 20;
+/// The CloudEvents version accepted.
+const SPEC_VERSION: &str = "1.0";
+
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// Handles one ingress request.
+pub async fn ingest(
+    state: &ApiState,
+    stream: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    if !is_stream_name(stream) || stream.starts_with(RESERVED_PREFIX) {
+        return Err(ApiError::bad_request(
+            "stream",
+            format!(
+                "stream name {stream:?}: expected 1 to 256 bytes with no whitespace or control \
+                 characters, not starting with {RESERVED_PREFIX:?}"
+            ),
+        ));
+    }
+    let query_type = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("type="))
+            .map(str::to_owned)
+    });
+    let (parts, body) = read_body(request, MAX_EVENT_BODY_BYTES).await?;
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+
+    let events: Vec<Fields> = match essence.as_str() {
+        "application/cloudevents-batch+json" => {
+            let items: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request("body", format!("expected a JSON array of CloudEvents: {e}"))
+            })?;
+            if items.is_empty() {
+                return Err(ApiError::bad_request("body", "the batch is empty"));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| structured(item, &format!("[{i}].")))
+                .collect::<Result<_, _>>()?
+        }
+        "application/cloudevents+json" => {
+            let item: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request("body", format!("expected a JSON CloudEvent: {e}"))
+            })?;
+            vec![structured(&item, "")?]
+        }
+        _ if parts.headers.contains_key("ce-specversion") => {
+            vec![binary(&parts.headers, &content_type, &body)?]
+        }
+        _ => vec![plain(query_type, &content_type, &body)?],
+    };
+    for (i, fields) in events.iter().enumerate() {
+        wire::to_event(stream, "0-0", fields, 1).map_err(|malformed| {
+            let at = if events.len() > 1 {
+                format!("[{i}].data")
+            } else {
+                "data".to_owned()
+            };
+            ApiError::bad_request(&at, malformed.to_string())
+        })?;
+    }
+
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for fields in &events {
+        pipe.cmd("XADD").arg(stream).arg("*").arg(fields);
+    }
+    let mut conn = state.broker.shared();
+    let ids: Vec<String> = pipe.query_async(&mut conn).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("redis: {e}"),
+        )
+    })?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "stream": stream, "ids": ids }),
+    ))
+}
+
+fn required<'a>(object: &'a Map<String, Value>, name: &str, at: &str) -> Result<&'a str, ApiError> {
+    match object.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(other) => Err(ApiError::bad_request(
+            &format!("{at}{name}"),
+            format!("expected a non-empty string, got {other}"),
+        )),
+        None => Err(ApiError::bad_request(
+            &format!("{at}{name}"),
+            format!("the CloudEvents attribute {name:?} is required"),
+        )),
+    }
+}
+
+fn check_extension_name(name: &str, field: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_EXTENSION_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            field,
+            format!(
+                "extension name {name:?}: expected 1 to {MAX_EXTENSION_NAME} lowercase letters or digits"
+            ),
+        ))
+    }
+}
+
+/// One structured-mode CloudEvent; `at` prefixes field names in errors (`[2].`).
+fn structured(item: &Value, at: &str) -> Result<Fields, ApiError> {
+    let Value::Object(object) = item else {
+        return Err(ApiError::bad_request(
+            at.trim_end_matches('.'),
+            "expected a JSON object",
+        ));
+    };
+    let version = required(object, "specversion", at)?;
+    if version != SPEC_VERSION {
+        return Err(ApiError::bad_request(
+            &format!("{at}specversion"),
+            format!("{version:?}: expected {SPEC_VERSION:?}"),
+        ));
+    }
+    let mut fields: Fields = Vec::new();
+    for name in ["type", "source", "id"] {
+        fields.push((
+            name.to_owned(),
+            required(object, name, at)?.as_bytes().to_vec(),
+        ));
+    }
+    for name in ["subject", "time", "datacontenttype"] {
+        match object.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => fields.push((name.to_owned(), s.as_bytes().to_vec())),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    &format!("{at}{name}"),
+                    format!("expected a string, got {other}"),
+                ));
+            }
+        }
+    }
+    let content_type = object
+        .get("datacontenttype")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_CONTENT_TYPE);
+    let data = match (object.get("data"), object.get("data_base64")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                &format!("{at}data_base64"),
+                "give data or data_base64, not both",
+            ));
+        }
+        (_, Some(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| {
+                ApiError::bad_request(&format!("{at}data_base64"), format!("not base64: {e}"))
+            })?,
+        (_, Some(other)) => {
+            return Err(ApiError::bad_request(
+                &format!("{at}data_base64"),
+                format!("expected a base64 string, got {other}"),
+            ));
+        }
+        (Some(Value::String(text)), None) if !is_json_content_type(content_type) => {
+            text.as_bytes().to_vec()
+        }
+        (Some(value), None) => value.to_string().into_bytes(),
+        (None, None) => b"null".to_vec(),
+    };
+    fields.push(("data".to_owned(), data));
+    for (name, value) in object {
+        if matches!(
+            name.as_str(),
+            "specversion"
+                | "type"
+                | "source"
+                | "id"
+                | "subject"
+                | "time"
+                | "datacontenttype"
+                | "data"
+                | "data_base64"
+        ) {
+            continue;
+        }
+        check_extension_name(name, &format!("{at}{name}"))?;
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            other => {
+                return Err(ApiError::bad_request(
+                    &format!("{at}{name}"),
+                    format!("extension values are strings, numbers or booleans, got {other}"),
+                ));
+            }
+        };
+        fields.push((name.clone(), text.into_bytes()));
+    }
+    Ok(fields)
+}
+
+/// A binary-mode CloudEvent: attributes in `ce-*` headers, the body as data.
+fn binary(headers: &HeaderMap, content_type: &str, body: &Bytes) -> Result<Fields, ApiError> {
+    let header = |name: &str| -> Result<Option<String>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::bad_request(name, "header value is not visible ASCII text")
+                })
+            })
+            .transpose()
+    };
+    let version = header("ce-specversion")?.unwrap_or_default();
+    if version != SPEC_VERSION {
+        return Err(ApiError::bad_request(
+            "ce-specversion",
+            format!("{version:?}: expected {SPEC_VERSION:?}"),
+        ));
+    }
+    let mut fields: Fields = Vec::new();
+    for name in ["type", "source", "id"] {
+        let value = header(&format!("ce-{name}"))?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    &format!("ce-{name}"),
+                    format!("the CloudEvents attribute {name:?} is required (header ce-{name})"),
+                )
+            })?;
+        fields.push((name.to_owned(), value.into_bytes()));
+    }
+    for name in ["subject", "time"] {
+        if let Some(value) = header(&format!("ce-{name}"))? {
+            fields.push((name.to_owned(), value.into_bytes()));
+        }
+    }
+    if !content_type.is_empty() {
+        fields.push((
+            "datacontenttype".to_owned(),
+            content_type.as_bytes().to_vec(),
+        ));
+    }
+    fields.push(("data".to_owned(), body.to_vec()));
+    for (name, value) in headers {
+        let Some(extension) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        if matches!(
+            extension,
+            "specversion" | "type" | "source" | "id" | "subject" | "time"
+        ) {
+            continue;
+        }
+        check_extension_name(extension, name.as_str())?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request(name.as_str(), "header value is not text"))?;
+        fields.push((extension.to_owned(), value.as_bytes().to_vec()));
+    }
+    Ok(fields)
+}
+
+/// A plain body: it becomes the data of a new event.
+fn plain(event_type: Option<String>, content_type: &str, body: &Bytes) -> Result<Fields, ApiError> {
+    let event_type = event_type.unwrap_or_else(|| DEFAULT_TYPE.to_owned());
+    if event_type.is_empty() {
+        return Err(ApiError::bad_request("type", "expected a non-empty ?type="));
+    }
+    let content_type = if content_type.is_empty() {
+        DEFAULT_CONTENT_TYPE
+    } else {
+        content_type
+    };
+    Ok(vec![
+        ("type".to_owned(), event_type.into_bytes()),
+        ("source".to_owned(), b"eddy://http".to_vec()),
+        (
+            "id".to_owned(),
+            uuid::Uuid::new_v4().to_string().into_bytes(),
+        ),
+        (
+            "datacontenttype".to_owned(),
+            content_type.as_bytes().to_vec(),
+        ),
+        ("data".to_owned(), body.to_vec()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn structured_events_map_to_the_wire_format() {
+        let event = json!({
+            "specversion": "1.0", "type": "OrderPlaced", "source": "shop", "id": "e-1",
+            "subject": "o-1", "data": {"orderId": "o-1"}, "tenant": "acme", "retries": 2
+        });
+        let fields = structured(&event, "").unwrap();
+        assert_eq!(field(&fields, "type"), Some("OrderPlaced"));
+        assert_eq!(field(&fields, "data"), Some(r#"{"orderId":"o-1"}"#));
+        assert_eq!(field(&fields, "tenant"), Some("acme"));
+        assert_eq!(field(&fields, "retries"), Some("2"));
+        let text = json!({"specversion": "1.0", "type": "T", "source": "s", "id": "1",
+            "datacontenttype": "text/plain", "data": "hello"});
+        assert_eq!(
+            field(&structured(&text, "").unwrap(), "data"),
+            Some("hello")
+        );
+        let b64 = json!({"specversion": "1.0", "type": "T", "source": "s", "id": "1",
+            "datacontenttype": "application/octet-stream", "data_base64": "aGk="});
+        assert_eq!(field(&structured(&b64, "").unwrap(), "data"), Some("hi"));
+    }
+
+    #[test]
+    fn bad_structured_events_name_the_field() {
+        let field_of = |v: Value| structured(&v, "[1].").unwrap_err().field.unwrap();
+        assert_eq!(
+            field_of(json!({"type": "T", "source": "s", "id": "1"})),
+            "[1].specversion"
+        );
+        assert_eq!(
+            field_of(json!({"specversion": "1.0", "source": "s", "id": "1"})),
+            "[1].type"
+        );
+        assert_eq!(
+            field_of(
+                json!({"specversion": "1.0", "type": "T", "source": "s", "id": "1", "eddy.reason": "x"})
+            ),
+            "[1].eddy.reason"
+        );
+        assert_eq!(
+            field_of(json!({"specversion": "0.3", "type": "T", "source": "s", "id": "1"})),
+            "[1].specversion"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The control plane's HTTP API, served by every host (`eddy up --listen`, default
+//! 127.0.0.1:7070): health, readiness, and event ingress. The registry and deploy endpoints come
+//! next to these.
+//!
+//! Every endpoint but `GET /healthz` needs `Authorization: Bearer <token>` when the host has a
+//! token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
+//! are compared in constant time (on their SHA-256, so not even the length leaks). Errors have
+//! one shape: `{"error": {"code", "message", "field"?}}`. Request bodies are capped; beyond the
+//! cap the answer is 413 before the body is read.
+
+mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+
+/// The address a host listens on when none is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Largest event request body accepted (one event, or a batch).
+pub const MAX_EVENT_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the API needs from the host.
+pub struct ApiState {
+    /// Redis.
+    pub broker: Broker,
+    /// SHA-256 of the bearer token, if the host has one.
+    pub token_digest: Option<[u8; 32]>,
+}
+
+/// An error answer: status, machine-readable code, message for a person, the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 about `field`.
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("a response from valid parts")
+}
+
+/// The SHA-256 of a token, as kept by [`ApiState`].
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// Binds `addr`, refusing a non-loopback address without a token.
+pub async fn bind(addr: &str, has_token: bool) -> anyhow::Result<TcpListener> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--listen {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7070"))?;
+    if !parsed.ip().is_loopback() && !has_token {
+        anyhow::bail!(
+            "--listen {addr}: refusing to serve the API beyond loopback without a token: set \
+             EDDY_TOKEN or pass --token-file"
+        );
+    }
+    TcpListener::bind(parsed)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, auth = state.token_digest.is_some(), "api listening");
+    }
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method().clone();
+    if method == Method::GET && segments == ["healthz"] {
+        return json_response(StatusCode::OK, &json!({ "status": "ok" }));
+    }
+    if let Err(error) = authorize(state, &request) {
+        return error.into_response();
+    }
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["readyz"]) => ready(state).await,
+        (&Method::POST, ["v1", "streams", stream, "events"]) => {
+            let stream = (*stream).to_owned();
+            events::ingest(state, &stream, request).await
+        }
+        (_, ["readyz"]) | (_, ["v1", "streams", _, "events"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(expected) = &state.token_digest else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    if bool::from(token_digest(given).ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong bearer token",
+        ))
+    }
+}
+
+async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
+    let mut conn = state.broker.shared();
+    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    match pong {
+        Ok(_) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "redis": "ok" }),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("redis unreachable: {error}"),
+        )),
+    }
+}
+
+/// Reads a request body of at most `max` bytes; 413 beyond.
+pub async fn read_body(
+    request: Request<Incoming>,
+    max: usize,
+) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over the {max}-byte limit"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let collected = Limited::new(body, max).collect().await.map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("cannot read the request body: {error}"),
+            )
+        }
+    })?;
+    Ok((parts, collected.to_bytes()))
+}
