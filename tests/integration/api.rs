@@ -258,3 +258,47 @@ fn a_host_refuses_to_serve_beyond_loopback_without_a_token() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("without a token"), "{stderr}");
 }
+
+#[test]
+fn eddy_publish_goes_through_the_api() {
+    let mut a = api();
+    let stream = unique("orders");
+    let publish = |token: &str| {
+        Command::new(eddy_bin())
+            .args([
+                "publish",
+                &stream,
+                "--type",
+                "OrderPlaced",
+                "--subject",
+                "o-9",
+            ])
+            .args([
+                "--data",
+                r#"{"orderId":"o-9"}"#,
+                "--host",
+                &a.url,
+                "--token",
+                token,
+            ])
+            .env_remove("EDDY_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let refused = publish("wrong");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401 unauthorized"), "{stderr}");
+    let out = publish(TOKEN);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published OrderPlaced"));
+    let landed = entries(&mut a.conn, &stream);
+    assert_eq!(landed.len(), 1);
+    assert_eq!(landed[0].get("subject"), "o-9");
+    assert_eq!(landed[0].get("source"), "eddy://cli");
+    assert_eq!(landed[0].data()["orderId"], "o-9");
+}

@@ -3,8 +3,10 @@
 //! One module per command, each thin over the library. Output meant for people goes to stdout;
 //! diagnostics go through `tracing` to stderr.
 
+pub mod client;
 pub mod cron;
 pub mod invoke;
+pub mod publish;
 pub mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,6 +77,8 @@ pub enum Command {
     Invoke(invoke::InvokeArgs),
     /// Manage cronjobs: schedules that emit events into a stream.
     Cron(cron::CronArgs),
+    /// Publish one event through a running host's HTTP API.
+    Publish(publish::PublishArgs),
 }
 
 impl Cli {
@@ -82,7 +86,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let default_level = match self.command {
             Command::Up(_) => "info",
-            Command::Invoke(_) | Command::Cron(_) => "warn",
+            Command::Invoke(_) | Command::Cron(_) | Command::Publish(_) => "warn",
         };
         init_tracing(
             self.log_level.as_deref().unwrap_or(default_level),
@@ -92,6 +96,7 @@ impl Cli {
             Command::Up(args) => up::run(args),
             Command::Invoke(args) => invoke::run(args),
             Command::Cron(args) => cron::run(args),
+            Command::Publish(args) => publish::run(args),
         };
         match result {
             Ok(code) => ExitCode::from(code),

@@ -1,0 +1,91 @@
+//! The client side of the host's HTTP API, shared by the commands that talk to a running host
+//! (`eddy publish`, and the deploy commands next): where the host is, the token, and turning an
+//! error answer back into one readable line.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use clap::Args;
+
+use crate::api::DEFAULT_LISTEN;
+
+/// How long one API call may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the host's API is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct HostArgs {
+    /// The host's API base URL.
+    #[arg(long = "host", env = "EDDY_HOST", value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    pub url: String,
+
+    /// The API's bearer token.
+    #[arg(long, env = "EDDY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// A connection to a host's API.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `args`.
+    pub fn new(args: &HostArgs) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            agent,
+            base: args.url.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
+        }
+    }
+
+    /// POSTs `body` with `content_type` to `path`; the JSON answer on 2xx, else the API's
+    /// error as one line.
+    pub fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.post(&url).header("Content-Type", content_type);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.send(body).with_context(|| {
+            format!(
+                "cannot reach the eddy host at {} (is `eddy up` running? --host / EDDY_HOST)",
+                self.base
+            )
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("reading the host's answer")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        let message = error["message"].as_str().unwrap_or(&text);
+        Err(match error["field"].as_str() {
+            Some(field) => anyhow!(
+                "{status} {}: field `{field}`: {message}",
+                error["code"].as_str().unwrap_or("error")
+            ),
+            None => anyhow!(
+                "{status} {}: {message}",
+                error["code"].as_str().unwrap_or("error")
+            ),
+        })
+    }
+}
