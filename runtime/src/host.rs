@@ -19,8 +19,9 @@ use crate::api;
 use crate::broker::{Broker, RedisPublisher};
 use crate::engine::{AllowedStreams, Engine, Function, FunctionSpec, Publisher, Workers};
 use crate::manifest::{self, Manifest};
+use crate::registry;
 use crate::triggers::cron;
-use crate::triggers::streams::{self, HostContext};
+use crate::triggers::streams::{self, FunctionCell, HostContext};
 
 /// How long in-flight invocations get to finish after a stop signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -156,16 +157,20 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
 /// Runs the host until `shutdown` is cancelled, then drains for up to `config.grace`.
 pub async fn run(
     config: HostConfig,
+    engine: Engine,
     functions: Vec<LoadedFunction>,
     listener: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
     abandon: CancellationToken,
 ) -> anyhow::Result<()> {
     let broker = Broker::connect(&config.redis_url).await?;
+    let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
     if let Some(listener) = listener {
         let state = Arc::new(api::ApiState {
             broker: broker.clone(),
             token_digest: config.token_digest,
+            engine: engine.clone(),
+            static_functions: static_names.clone(),
         });
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }
@@ -182,34 +187,16 @@ pub async fn run(
     };
     let mut triggers = JoinSet::new();
     for loaded in &functions {
-        let publisher: Arc<dyn Publisher> = Arc::new(AllowedStreams::new(
-            ctx.publisher.clone(),
-            loaded.manifest.publish.clone(),
-        ));
-        for trigger in &loaded.manifest.streams {
-            triggers.spawn(streams::run(
-                loaded.function.clone(),
-                publisher.clone(),
-                trigger.clone(),
-                ctx.clone(),
-            ));
-        }
+        start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
     }
-    let tickers: Vec<_> = functions
-        .iter()
-        .flat_map(|f| f.manifest.tickers.iter().cloned())
-        .collect();
-    triggers.spawn(cron::run(ctx.broker.clone(), tickers, shutdown.clone()));
+    triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
+    triggers.spawn(follow_deployments(engine, ctx.clone(), static_names));
     tracing::info!(
         redis = %config.redis_url,
         consumer = %config.consumer,
         functions = functions.len(),
-        tasks = triggers.len(),
         "eddy host ready"
     );
-    if functions.is_empty() {
-        tracing::warn!("no functions loaded: pass --functions PATH");
-    }
     shutdown.cancelled().await;
     tracing::info!(
         grace_ms = config.grace.as_millis() as u64,
@@ -226,4 +213,213 @@ pub async fn run(
     grace.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts every trigger of one function (stream triggers and cron tickers) under `stop`:
+/// cancelling it stops their reads; invocations in flight finish and are settled. Returns the
+/// cell the triggers read the function from, to swap in a new version with the same triggers.
+fn start_function(
+    loaded: &LoadedFunction,
+    ctx: &HostContext,
+    stop: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> FunctionCell {
+    let cell: FunctionCell = Arc::new(std::sync::RwLock::new(loaded.function.clone()));
+    let publisher: Arc<dyn Publisher> = Arc::new(AllowedStreams::new(
+        ctx.publisher.clone(),
+        loaded.manifest.publish.clone(),
+    ));
+    let ctx = HostContext {
+        shutdown: stop.clone(),
+        ..ctx.clone()
+    };
+    for trigger in &loaded.manifest.streams {
+        tasks.spawn(streams::run(
+            cell.clone(),
+            publisher.clone(),
+            trigger.clone(),
+            ctx.clone(),
+        ));
+    }
+    for ticker in &loaded.manifest.tickers {
+        tasks.spawn(ticker.clone().run(ctx.broker.shared(), stop.clone()));
+    }
+    cell
+}
+
+/// Whether two versions of a function read the same triggers and publish to the same streams,
+/// so the new one can be swapped into the running triggers.
+fn same_wiring(a: &Manifest, b: &Manifest) -> bool {
+    let cron = |m: &Manifest| -> Vec<(String, String, String)> {
+        m.tickers
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.schedule.expression().to_owned(),
+                    t.schedule.timezone().to_owned(),
+                )
+            })
+            .collect()
+    };
+    a.streams == b.streams && a.publish == b.publish && cron(a) == cron(b)
+}
+
+/// Loads the current version of deployed function `name` from the registry.
+async fn load_deployed(
+    engine: &Engine,
+    conn: &mut redis::aio::ConnectionManager,
+    name: &str,
+) -> anyhow::Result<Option<(u32, LoadedFunction)>> {
+    let Some(version) = registry::current(conn, name).await? else {
+        return Ok(None);
+    };
+    let manifest = manifest::parse_deployed(name, &version.manifest)?;
+    let bytes = registry::get_component(conn, &version.digest)
+        .await?
+        .with_context(|| format!("component {} is missing from the registry", version.digest))?;
+    let spec = FunctionSpec {
+        name: manifest.name.clone(),
+        limits: manifest.limits,
+        config: manifest.config.clone(),
+    };
+    let engine = engine.clone();
+    // Compiling (or reading the compile cache) blocks: keep it off the async workers.
+    let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
+        .await
+        .context("the compile task failed")??;
+    Ok(Some((
+        version.version,
+        LoadedFunction { manifest, function },
+    )))
+}
+
+/// Runs deployed functions: loads every current one, then follows the deployments stream and
+/// switches each function to its new current version (or stops it) as changes arrive. A
+/// version this host cannot load is logged and the previous one keeps serving.
+async fn follow_deployments(engine: Engine, ctx: HostContext, static_names: Vec<String>) {
+    let stop = ctx.shutdown.clone();
+    let mut conn = ctx.broker.shared();
+    let mut reader = loop {
+        match ctx.broker.dedicated().await {
+            Ok(reader) => break reader,
+            Err(error) => {
+                tracing::warn!(%error, "connecting the deployments reader failed; retrying");
+                if !crate::triggers::sleep_or_cancel(Duration::from_secs(1), &stop).await {
+                    return;
+                }
+            }
+        }
+    };
+    let mut tasks = JoinSet::new();
+    struct Running {
+        version: u32,
+        manifest: Manifest,
+        cell: FunctionCell,
+        stop: CancellationToken,
+    }
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // Where the stream stands before the registry is read: nothing after it is missed.
+    let mut last_id: String = redis::cmd("XREVRANGE")
+        .arg(registry::DEPLOYMENTS_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async::<Vec<(String, redis::Value)>>(&mut conn)
+        .await
+        .ok()
+        .and_then(|entries| entries.into_iter().next().map(|(id, _)| id))
+        .unwrap_or_else(|| "0-0".to_owned());
+    let mut pending: Vec<String> = registry::names(&mut conn).await.unwrap_or_default();
+    loop {
+        for name in pending.drain(..) {
+            if static_names.contains(&name) {
+                tracing::warn!(function = %name, "a deployed function has the name of a --functions one; ignored");
+                continue;
+            }
+            match load_deployed(&engine, &mut conn, &name).await {
+                Ok(Some((version, loaded))) => {
+                    let digest = loaded.function.digest().to_owned();
+                    match running.get_mut(&name) {
+                        Some(current) if current.version == version => {}
+                        Some(current) if same_wiring(&current.manifest, &loaded.manifest) => {
+                            *current.cell.write().unwrap_or_else(|e| e.into_inner()) =
+                                loaded.function.clone();
+                            tracing::info!(function = %name, from = current.version, to = version, %digest, "switched version in place");
+                            current.version = version;
+                            current.manifest = loaded.manifest;
+                        }
+                        _ => {
+                            let stop_new = stop.child_token();
+                            let cell = start_function(&loaded, &ctx, stop_new.clone(), &mut tasks);
+                            let fresh = Running {
+                                version,
+                                manifest: loaded.manifest,
+                                cell,
+                                stop: stop_new,
+                            };
+                            match running.insert(name.clone(), fresh) {
+                                Some(old) => {
+                                    old.stop.cancel();
+                                    tracing::info!(function = %name, from = old.version, to = version, %digest, "switched version, triggers restarted");
+                                }
+                                None => {
+                                    tracing::info!(function = %name, version, %digest, "deployed function running")
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if let Some(old) = running.remove(&name) {
+                        old.stop.cancel();
+                        tracing::info!(function = %name, version = old.version, "function removed");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(function = %name, error = %format!("{error:#}"), "cannot load the deployed version; the previous one keeps serving");
+                }
+            }
+        }
+        let mut read = redis::cmd("XREAD");
+        read.arg("BLOCK")
+            .arg(crate::broker::READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(registry::DEPLOYMENTS_STREAM)
+            .arg(&last_id);
+        let reply: redis::RedisResult<redis::Value> = tokio::select! {
+            reply = read.query_async(&mut reader) => reply,
+            _ = stop.cancelled() => break,
+        };
+        match reply
+            .map_err(|e| e.to_string())
+            .and_then(streams::wire::read_reply_entries)
+        {
+            Ok(entries) => {
+                for entry in entries {
+                    last_id = entry.id.clone();
+                    let name = entry
+                        .fields
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|(k, _)| k == "function")
+                        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
+                    if let Some(name) = name
+                        && !pending.contains(&name)
+                    {
+                        pending.push(name);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading deployments failed; retrying");
+                if !crate::triggers::sleep_or_cancel(Duration::from_secs(1), &stop).await {
+                    break;
+                }
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
 }

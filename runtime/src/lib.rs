@@ -12,6 +12,7 @@
 //! - [`broker`]: connecting to Redis, or starting a private one; publishing.
 //! - [`manifest`]: the function manifest, `eddy.toml`.
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
+//! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
 //! - [`units`]: sizes and durations as people write them.
@@ -26,5 +27,6 @@ pub mod engine;
 pub mod event;
 pub mod host;
 pub mod manifest;
+pub mod registry;
 pub mod triggers;
 pub mod units;

@@ -225,6 +225,20 @@ pub fn discover(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Validates manifest `text` read from `path` (used to resolve the component path).
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    parse_with(path, text, true)
+}
+
+/// Validates the manifest of a deployed function: the component comes from the registry, so its
+/// path is neither expanded nor resolved.
+pub fn parse_deployed(name: &str, text: &str) -> Result<Manifest, ManifestError> {
+    parse_with(
+        &PathBuf::from(format!("registry:{name}/eddy.toml")),
+        text,
+        false,
+    )
+}
+
+fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manifest, ManifestError> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().replace('\n', "\n  "),
@@ -243,10 +257,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         !raw.component.trim().is_empty(),
         "the path of a .wasm component, relative to the manifest",
     )?;
-    let expanded = expand_env(&raw.component, |name| std::env::var(name).ok())
-        .map_err(|expected| v.error("component", &format!("{:?}", raw.component), &expected))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let component = base.join(expanded);
+    let component = if resolve_component {
+        let expanded = expand_env(&raw.component, |name| std::env::var(name).ok())
+            .map_err(|expected| v.error("component", &format!("{:?}", raw.component), &expected))?;
+        path.parent().unwrap_or(Path::new(".")).join(expanded)
+    } else {
+        PathBuf::from(&raw.component)
+    };
 
     let mut limits = Limits::default();
     if let Some(memory) = &raw.limits.memory {
@@ -488,6 +505,16 @@ pub fn is_stream_name(name: &str) -> bool {
 
 struct Validator<'a> {
     path: &'a Path,
+}
+
+impl ManifestError {
+    /// The field at fault, when the error is about one field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ManifestError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
 }
 
 impl Validator<'_> {

@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod cron;
+mod deploy;
 mod engine;
 mod invoke;
 mod order_functions;

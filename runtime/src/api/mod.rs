@@ -1,6 +1,6 @@
 //! The control plane's HTTP API, served by every host (`eddy up --listen`, default
-//! 127.0.0.1:7070): health, readiness, and event ingress. The registry and deploy endpoints come
-//! next to these.
+//! 127.0.0.1:7070): health, readiness, event ingress (`events`) and the registry of deployed
+//! functions (`functions`).
 //!
 //! Every endpoint but `GET /healthz` needs `Authorization: Bearer <token>` when the host has a
 //! token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
@@ -9,6 +9,9 @@
 //! cap the answer is 413 before the body is read.
 
 mod events;
+mod functions;
+
+pub use functions::MAX_COMPONENT_BYTES;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub struct ApiState {
     pub broker: Broker,
     /// SHA-256 of the bearer token, if the host has one.
     pub token_digest: Option<[u8; 32]>,
+    /// The engine, to check components before they are stored.
+    pub engine: crate::engine::Engine,
+    /// Names of the functions loaded from this host's `--functions` manifests.
+    pub static_functions: Vec<String>,
 }
 
 /// An error answer: status, machine-readable code, message for a person, the field at fault.
@@ -61,6 +68,22 @@ impl ApiError {
             message: message.into(),
             field: Some(field.to_owned()),
         }
+    }
+
+    /// A 422-style refusal of a well-formed request that fails validation; still a 400 here,
+    /// with code `invalid`, naming `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -159,7 +182,22 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
             let stream = (*stream).to_owned();
             events::ingest(state, &stream, request).await
         }
-        (_, ["readyz"]) | (_, ["v1", "streams", _, "events"]) => Err(ApiError::new(
+        (&Method::PUT, ["v1", "components", digest]) => {
+            let digest = (*digest).to_owned();
+            functions::put_component(state, &digest, request).await
+        }
+        (&Method::POST, ["v1", "functions"]) => functions::deploy(state, request).await,
+        (&Method::GET, ["v1", "functions"]) => functions::list(state).await,
+        (&Method::GET, ["v1", "functions", name]) => functions::show(state, name).await,
+        (&Method::DELETE, ["v1", "functions", name]) => functions::delete(state, name).await,
+        (&Method::POST, ["v1", "functions", name, "rollback"]) => {
+            let name = (*name).to_owned();
+            functions::rollback(state, &name, request).await
+        }
+        (_, ["readyz"])
+        | (_, ["v1", "streams", _, "events"])
+        | (_, ["v1", "components", _])
+        | (_, ["v1", "functions", ..]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),

@@ -16,11 +16,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {
     /// The host's API base URL.
-    #[arg(long = "host", env = "EDDY_HOST", value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    #[arg(long = "host", global = true, env = "EDDY_HOST", value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
     pub url: String,
 
     /// The API's bearer token.
-    #[arg(long, env = "EDDY_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "EDDY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -54,12 +54,53 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> anyhow::Result<serde_json::Value> {
+        self.call("POST", path, Some((content_type, body)))
+    }
+
+    /// PUTs `body` to `path`.
+    pub fn put(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<serde_json::Value> {
+        self.call("PUT", path, Some((content_type, body)))
+    }
+
+    /// GETs `path`.
+    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.call("GET", path, None)
+    }
+
+    /// DELETEs `path`.
+    pub fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.call("DELETE", path, None)
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.post(&url).header("Content-Type", content_type);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut response = request.send(body).with_context(|| {
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let request = match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let sent = match body {
+            Some((content_type, bytes)) => self.agent.run(
+                request
+                    .header("Content-Type", content_type)
+                    .body(bytes.to_vec())
+                    .context("building the request")?,
+            ),
+            None => self
+                .agent
+                .run(request.body(()).context("building the request")?),
+        };
+        let mut response = sent.with_context(|| {
             format!(
                 "cannot reach the eddy host at {} (is `eddy up` running? --host / EDDY_HOST)",
                 self.base

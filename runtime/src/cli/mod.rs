@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod cron;
+pub mod deploy;
 pub mod invoke;
 pub mod publish;
 pub mod up;
@@ -79,6 +80,10 @@ pub enum Command {
     Cron(cron::CronArgs),
     /// Publish one event through a running host's HTTP API.
     Publish(publish::PublishArgs),
+    /// Deploy a function to the running hosts (no restart).
+    Deploy(deploy::DeployArgs),
+    /// List, show, remove or roll back deployed functions.
+    Functions(deploy::FunctionsArgs),
 }
 
 impl Cli {
@@ -86,7 +91,11 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let default_level = match self.command {
             Command::Up(_) => "info",
-            Command::Invoke(_) | Command::Cron(_) | Command::Publish(_) => "warn",
+            Command::Invoke(_)
+            | Command::Cron(_)
+            | Command::Publish(_)
+            | Command::Deploy(_)
+            | Command::Functions(_) => "warn",
         };
         init_tracing(
             self.log_level.as_deref().unwrap_or(default_level),
@@ -97,6 +106,8 @@ impl Cli {
             Command::Invoke(args) => invoke::run(args),
             Command::Cron(args) => cron::run(args),
             Command::Publish(args) => publish::run(args),
+            Command::Deploy(args) => deploy::run(args),
+            Command::Functions(args) => deploy::run_functions(args),
         };
         match result {
             Ok(code) => ExitCode::from(code),

@@ -147,7 +147,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
     let result = runtime.block_on(async {
         let listener = crate::api::bind(&args.listen, token.is_some()).await?;
         tokio::spawn(watch_signals(shutdown.clone(), abandon.clone()));
-        host::run(config, functions, Some(listener), shutdown, abandon).await
+        host::run(config, engine, functions, Some(listener), shutdown, abandon).await
     });
     // Invocations still running past the grace period are abandoned, not awaited: their
     // entries stay pending in Redis.

@@ -79,8 +79,13 @@ pub struct HostContext {
     pub claim_margin: Duration,
 }
 
+/// The version of a function its triggers run: swapped in place when a new version with the
+/// same triggers is deployed, so the switch is immediate and invocations already running
+/// finish on the version they started with.
+pub type FunctionCell = Arc<std::sync::RwLock<Function>>;
+
 struct Trigger {
-    function: Function,
+    function: FunctionCell,
     publisher: Arc<dyn Publisher>,
     config: StreamTriggerConfig,
     keys: RetryKeys,
@@ -102,7 +107,7 @@ enum Work {
 /// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
 /// function's published events go (the host's, behind the function's allow-list).
 pub async fn run(
-    function: Function,
+    function: FunctionCell,
     publisher: Arc<dyn Publisher>,
     config: StreamTriggerConfig,
     ctx: HostContext,
@@ -128,7 +133,7 @@ pub async fn run(
         lease_counter: AtomicU64::new(0),
     });
     tracing::info!(
-        function = trigger.function.name(),
+        function = trigger.function().name(),
         stream = %trigger.config.stream,
         group = %trigger.config.group,
         consumer = %trigger.ctx.consumer,
@@ -144,14 +149,14 @@ pub async fn run(
         _ = trigger.tasks.wait() => {}
         _ = trigger.ctx.abandon.cancelled() => {
             tracing::warn!(
-                function = trigger.function.name(),
+                function = trigger.function().name(),
                 stream = %trigger.config.stream,
                 in_flight = trigger.tasks.len(),
                 "grace period over: invocations still running stay pending for another host"
             );
         }
     }
-    let name = trigger.function.name().to_owned();
+    let name = trigger.function().name().to_owned();
     let stream = trigger.config.stream.clone();
     drop(trigger);
     acker.close().await;
@@ -159,6 +164,14 @@ pub async fn run(
 }
 
 impl Trigger {
+    /// The version to run now.
+    fn function(&self) -> Function {
+        self.function
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Creates the consumer group (and the stream) if absent. False if shut down first.
     async fn ensure_group(&self) -> bool {
         let config = &self.config;
@@ -184,7 +197,7 @@ impl Trigger {
     }
 
     fn min_idle(&self) -> Duration {
-        self.function.limits().timeout + self.ctx.claim_margin
+        self.function().limits().timeout + self.ctx.claim_margin
     }
 
     async fn read_loop(self: Arc<Self>) {
@@ -331,7 +344,7 @@ impl Trigger {
                 continue;
             };
             tracing::warn!(
-                function = self.function.name(),
+                function = self.function().name(),
                 stream = %self.config.stream,
                 entry_id = %entry.id,
                 previous_owner = %previous_owner,
@@ -476,10 +489,10 @@ impl Trigger {
             }
         };
 
-        let submitted =
-            self.ctx
-                .workers
-                .submit(self.function.clone(), event, self.publisher.clone());
+        let submitted = self
+            .ctx
+            .workers
+            .submit(self.function(), event, self.publisher.clone());
         self.keep_fresh_until(&work, submitted.started).await;
         let result = submitted.done.await.unwrap_or_else(|_| {
             InvokeResult::failed(
@@ -493,7 +506,7 @@ impl Trigger {
         });
         let decision = decide(&result, attempt, &self.config.retry);
         tracing::debug!(
-            function = self.function.name(),
+            function = self.function().name(),
             stream = %self.config.stream,
             entry_id = %entry_id,
             attempt,
@@ -526,7 +539,7 @@ impl Trigger {
                 };
                 let due = now + delay.as_millis() as i64;
                 tracing::info!(
-                    function = self.function.name(),
+                    function = self.function().name(),
                     stream = %self.config.stream,
                     entry_id = %entry_id,
                     attempt,
@@ -630,7 +643,7 @@ impl Trigger {
         let now = now_ms();
         DeadLetter {
             reason,
-            function: self.function.name().to_owned(),
+            function: self.function().name().to_owned(),
             group: self.config.group.clone(),
             stream: self.config.stream.clone(),
             entry_id: entry_id.to_owned(),
@@ -645,7 +658,7 @@ impl Trigger {
 
     async fn dead_letter(&self, work: &Work, fields: &[(String, Vec<u8>)], letter: DeadLetter) {
         tracing::warn!(
-            function = self.function.name(),
+            function = self.function().name(),
             stream = %self.config.stream,
             entry_id = %letter.entry_id,
             reason = letter.reason.as_str(),
@@ -688,7 +701,7 @@ impl Trigger {
 
     fn warn(&self, what: &str, error: &str) {
         tracing::warn!(
-            function = self.function.name(),
+            function = self.function().name(),
             stream = %self.config.stream,
             group = %self.config.group,
             %error,

@@ -1,0 +1,191 @@
+//! `eddy deploy` and `eddy functions`: ship a function to running hosts and manage what is
+//! deployed, through a host's API. Every host of the cluster picks a change up within a second.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::client::{Client, HostArgs};
+use super::{EXIT_OK, OutputFormat};
+use crate::engine::digest;
+use crate::manifest;
+
+/// Arguments of `eddy deploy`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy deploy examples/order-placed/functions/order-confirmation.toml\n  \
+    eddy deploy ./my-function            # its eddy.toml\n  \
+    EDDY_HOST=http://10.0.0.5:7070 EDDY_TOKEN=... eddy deploy fn/eddy.toml --output json\n\n\
+    The manifest is checked here first, then by the host, which also compiles the component and\n\
+    checks it implements the function world; a refused deploy changes nothing.")]
+pub struct DeployArgs {
+    /// The manifest (eddy.toml) or a folder holding one.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// Where the host is.
+    #[command(flatten)]
+    pub host: HostArgs,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Runs `eddy deploy`.
+pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
+    let manifest = manifest::load(&args.path)?;
+    let text = std::fs::read_to_string(&manifest.path)?;
+    let bytes = std::fs::read(&manifest.component).with_context(|| {
+        format!(
+            "{}: cannot read component {}",
+            manifest.path.display(),
+            manifest.component.display()
+        )
+    })?;
+    let digest = digest(&bytes);
+    let client = Client::new(&args.host);
+    let human = args.output == OutputFormat::Human;
+    if human {
+        eprintln!(
+            "uploading {} ({} KiB, sha256 {})…",
+            manifest.component.display(),
+            bytes.len() / 1024,
+            &digest[..12]
+        );
+    }
+    client.put(
+        &format!("/v1/components/{digest}"),
+        "application/wasm",
+        &bytes,
+    )?;
+    if human {
+        eprintln!("deploying {}…", manifest.name);
+    }
+    let answer = client.post(
+        "/v1/functions",
+        "application/json",
+        serde_json::json!({ "manifest": text, "digest": digest })
+            .to_string()
+            .as_bytes(),
+    )?;
+    if human {
+        print_function(&answer);
+    } else {
+        println!("{answer}");
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_function(f: &Value) {
+    println!(
+        "{} version {} (sha256 {}) deployed {}",
+        f["name"].as_str().unwrap_or("?"),
+        f["version"],
+        f["digest"].as_str().unwrap_or("?"),
+        f["deployed_at"].as_str().unwrap_or("?")
+    );
+    for t in f["triggers"].as_array().into_iter().flatten() {
+        match t["kind"].as_str() {
+            Some("stream") => println!(
+                "  stream {} (group {})",
+                t["stream"].as_str().unwrap_or("?"),
+                t["group"].as_str().unwrap_or("?")
+            ),
+            _ => println!(
+                "  cron {} {} ({})",
+                t["name"].as_str().unwrap_or("?"),
+                t["schedule"].as_str().unwrap_or("?"),
+                t["timezone"].as_str().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// Arguments of `eddy functions`.
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FunctionsCommand,
+
+    /// Where the host is.
+    #[command(flatten)]
+    pub host: HostArgs,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// The functions subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// List deployed functions and their current versions.
+    Ls,
+    /// Show a function's versions.
+    Show {
+        /// The function.
+        name: String,
+    },
+    /// Remove a function (every host stops it).
+    Rm {
+        /// The function.
+        name: String,
+    },
+    /// Make the previous version (or --version N) current again.
+    Rollback {
+        /// The function.
+        name: String,
+        /// The version to go back to (default: the one before the current).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+/// Runs `eddy functions`.
+pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.host);
+    let answer = match &args.command {
+        FunctionsCommand::Ls => client.get("/v1/functions")?,
+        FunctionsCommand::Show { name } => client.get(&format!("/v1/functions/{name}"))?,
+        FunctionsCommand::Rm { name } => client.delete(&format!("/v1/functions/{name}"))?,
+        FunctionsCommand::Rollback { name, version } => {
+            let body = serde_json::json!({ "version": version }).to_string();
+            client.post(
+                &format!("/v1/functions/{name}/rollback"),
+                "application/json",
+                body.as_bytes(),
+            )?
+        }
+    };
+    if args.output == OutputFormat::Json {
+        println!("{answer}");
+        return Ok(EXIT_OK);
+    }
+    match &args.command {
+        FunctionsCommand::Ls => {
+            let functions = answer["functions"].as_array().cloned().unwrap_or_default();
+            if functions.is_empty() {
+                println!("no functions deployed");
+            }
+            for f in &functions {
+                print_function(f);
+            }
+        }
+        FunctionsCommand::Show { .. } => {
+            for v in answer["versions"].as_array().into_iter().flatten() {
+                let marker = if v["current"] == true { "* " } else { "  " };
+                print!("{marker}");
+                print_function(v);
+            }
+        }
+        FunctionsCommand::Rm { name } => println!("removed {name}"),
+        FunctionsCommand::Rollback { name, .. } => {
+            println!("{name} is back on version {}", answer["current"])
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,228 @@
+//! The registry: deployed functions, kept in Redis so every host of a cluster sees the same
+//! ones.
+//!
+//! - `eddy:component:<sha256>`: a component's bytes, stored once however often it is deployed.
+//! - `eddy:function:<name>`: a hash of the function's versions (`v1`, `v2`, … → JSON
+//!   [`Version`]), `current` (the version serving) and `latest` (the last number given).
+//! - `eddy:functions`: the set of deployed names.
+//! - `eddy:deployments`: a stream every host follows; each entry names a function whose current
+//!   version changed (deployed, rolled back or deleted), and the host loads that version (or
+//!   stops the function) and switches to it.
+//!
+//! Every change is one Lua script, so a version, the current pointer and the deployments entry
+//! never disagree.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+
+/// The stream of deployment changes hosts follow.
+pub const DEPLOYMENTS_STREAM: &str = "eddy:deployments";
+/// The set of deployed function names.
+pub const FUNCTIONS_KEY: &str = "eddy:functions";
+
+/// One deployed version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Its number, from 1.
+    pub version: u32,
+    /// The sha256 of its component.
+    pub digest: String,
+    /// Its manifest, as uploaded.
+    pub manifest: String,
+    /// When it was deployed (RFC 3339).
+    pub deployed_at: String,
+}
+
+/// The key of a component's bytes.
+pub fn component_key(digest: &str) -> String {
+    format!("eddy:component:{digest}")
+}
+
+fn function_key(name: &str) -> String {
+    format!("eddy:function:{name}")
+}
+
+/// Stores a component under its digest unless it is there already; true if it was new.
+pub async fn put_component<C: ConnectionLike>(
+    conn: &mut C,
+    digest: &str,
+    bytes: &[u8],
+) -> redis::RedisResult<bool> {
+    redis::cmd("SET")
+        .arg(component_key(digest))
+        .arg(bytes)
+        .arg("NX")
+        .query_async::<Option<String>>(conn)
+        .await
+        .map(|set| set.is_some())
+}
+
+/// A component's bytes.
+pub async fn get_component<C: ConnectionLike>(
+    conn: &mut C,
+    digest: &str,
+) -> redis::RedisResult<Option<Vec<u8>>> {
+    redis::cmd("GET")
+        .arg(component_key(digest))
+        .query_async(conn)
+        .await
+}
+
+/// KEYS: function hash, names set, deployments. ARGV: name, version JSON template (with
+/// `"version":0`), now. Returns the new version number.
+static DEPLOY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        local n = redis.call('HINCRBY', KEYS[1], 'latest', 1)
+        local record = string.gsub(ARGV[2], '"version":0', '"version":' .. n, 1)
+        redis.call('HSET', KEYS[1], 'v' .. n, record, 'current', n)
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('XADD', KEYS[3], '*', 'function', ARGV[1], 'action', 'deploy', 'version', n)
+        return n
+        "#,
+    )
+});
+
+/// KEYS: function hash, deployments. ARGV: name, target version (0 = the one before current).
+/// Returns the version now current, or an error string.
+static ROLLBACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local current = tonumber(redis.call('HGET', KEYS[1], 'current') or '0')
+        if current == 0 then return redis.error_reply('not deployed') end
+        local target = tonumber(ARGV[2])
+        if target == 0 then
+            target = current - 1
+            while target > 0 and redis.call('HEXISTS', KEYS[1], 'v' .. target) == 0 do
+                target = target - 1
+            end
+            if target == 0 then return redis.error_reply('no earlier version') end
+        elseif redis.call('HEXISTS', KEYS[1], 'v' .. target) == 0 then
+            return redis.error_reply('no such version')
+        end
+        redis.call('HSET', KEYS[1], 'current', target)
+        redis.call('XADD', KEYS[2], '*', 'function', ARGV[1], 'action', 'rollback', 'version', target)
+        return target
+        ",
+    )
+});
+
+/// KEYS: function hash, names set, deployments. ARGV: name. Returns 1 if it existed.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+        redis.call('SREM', KEYS[2], ARGV[1])
+        redis.call('XADD', KEYS[3], '*', 'function', ARGV[1], 'action', 'delete')
+        return 1
+        ",
+    )
+});
+
+/// Records a new version of `name` running component `digest` with `manifest`, makes it
+/// current and announces it. Returns it.
+pub async fn deploy<C: ConnectionLike>(
+    conn: &mut C,
+    name: &str,
+    digest: &str,
+    manifest: &str,
+) -> redis::RedisResult<Version> {
+    let mut version = Version {
+        version: 0,
+        digest: digest.to_owned(),
+        manifest: manifest.to_owned(),
+        deployed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let template = serde_json::to_string(&version).expect("a version serializes");
+    let number: u32 = DEPLOY
+        .key(function_key(name))
+        .key(FUNCTIONS_KEY)
+        .key(DEPLOYMENTS_STREAM)
+        .arg(name)
+        .arg(template)
+        .invoke_async(conn)
+        .await?;
+    version.version = number;
+    Ok(version)
+}
+
+/// Makes version `to` (or, with `None`, the one before the current) current again.
+pub async fn rollback<C: ConnectionLike>(
+    conn: &mut C,
+    name: &str,
+    to: Option<u32>,
+) -> redis::RedisResult<u32> {
+    ROLLBACK
+        .key(function_key(name))
+        .key(DEPLOYMENTS_STREAM)
+        .arg(name)
+        .arg(to.unwrap_or(0))
+        .invoke_async(conn)
+        .await
+}
+
+/// Removes `name` and all its versions (components stay: others may share them). False if it
+/// was not deployed.
+pub async fn delete<C: ConnectionLike>(conn: &mut C, name: &str) -> redis::RedisResult<bool> {
+    let removed: i64 = DELETE
+        .key(function_key(name))
+        .key(FUNCTIONS_KEY)
+        .key(DEPLOYMENTS_STREAM)
+        .arg(name)
+        .invoke_async(conn)
+        .await?;
+    Ok(removed == 1)
+}
+
+/// The current version of `name`, if deployed.
+pub async fn current<C: ConnectionLike>(
+    conn: &mut C,
+    name: &str,
+) -> redis::RedisResult<Option<Version>> {
+    let current: Option<u32> = redis::cmd("HGET")
+        .arg(function_key(name))
+        .arg("current")
+        .query_async(conn)
+        .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(function_key(name))
+        .arg(format!("v{current}"))
+        .query_async(conn)
+        .await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Every version of `name`, oldest first, and the current number.
+pub async fn versions<C: ConnectionLike>(
+    conn: &mut C,
+    name: &str,
+) -> redis::RedisResult<(Vec<Version>, Option<u32>)> {
+    let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(function_key(name))
+        .query_async(conn)
+        .await?;
+    let current = all.get("current").and_then(|c| c.parse().ok());
+    let mut versions: Vec<Version> = all
+        .iter()
+        .filter(|(k, _)| k.starts_with('v'))
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .collect();
+    versions.sort_by_key(|v| v.version);
+    Ok((versions, current))
+}
+
+/// The deployed function names, sorted.
+pub async fn names<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Vec<String>> {
+    let mut names: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(FUNCTIONS_KEY)
+        .query_async(conn)
+        .await?;
+    names.sort();
+    Ok(names)
+}
