@@ -171,6 +171,7 @@ pub async fn run(
             token_digest: config.token_digest,
             engine: engine.clone(),
             static_functions: static_names.clone(),
+            publisher: Arc::new(RedisPublisher::new(&broker)),
         });
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }

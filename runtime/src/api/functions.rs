@@ -264,3 +264,86 @@ pub async fn rollback(
         Err(e) => Err(unavailable(e)),
     }
 }
+
+/// `POST /v1/functions/{name}/invoke`: runs the current version once on the event in the body
+/// (`{"type", "data", "id"?, "source"?, "subject"?, "extensions"?}`) and answers with the
+/// result: status, outcome, body, logs, duration. Events it publishes are really published (to
+/// the streams its manifest allows).
+pub async fn invoke(
+    state: &ApiState,
+    name: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    check_name(name)?;
+    let (_, body) = read_body(request, super::MAX_EVENT_BODY_BYTES).await?;
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("body", format!("expected a JSON event: {e}")))?
+    };
+    let text = |field: &str| input[field].as_str().map(str::to_owned);
+    let mut conn = state.broker.shared();
+    let version = registry::current(&mut conn, name)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("no function {name:?} is deployed")))?;
+    let manifest = manifest::parse_deployed(name, &version.manifest)
+        .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
+    let bytes = registry::get_component(&mut conn, &version.digest)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("component {} is missing", version.digest)))?;
+    let mut extensions = Vec::new();
+    if let Some(map) = input["extensions"].as_object() {
+        for (key, value) in map {
+            let value = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            extensions.push((key.clone(), value));
+        }
+    }
+    let event = crate::event::Event {
+        id: text("id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        source: text("source").unwrap_or_else(|| "eddy://invoke".to_owned()),
+        event_type: text("type").unwrap_or_else(|| "eddy.invoke".to_owned()),
+        subject: text("subject"),
+        time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        datacontenttype: Some(crate::event::DEFAULT_CONTENT_TYPE.to_owned()),
+        data: input
+            .get("data")
+            .cloned()
+            .unwrap_or(json!({}))
+            .to_string()
+            .into_bytes(),
+        extensions,
+        delivery: crate::event::Delivery {
+            trigger: crate::event::TriggerKind::Invoke,
+            stream: None,
+            entry_id: None,
+            attempt: 1,
+        },
+    };
+    let spec = FunctionSpec {
+        name: manifest.name.clone(),
+        limits: manifest.limits,
+        config: manifest.config.clone(),
+    };
+    let publisher: std::sync::Arc<dyn crate::engine::Publisher> = std::sync::Arc::new(
+        crate::engine::AllowedStreams::new(state.publisher.clone(), manifest.publish.clone()),
+    );
+    let engine = state.engine.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        engine
+            .load(spec, &bytes)
+            .map(|function| function.invoke(&event, publisher))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::invalid("component", e.to_string()))?;
+    let mut answer = serde_json::to_value(&result).unwrap_or_default();
+    answer["function"] = json!(name);
+    answer["version"] = json!(version.version);
+    Ok(json_response(StatusCode::OK, &answer))
+}

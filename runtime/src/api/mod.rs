@@ -48,6 +48,8 @@ pub struct ApiState {
     pub engine: crate::engine::Engine,
     /// Names of the functions loaded from this host's `--functions` manifests.
     pub static_functions: Vec<String>,
+    /// Where events published by synchronous invocations go.
+    pub publisher: Arc<dyn crate::engine::Publisher>,
 }
 
 /// An error answer: status, machine-readable code, message for a person, the field at fault.
@@ -190,6 +192,10 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::GET, ["v1", "functions"]) => functions::list(state).await,
         (&Method::GET, ["v1", "functions", name]) => functions::show(state, name).await,
         (&Method::DELETE, ["v1", "functions", name]) => functions::delete(state, name).await,
+        (&Method::POST, ["v1", "functions", name, "invoke"]) => {
+            let name = (*name).to_owned();
+            functions::invoke(state, &name, request).await
+        }
         (&Method::POST, ["v1", "functions", name, "rollback"]) => {
             let name = (*name).to_owned();
             functions::rollback(state, &name, request).await

@@ -33,7 +33,8 @@ const INVOKE_MAX_INSTANCES: u32 = 4;
     Exit codes: 0 done (2xx), 3 rejected (4xx), 4 failed (5xx, trap, timeout, memory limit),\n\
     1 bad input (missing file, not a component, invalid JSON), 2 usage.")]
 pub struct InvokeArgs {
-    /// The function: a WebAssembly component built for wasm32-wasip2.
+    /// The function: a component file built for wasm32-wasip2 (run here), or the name of a
+    /// deployed function (run by the host at --host).
     pub file: PathBuf,
 
     /// The event payload. Must be valid JSON while the content type is JSON (the default).
@@ -95,11 +96,19 @@ pub struct InvokeArgs {
     /// How to print the result.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+
+    /// Where the host is, for a deployed function.
+    #[command(flatten)]
+    pub host: super::client::HostArgs,
 }
 
 /// Runs `eddy invoke`; returns the exit code for the outcome.
 pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     let data = read_data(&args)?;
+    let name = args.file.to_string_lossy().into_owned();
+    if !args.file.exists() && args.file.extension().is_none() && crate::manifest::is_name(&name) {
+        return run_remote(&args, &name, &data);
+    }
     if is_json_content_type(&args.content_type)
         && let Err(error) = serde_json::from_slice::<serde_json::Value>(&data)
     {
@@ -259,4 +268,66 @@ fn print_json(
     });
     println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
+}
+
+/// Runs deployed function `name` on a host through its API.
+fn run_remote(args: &InvokeArgs, name: &str, data: &[u8]) -> anyhow::Result<u8> {
+    let data: serde_json::Value = serde_json::from_slice(data)
+        .context("--data: a deployed function is invoked with a JSON payload")?;
+    let extensions: serde_json::Map<String, serde_json::Value> = args
+        .extensions
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let mut event = serde_json::json!({
+        "type": args.event_type,
+        "source": args.source,
+        "data": data,
+        "extensions": extensions,
+    });
+    if let Some(id) = &args.id {
+        event["id"] = id.clone().into();
+    }
+    if let Some(subject) = &args.subject {
+        event["subject"] = subject.clone().into();
+    }
+    let answer = super::client::Client::new(&args.host).post(
+        &format!("/v1/functions/{name}/invoke"),
+        "application/json",
+        event.to_string().as_bytes(),
+    )?;
+    let outcome = answer["outcome"]
+        .as_str()
+        .unwrap_or("failed")
+        .to_ascii_lowercase();
+    match args.output {
+        OutputFormat::Json => println!("{answer}"),
+        OutputFormat::Human => {
+            let status = answer["status"]
+                .as_u64()
+                .map_or("no status".to_owned(), |s| s.to_string());
+            println!(
+                "{name} version {}: status {status} ({outcome}) in {} ms",
+                answer["version"], answer["duration"]
+            );
+            if let Some(failure) = answer.get("failure").filter(|f| !f.is_null()) {
+                println!("failure:   {failure}");
+            }
+            if let Some(body) = answer["body"].as_str().filter(|b| !b.is_empty()) {
+                println!("body:      {body}");
+            }
+            for line in answer["output"]["logs"].as_array().into_iter().flatten() {
+                println!(
+                    "  [{}] {}",
+                    line["level"].as_str().unwrap_or("?"),
+                    line["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(match outcome.as_str() {
+        "done" => EXIT_OK,
+        "rejected" => EXIT_REJECTED,
+        _ => EXIT_FAILED,
+    })
 }
