@@ -165,6 +165,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let broker = Broker::connect(&config.redis_url).await?;
     let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
+    let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(listener) = listener {
         let state = Arc::new(api::ApiState {
             broker: broker.clone(),
@@ -172,6 +173,7 @@ pub async fn run(
             engine: engine.clone(),
             static_functions: static_names.clone(),
             publisher: Arc::new(RedisPublisher::new(&broker)),
+            loaded: loaded.clone(),
         });
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }
@@ -191,7 +193,12 @@ pub async fn run(
         start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
     }
     triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
-    triggers.spawn(follow_deployments(engine, ctx.clone(), static_names));
+    triggers.spawn(follow_deployments(
+        engine,
+        ctx.clone(),
+        static_names,
+        loaded,
+    ));
     tracing::info!(
         redis = %config.redis_url,
         consumer = %config.consumer,
@@ -298,7 +305,12 @@ async fn load_deployed(
 /// Runs deployed functions: loads every current one, then follows the deployments stream and
 /// switches each function to its new current version (or stops it) as changes arrive. A
 /// version this host cannot load is logged and the previous one keeps serving.
-async fn follow_deployments(engine: Engine, ctx: HostContext, static_names: Vec<String>) {
+async fn follow_deployments(
+    engine: Engine,
+    ctx: HostContext,
+    static_names: Vec<String>,
+    loaded: Arc<std::sync::atomic::AtomicBool>,
+) {
     let stop = ctx.shutdown.clone();
     let mut conn = ctx.broker.shared();
     let mut reader = loop {
@@ -383,6 +395,8 @@ async fn follow_deployments(engine: Engine, ctx: HostContext, static_names: Vec<
                 }
             }
         }
+        // The first pass over the registry is done: the host is ready.
+        loaded.store(true, std::sync::atomic::Ordering::Release);
         let mut read = redis::cmd("XREAD");
         read.arg("BLOCK")
             .arg(crate::broker::READ_BLOCK.as_millis() as u64)

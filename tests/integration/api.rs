@@ -75,9 +75,16 @@ fn health_needs_no_token_and_everything_else_does() {
         &format!("{}/readyz", a.url),
     ]);
     assert_eq!(wrong.0, 401);
-    let (status, body) = curl(&["-H", &auth(), &format!("{}/readyz", a.url)]);
-    assert_eq!(status, 200, "{body}");
+    let body = eddy_tests::streams::eventually(
+        std::time::Duration::from_secs(10),
+        "the host to be ready",
+        || {
+            let (status, body) = curl(&["-H", &auth(), &format!("{}/readyz", a.url)]);
+            (status == 200).then_some(body)
+        },
+    );
     assert_eq!(body["redis"], "ok");
+    assert_eq!(body["functions"], "loaded");
     let (status, body) = curl(&["-H", &auth(), &format!("{}/v1/nothing", a.url)]);
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
@@ -301,4 +308,63 @@ fn eddy_publish_goes_through_the_api() {
     assert_eq!(landed[0].get("subject"), "o-9");
     assert_eq!(landed[0].get("source"), "eddy://cli");
     assert_eq!(landed[0].data()["orderId"], "o-9");
+}
+
+#[test]
+fn cronjobs_are_managed_over_http() {
+    let a = api();
+    let endpoint = format!("{}/v1/cronjobs", a.url);
+    let post = |body: &str| {
+        curl(&[
+            "-H",
+            &auth(),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            &endpoint,
+        ])
+    };
+    let (status, body) = post(
+        r#"{"name":"nightly","schedule":"0 0 0 * * *","stream":"reports","type":"DailyReportRequired","data":{"scope":"all"}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "nightly");
+    assert!(
+        body["next"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("T00:00:00Z")),
+        "{body}"
+    );
+    assert_eq!(
+        post(r#"{"name":"nightly","schedule":"* * * * * *","stream":"s","type":"T"}"#).0,
+        409
+    );
+    let (status, body) = post(r#"{"name":"bad","schedule":"* *","stream":"s","type":"T"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "schedule", "{body}");
+    let (status, body) = post(
+        r#"{"name":"tz","schedule":"* * * * *","timezone":"Nowhere/Land","stream":"s","type":"T"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = curl(&["-H", &auth(), &endpoint]);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["cronjobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["nightly"], "refused cronjobs were stored");
+    let delete = || {
+        curl(&[
+            "-H",
+            &auth(),
+            "-X",
+            "DELETE",
+            &format!("{endpoint}/nightly"),
+        ])
+    };
+    assert_eq!(delete().0, 200);
+    assert_eq!(delete().0, 404);
 }

@@ -194,13 +194,24 @@ fn deploys_reach_every_host_under_load_and_lose_nothing() {
     // A synchronous invocation of the deployed function, through the host.
     let (code, out, err) = eddy(
         &url_a,
-        &["invoke", "rec", "--type", "Manual", "--data", r#"{"x":1}"#, "--id", "manual-1"],
+        &[
+            "invoke",
+            "rec",
+            "--type",
+            "Manual",
+            "--data",
+            r#"{"x":1}"#,
+            "--id",
+            "manual-1",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rec version 1: status 200 (done)"), "{out}");
-    eventually(Duration::from_secs(10), "the record of the manual invocation", || {
-        seen(&mut conn, &v1).contains("manual-1").then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the record of the manual invocation",
+        || seen(&mut conn, &v1).contains("manual-1").then_some(()),
+    );
     let (code, _, err) = eddy(&url_a, &["invoke", "nope", "--data", "{}"]);
     assert_eq!(code, 1);
     assert!(err.contains("404 not_found"), "{err}");

@@ -1,6 +1,7 @@
 //! The control plane's HTTP API, served by every host (`eddy up --listen`, default
-//! 127.0.0.1:7070): health, readiness, event ingress (`events`) and the registry of deployed
-//! functions (`functions`).
+//! 127.0.0.1:7070): health, readiness (Redis answers and the deployed functions are loaded),
+//! event ingress (`events`), the registry of deployed functions (`functions`) and cronjobs
+//! (`cronjobs`).
 //!
 //! Every endpoint but `GET /healthz` needs `Authorization: Bearer <token>` when the host has a
 //! token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
@@ -8,6 +9,7 @@
 //! one shape: `{"error": {"code", "message", "field"?}}`. Request bodies are capped; beyond the
 //! cap the answer is 413 before the body is read.
 
+mod cronjobs;
 mod events;
 mod functions;
 
@@ -50,6 +52,8 @@ pub struct ApiState {
     pub static_functions: Vec<String>,
     /// Where events published by synchronous invocations go.
     pub publisher: Arc<dyn crate::engine::Publisher>,
+    /// Set once the host has loaded the deployed functions at start.
+    pub loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An error answer: status, machine-readable code, message for a person, the field at fault.
@@ -189,6 +193,9 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
             functions::put_component(state, &digest, request).await
         }
         (&Method::POST, ["v1", "functions"]) => functions::deploy(state, request).await,
+        (&Method::GET, ["v1", "cronjobs"]) => cronjobs::list(state).await,
+        (&Method::POST, ["v1", "cronjobs"]) => cronjobs::create(state, request).await,
+        (&Method::DELETE, ["v1", "cronjobs", name]) => cronjobs::delete(state, name).await,
         (&Method::GET, ["v1", "functions"]) => functions::list(state).await,
         (&Method::GET, ["v1", "functions", name]) => functions::show(state, name).await,
         (&Method::DELETE, ["v1", "functions", name]) => functions::delete(state, name).await,
@@ -203,7 +210,8 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (_, ["readyz"])
         | (_, ["v1", "streams", _, "events"])
         | (_, ["v1", "components", _])
-        | (_, ["v1", "functions", ..]) => Err(ApiError::new(
+        | (_, ["v1", "functions", ..])
+        | (_, ["v1", "cronjobs", ..]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
@@ -247,10 +255,16 @@ fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiErr
 async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut conn = state.broker.shared();
     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    let loaded = state.loaded.load(std::sync::atomic::Ordering::Acquire);
     match pong {
+        Ok(_) if !loaded => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "still loading the deployed functions",
+        )),
         Ok(_) => Ok(json_response(
             StatusCode::OK,
-            &json!({ "status": "ready", "redis": "ok" }),
+            &json!({ "status": "ready", "redis": "ok", "functions": "loaded" }),
         )),
         Err(error) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use chrono::{SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 
 use super::{EXIT_OK, OutputFormat};
 use crate::broker::Broker;
 use crate::broker::embedded::DEFAULT_DATA_DIR;
-use crate::triggers::cron::{CRONJOBS_KEY, CatchUp, CronJob, cronjob_ticker, state_key};
+use crate::triggers::cron::store::{self, StoreError};
+use crate::triggers::cron::{CatchUp, CronJob};
 
 /// Arguments of `eddy cron`.
 #[derive(Debug, Args)]
@@ -117,42 +117,31 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     data,
                     catch_up,
                 };
-                let ticker = cronjob_ticker(&name, &job).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let created: bool = redis::cmd("HSETNX")
-                    .arg(CRONJOBS_KEY)
-                    .arg(&name)
-                    .arg(serde_json::to_string(&job)?)
-                    .query_async(&mut conn)
-                    .await?;
-                if !created {
-                    bail!("cronjob {name:?} already exists: `eddy cron rm {name}` first");
-                }
-                let next = ticker.schedule.next_after(Utc::now());
+                let created = match store::create(&mut conn, &name, &job).await {
+                    Err(StoreError::Exists(_)) => {
+                        bail!("cronjob {name:?} already exists: `eddy cron rm {name}` first")
+                    }
+                    other => other?,
+                };
                 match args.output {
-                    OutputFormat::Json => println!(
-                        "{}",
-                        serde_json::json!({ "name": name, "job": job, "next": next.map(|t| t.to_rfc3339()) })
-                    ),
+                    OutputFormat::Json => println!("{created}"),
                     OutputFormat::Human => println!(
                         "created cronjob {name}: {} ({}) -> {} {}; next {}",
                         job.schedule,
                         job.timezone,
                         job.stream,
                         job.event_type,
-                        next.map_or("never".to_owned(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                        created["next"].as_str().unwrap_or("never")
                     ),
                 }
             }
             CronCommand::Rm { name } => {
-                let removed: i64 = redis::cmd("HDEL")
-                    .arg(CRONJOBS_KEY)
-                    .arg(&name)
-                    .query_async(&mut conn)
-                    .await?;
-                if removed == 0 {
-                    bail!("no cronjob named {name:?} (`eddy cron ls` lists them)");
+                match store::remove(&mut conn, &name).await {
+                    Err(StoreError::Missing(_)) => {
+                        bail!("no cronjob named {name:?} (`eddy cron ls` lists them)")
+                    }
+                    other => other?,
                 }
-                let _: () = redis::cmd("DEL").arg(state_key(&name)).query_async(&mut conn).await?;
                 if args.output == OutputFormat::Human {
                     println!("removed cronjob {name}");
                 } else {
@@ -160,37 +149,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                 }
             }
             CronCommand::Ls => {
-                let jobs: std::collections::BTreeMap<String, String> =
-                    redis::cmd("HGETALL").arg(CRONJOBS_KEY).query_async(&mut conn).await?;
-                let mut rows = Vec::new();
-                for (name, text) in jobs {
-                    let job: CronJob = serde_json::from_str(&text)
-                        .with_context(|| format!("cronjob {name:?} is unreadable"))?;
-                    let state: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-                        .arg(state_key(&name))
-                        .query_async(&mut conn)
-                        .await?;
-                    let next = cronjob_ticker(&name, &job)
-                        .ok()
-                        .and_then(|t| t.schedule.next_after(Utc::now()))
-                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
-                    let last_fire = state
-                        .get("fired_at")
-                        .and_then(|ms| ms.parse::<i64>().ok())
-                        .and_then(chrono::DateTime::from_timestamp_millis)
-                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
-                    rows.push(serde_json::json!({
-                        "name": name,
-                        "schedule": job.schedule,
-                        "timezone": job.timezone,
-                        "stream": job.stream,
-                        "type": job.event_type,
-                        "catch_up": job.catch_up,
-                        "next": next,
-                        "last_fire": last_fire,
-                        "last_result": state.get("result"),
-                    }));
-                }
+                let rows = store::list(&mut conn).await?;
                 match args.output {
                     OutputFormat::Json => println!("{}", serde_json::Value::Array(rows)),
                     OutputFormat::Human if rows.is_empty() => println!("no cronjobs"),

@@ -21,6 +21,7 @@
 //! can tell a tick from any other event and spot a duplicate.
 
 pub mod schedule;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -1,0 +1,107 @@
+//! Cronjobs in Redis: create, list with their state, remove. Shared by `eddy cron` (which talks
+//! to Redis directly) and the HTTP API, so both validate and store exactly alike.
+
+use chrono::{SecondsFormat, Utc};
+use redis::aio::ConnectionLike;
+use serde_json::{Value, json};
+
+use super::{CRONJOBS_KEY, CronJob, cronjob_ticker, state_key};
+
+/// Why a cronjob change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The cronjob is invalid; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// A cronjob of that name exists.
+    #[error("cronjob {0:?} already exists: remove it first")]
+    Exists(String),
+    /// No cronjob of that name.
+    #[error("no cronjob named {0:?}")]
+    Missing(String),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Validates and stores cronjob `name`; returns its description (as [`list`] gives it).
+pub async fn create<C: ConnectionLike>(
+    conn: &mut C,
+    name: &str,
+    job: &CronJob,
+) -> Result<Value, StoreError> {
+    cronjob_ticker(name, job).map_err(StoreError::Invalid)?;
+    let text = serde_json::to_string(job).expect("a cronjob serializes");
+    let created: bool = redis::cmd("HSETNX")
+        .arg(CRONJOBS_KEY)
+        .arg(name)
+        .arg(text)
+        .query_async(conn)
+        .await?;
+    if !created {
+        return Err(StoreError::Exists(name.to_owned()));
+    }
+    Ok(describe(name, job, &Default::default()))
+}
+
+/// Removes cronjob `name` and its state.
+pub async fn remove<C: ConnectionLike>(conn: &mut C, name: &str) -> Result<(), StoreError> {
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(CRONJOBS_KEY)
+        .arg(name)
+        .query_async(conn)
+        .await?;
+    if removed == 0 {
+        return Err(StoreError::Missing(name.to_owned()));
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(state_key(name))
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Every cronjob with its next fire time, last fire time and last result, sorted by name.
+pub async fn list<C: ConnectionLike>(conn: &mut C) -> Result<Vec<Value>, StoreError> {
+    let jobs: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(CRONJOBS_KEY)
+        .query_async(conn)
+        .await?;
+    let mut rows = Vec::new();
+    for (name, text) in jobs {
+        let Ok(job) = serde_json::from_str::<CronJob>(&text) else {
+            rows.push(json!({ "name": name, "error": "unreadable cronjob" }));
+            continue;
+        };
+        let state: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(state_key(&name))
+            .query_async(conn)
+            .await?;
+        rows.push(describe(&name, &job, &state));
+    }
+    Ok(rows)
+}
+
+fn describe(name: &str, job: &CronJob, state: &std::collections::HashMap<String, String>) -> Value {
+    let next = cronjob_ticker(name, job)
+        .ok()
+        .and_then(|t| t.schedule.next_after(Utc::now()))
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    let last_fire = state
+        .get("fired_at")
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    json!({
+        "name": name,
+        "schedule": job.schedule,
+        "timezone": job.timezone,
+        "stream": job.stream,
+        "type": job.event_type,
+        "data": job.data,
+        "catch_up": job.catch_up,
+        "next": next,
+        "last_fire": last_fire,
+        "last_result": state.get("result"),
+    })
+}
