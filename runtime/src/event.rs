@@ -59,15 +59,21 @@ pub struct Event {
 /// The media type events carry when none is given.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
 
-/// Whether a media type is JSON (`application/json` or any `+json` suffix), so its payload must
-/// parse as JSON.
-pub fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type
+/// A media type without its parameters, lowercased: `Application/JSON; charset=utf-8` →
+/// `application/json`.
+pub fn media_type_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type is JSON (`application/json` or any `+json` suffix), so its payload must
+/// parse as JSON.
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = media_type_essence(content_type);
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 

@@ -21,7 +21,7 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, MAX_EVENT_BODY_BYTES, json_response, read_body};
-use crate::event::{DEFAULT_CONTENT_TYPE, is_json_content_type};
+use crate::event::{DEFAULT_CONTENT_TYPE, is_json_content_type, media_type_essence};
 use crate::manifest::is_stream_name;
 use crate::triggers::streams::wire::{self, DEFAULT_TYPE};
 
@@ -61,12 +61,7 @@ pub async fn ingest(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = media_type_essence(&content_type);
 
     let events: Vec<Fields> = match essence.as_str() {
         "application/cloudevents-batch+json" => {
