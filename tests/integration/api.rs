@@ -368,3 +368,50 @@ fn cronjobs_are_managed_over_http() {
     assert_eq!(delete().0, 200);
     assert_eq!(delete().0, 404);
 }
+
+#[test]
+fn the_host_itself_refuses_bad_deploys_naming_the_field() {
+    let a = api();
+    let deploy = |body: &str| {
+        curl(&[
+            "-H",
+            &auth(),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            &format!("{}/v1/functions", a.url),
+        ])
+    };
+    let manifest =
+        "name = \"f\"\ncomponent = \"f.wasm\"\n[[triggers.stream]]\nstream = \"s\"\nbatch = 0\n";
+    let (status, body) =
+        deploy(&serde_json::json!({ "manifest": manifest, "digest": "0".repeat(64) }).to_string());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["field"], "manifest.triggers.stream[0].batch",
+        "{body}"
+    );
+    let good = "name = \"f\"\ncomponent = \"f.wasm\"\n";
+    let (status, body) =
+        deploy(&serde_json::json!({ "manifest": good, "digest": "0".repeat(64) }).to_string());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "digest", "{body}");
+    let (status, body) = curl(&[
+        "-H",
+        &auth(),
+        "-X",
+        "PUT",
+        "--data",
+        "not wasm",
+        &format!("{}/v1/components/{}", a.url, "0".repeat(64)),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha256"),
+        "{body}"
+    );
+}
