@@ -161,11 +161,9 @@ fn missed_ticks_follow_the_catch_up_policy() {
         match *policy {
             "none" => assert!(caught.is_empty(), "none fired {caught:?}"),
             "latest" => assert_eq!(caught.len(), 1, "latest fired {caught:?}"),
-            _ => assert!(
-                (3..=5).contains(&caught.len()),
-                "all fired {} of the 3-4 missed ticks",
-                caught.len()
-            ),
+            // 3.5 s down plus the new host's start: at least 3 ticks were missed, maybe more
+            // on a busy machine; every one of them fires.
+            _ => assert!(caught.len() >= 3, "all fired only {} ticks", caught.len()),
         }
         let seconds: Vec<i64> = entries(&mut conn, stream)
             .iter()
