@@ -360,6 +360,7 @@ async fn follow_deployments(
                             *current.cell.write().unwrap_or_else(|e| e.into_inner()) =
                                 loaded.function.clone();
                             tracing::info!(function = %name, from = current.version, to = version, %digest, "switched version in place");
+                            crate::metrics::METRICS.deploy(&name);
                             current.version = version;
                             current.manifest = loaded.manifest;
                         }
@@ -381,6 +382,7 @@ async fn follow_deployments(
                                     tracing::info!(function = %name, version, %digest, "deployed function running")
                                 }
                             }
+                            crate::metrics::METRICS.deploy(&name);
                         }
                     }
                 }

@@ -13,6 +13,7 @@
 //! - [`manifest`]: the function manifest, `eddy.toml`.
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
+//! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
 //! - [`units`]: sizes and durations as people write them.
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod event;
 pub mod host;
 pub mod manifest;
+pub mod metrics;
 pub mod registry;
 pub mod triggers;
 pub mod units;

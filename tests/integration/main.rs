@@ -7,6 +7,7 @@ mod cron;
 mod deploy;
 mod engine;
 mod invoke;
+mod metrics;
 mod order_functions;
 mod streams;
 mod up;

@@ -184,6 +184,15 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
     }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["readyz"]) => ready(state).await,
+        (&Method::GET, ["metrics"]) => {
+            let mut conn = state.broker.shared();
+            let text = crate::metrics::METRICS.render(&mut conn).await;
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(Bytes::from(text)))
+                .expect("a response from valid parts"))
+        }
         (&Method::POST, ["v1", "streams", stream, "events"]) => {
             let stream = (*stream).to_owned();
             events::ingest(state, &stream, request).await

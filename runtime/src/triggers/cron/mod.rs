@@ -227,6 +227,8 @@ impl Ticker {
                 match self.fire(&mut conn, tick, true, false).await {
                     Ok(Some(entry_id)) => {
                         let late_ms = (Utc::now() - tick).num_milliseconds();
+                        let late = (Utc::now() - tick).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                        crate::metrics::METRICS.cron_tick(&self.name, late);
                         tracing::debug!(schedule = %self.name, %entry_id, tick = %tick, late_ms, "cron tick fired");
                         break;
                     }

@@ -44,6 +44,7 @@ use crate::delivery::{
     dead_letter_pending, decide, error_text, log_tail,
 };
 use crate::engine::{Failure, Function, InvokeResult, Publisher, Workers};
+use crate::metrics::METRICS;
 use wire::Entry;
 
 /// How often, per idle-time threshold, a reader looks for entries to claim: a dead
@@ -138,6 +139,11 @@ pub async fn run(
         group = %trigger.config.group,
         consumer = %trigger.ctx.consumer,
         "stream trigger starting"
+    );
+    METRICS.watch_group(
+        &trigger.config.stream,
+        &trigger.config.group,
+        &trigger.config.dead_letter,
     );
     if trigger.ensure_group().await {
         let retries = tokio::spawn(trigger.clone().retry_loop());
@@ -489,6 +495,8 @@ impl Trigger {
             }
         };
 
+        let function_name = self.function().name().to_owned();
+        METRICS.in_flight(&function_name, 1);
         let submitted = self
             .ctx
             .workers
@@ -504,7 +512,22 @@ impl Trigger {
                 Default::default(),
             )
         });
+        METRICS.in_flight(&function_name, -1);
+        METRICS.invocation(&function_name, result.duration.as_secs_f64());
         let decision = decide(&result, attempt, &self.config.retry);
+        METRICS.event(
+            &function_name,
+            match (decision, result.outcome) {
+                (Decision::Ack, _) => "ok",
+                (_, crate::engine::Outcome::Rejected) => "rejected",
+                _ => "failed",
+            },
+        );
+        match decision {
+            Decision::Retry(_) => METRICS.event(&function_name, "retried"),
+            Decision::DeadLetter(_) => METRICS.event(&function_name, "dead_lettered"),
+            Decision::Ack => {}
+        }
         tracing::debug!(
             function = self.function().name(),
             stream = %self.config.stream,
@@ -657,6 +680,10 @@ impl Trigger {
     }
 
     async fn dead_letter(&self, work: &Work, fields: &[(String, Vec<u8>)], letter: DeadLetter) {
+        if matches!(letter.reason, Reason::Malformed | Reason::Abandoned) {
+            // Not counted by the invocation path: these never reached the function.
+            METRICS.event(&letter.function, "dead_lettered");
+        }
         tracing::warn!(
             function = self.function().name(),
             stream = %self.config.stream,

@@ -1,0 +1,226 @@
+//! Metrics, in the Prometheus text format at `GET /metrics`: what an operator watches to answer
+//! "what is failing, how far behind is each group, are ticks on time".
+//!
+//! Counters and histograms are updated where things happen (delivery, cron, deploys); the
+//! consumer-group gauges (lag, pending, dead-letter length) are read from Redis (`XINFO`,
+//! `XLEN`) when scraped, for the triggers this host runs, so they are never stale.
+//!
+//! | metric | labels | what |
+//! |--------|--------|------|
+//! | `eddy_events_total` | function, outcome | events by outcome: ok, rejected, failed, retried, dead_lettered |
+//! | `eddy_invocation_duration_seconds` | function | wall time of one invocation |
+//! | `eddy_invocations_in_flight` | function | invocations running or queued for a worker |
+//! | `eddy_cron_ticks_total` | schedule | ticks this host fired |
+//! | `eddy_cron_lateness_seconds` | schedule | how late a tick fired |
+//! | `eddy_deploys_total` | function | versions this host switched to |
+//! | `eddy_consumer_lag` | stream, group | entries not yet read by the group |
+//! | `eddy_consumer_pending` | stream, group | entries read and not acknowledged |
+//! | `eddy_dead_letters` | stream | length of a dead-letter stream |
+
+use std::collections::BTreeSet;
+use std::sync::{LazyLock, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Every metric of this process.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Labels, Counter>,
+    duration: HistogramFamily,
+    in_flight: Family<Labels, Gauge>,
+    cron_ticks: Family<Labels, Counter>,
+    cron_lateness: HistogramFamily,
+    deploys: Family<Labels, Counter>,
+    lag: Family<Labels, Gauge>,
+    pending: Family<Labels, Gauge>,
+    dead_letters: Family<Labels, Gauge>,
+    groups: Mutex<BTreeSet<(String, String, String)>>,
+}
+
+fn duration_buckets() -> Histogram {
+    // 50 µs to about 50 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
+}
+
+fn lateness_buckets() -> Histogram {
+    // 0.5 ms to about 1 s.
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 12))
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_events",
+            "Events handled, by function and outcome",
+            events.clone(),
+        );
+        let duration: HistogramFamily = Family::new_with_constructor(duration_buckets);
+        registry.register(
+            "eddy_invocation_duration_seconds",
+            "Wall time of one invocation",
+            duration.clone(),
+        );
+        let in_flight = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_invocations_in_flight",
+            "Invocations running or queued for a worker",
+            in_flight.clone(),
+        );
+        let cron_ticks = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_cron_ticks",
+            "Cron ticks this host fired",
+            cron_ticks.clone(),
+        );
+        let cron_lateness: HistogramFamily = Family::new_with_constructor(lateness_buckets);
+        registry.register(
+            "eddy_cron_lateness_seconds",
+            "How late a cron tick fired",
+            cron_lateness.clone(),
+        );
+        let deploys = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_deploys",
+            "Function versions this host switched to",
+            deploys.clone(),
+        );
+        let lag = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_consumer_lag",
+            "Entries not yet read by the group",
+            lag.clone(),
+        );
+        let pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_consumer_pending",
+            "Entries read by the group and not acknowledged",
+            pending.clone(),
+        );
+        let dead_letters = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_dead_letters",
+            "Length of a dead-letter stream",
+            dead_letters.clone(),
+        );
+        Self {
+            registry,
+            events,
+            duration,
+            in_flight,
+            cron_ticks,
+            cron_lateness,
+            deploys,
+            lag,
+            pending,
+            dead_letters,
+            groups: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Counts one event of `function` ending in `outcome`.
+    pub fn event(&self, function: &str, outcome: &str) {
+        self.events
+            .get_or_create(&labels(&[("function", function), ("outcome", outcome)]))
+            .inc();
+    }
+
+    /// Records one invocation's wall time.
+    pub fn invocation(&self, function: &str, seconds: f64) {
+        self.duration
+            .get_or_create(&labels(&[("function", function)]))
+            .observe(seconds);
+    }
+
+    /// Moves the in-flight gauge of `function` by `delta`.
+    pub fn in_flight(&self, function: &str, delta: i64) {
+        self.in_flight
+            .get_or_create(&labels(&[("function", function)]))
+            .inc_by(delta);
+    }
+
+    /// Counts a tick this host fired, `late` seconds after its time.
+    pub fn cron_tick(&self, schedule: &str, late: f64) {
+        let l = labels(&[("schedule", schedule)]);
+        self.cron_ticks.get_or_create(&l).inc();
+        self.cron_lateness.get_or_create(&l).observe(late.max(0.0));
+    }
+
+    /// Counts a version switch.
+    pub fn deploy(&self, function: &str) {
+        self.deploys
+            .get_or_create(&labels(&[("function", function)]))
+            .inc();
+    }
+
+    /// Registers a stream trigger whose group and dead-letter stream are reported at scrape.
+    pub fn watch_group(&self, stream: &str, group: &str, dead_letter: &str) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.insert((stream.to_owned(), group.to_owned(), dead_letter.to_owned()));
+    }
+
+    /// Reads the group gauges from Redis and renders everything as Prometheus text.
+    pub async fn render<C: redis::aio::ConnectionLike>(&self, conn: &mut C) -> String {
+        let groups: Vec<(String, String, String)> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for (stream, group, dead_letter) in groups {
+            let info: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&stream)
+                    .query_async(conn)
+                    .await;
+            if let Ok(info) = info
+                && let Some(g) = info.iter().find(|g| {
+                    g.get("name")
+                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                        .is_some_and(|n| n == group)
+                })
+            {
+                let number = |name: &str| {
+                    g.get(name)
+                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                        .unwrap_or(0)
+                };
+                let l = labels(&[("stream", &stream), ("group", &group)]);
+                self.lag.get_or_create(&l).set(number("lag"));
+                self.pending.get_or_create(&l).set(number("pending"));
+            }
+            let length: i64 = redis::cmd("XLEN")
+                .arg(&dead_letter)
+                .query_async(conn)
+                .await
+                .unwrap_or(0);
+            self.dead_letters
+                .get_or_create(&labels(&[("stream", &dead_letter)]))
+                .set(length);
+        }
+        let mut text = String::new();
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,102 @@
+//! Metrics after known traffic: the Prometheus exposition at `/metrics` is parsed and its values
+//! checked against what was sent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eddy_tests::host::Host;
+use eddy_tests::redis_server::RedisServer;
+use eddy_tests::streams::{add, entries, eventually, manifest, pending, unique};
+
+/// The samples of a Prometheus text exposition: `name{labels}` → value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn scrape(url: &str) -> HashMap<String, f64> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("{url}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET /metrics failed");
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn metrics_count_known_traffic() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    for (name, status) in [("good", "200"), ("picky", "422")] {
+        manifest(
+            dir.path(),
+            name,
+            "record",
+            &format!(
+                "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nstatus = \"{status}\"\n[[triggers.stream]]\nstream = {stream:?}\n"
+            ),
+        );
+    }
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    let url = host.api_url();
+    eventually(Duration::from_secs(10), "both groups", || {
+        let m = scrape(&url);
+        let key = |g: &str| format!("eddy_consumer_lag{{stream=\"{stream}\",group=\"{g}\"}}");
+        (m.contains_key(&key("good")) && m.contains_key(&key("picky"))).then_some(())
+    });
+    for n in 0..3 {
+        add(&mut conn, &stream, &[("data", &format!("{{\"n\":{n}}}"))]);
+    }
+    eventually(Duration::from_secs(20), "every event settled", || {
+        (entries(&mut conn, &format!("{stream}.dlq")).len() == 3
+            && pending(&mut conn, &stream, "good") == 0
+            && pending(&mut conn, &stream, "picky") == 0)
+            .then_some(())
+    });
+    let m = eventually(Duration::from_secs(10), "the counters", || {
+        let m = scrape(&url);
+        (m.get("eddy_events_total{function=\"good\",outcome=\"ok\"}") == Some(&3.0)).then_some(m)
+    });
+    let get = |key: &str| {
+        m.get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("no sample {key}"))
+    };
+    assert_eq!(
+        get("eddy_events_total{function=\"picky\",outcome=\"rejected\"}"),
+        3.0
+    );
+    assert_eq!(
+        get("eddy_events_total{function=\"picky\",outcome=\"dead_lettered\"}"),
+        3.0
+    );
+    assert!(!m.contains_key("eddy_events_total{function=\"good\",outcome=\"failed\"}"));
+    assert_eq!(
+        get("eddy_invocation_duration_seconds_count{function=\"good\"}"),
+        3.0
+    );
+    assert_eq!(get("eddy_invocations_in_flight{function=\"good\"}"), 0.0);
+    assert_eq!(
+        get(&format!(
+            "eddy_consumer_lag{{stream=\"{stream}\",group=\"good\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        get(&format!(
+            "eddy_consumer_pending{{stream=\"{stream}\",group=\"picky\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        get(&format!("eddy_dead_letters{{stream=\"{stream}.dlq\"}}")),
+        3.0
+    );
+}
