@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod cron;
 mod deploy;
+mod dlq;
 mod engine;
 mod invoke;
 mod metrics;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::{EXIT_OK, OutputFormat};
@@ -76,23 +76,7 @@ pub enum CronCommand {
 
 /// Runs `eddy cron`.
 pub fn run(args: CronArgs) -> anyhow::Result<u8> {
-    let url = match &args.redis {
-        Some(url) => url.clone(),
-        None => {
-            let socket = args.data_dir.join("redis.sock");
-            if !socket.exists() {
-                bail!(
-                    "no Redis given and no running host in {}: pass --redis URL (or set \
-                     EDDY_REDIS_URL), or start `eddy up` there first",
-                    args.data_dir.display()
-                );
-            }
-            let socket = socket
-                .canonicalize()
-                .context("resolving the Redis socket")?;
-            format!("unix://{}", socket.display())
-        }
-    };
+    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

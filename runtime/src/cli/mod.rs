@@ -6,6 +6,7 @@
 pub mod client;
 pub mod cron;
 pub mod deploy;
+pub mod dlq;
 pub mod invoke;
 pub mod publish;
 pub mod up;
@@ -80,6 +81,8 @@ pub enum Command {
     Cron(cron::CronArgs),
     /// Publish one event through a running host's HTTP API.
     Publish(publish::PublishArgs),
+    /// Dead letters: list, show, replay, purge.
+    Dlq(dlq::DlqArgs),
     /// Deploy a function to the running hosts (no restart).
     Deploy(deploy::DeployArgs),
     /// List, show, remove or roll back deployed functions.
@@ -95,6 +98,7 @@ impl Cli {
             | Command::Cron(_)
             | Command::Publish(_)
             | Command::Deploy(_)
+            | Command::Dlq(_)
             | Command::Functions(_) => "warn",
         };
         init_tracing(
@@ -107,6 +111,7 @@ impl Cli {
             Command::Cron(args) => cron::run(args),
             Command::Publish(args) => publish::run(args),
             Command::Deploy(args) => deploy::run(args),
+            Command::Dlq(args) => dlq::run(args),
             Command::Functions(args) => deploy::run_functions(args),
         };
         match result {
@@ -148,6 +153,24 @@ pub fn parse_key_value(input: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{parse_bytes, parse_duration};
+
+/// The Redis a command that talks to Redis directly uses: `--redis`, else the private one of a
+/// host started in `data_dir`.
+pub fn redis_url(redis: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(url) = redis {
+        return Ok(url.to_owned());
+    }
+    let socket = data_dir.join("redis.sock");
+    if !socket.exists() {
+        anyhow::bail!(
+            "no Redis given and no running host in {}: pass --redis URL (or set \
+             EDDY_REDIS_URL), or start `eddy up` there first",
+            data_dir.display()
+        );
+    }
+    let socket = anyhow::Context::context(socket.canonicalize(), "resolving the Redis socket")?;
+    Ok(format!("unix://{}", socket.display()))
+}
 
 #[cfg(test)]
 mod tests {

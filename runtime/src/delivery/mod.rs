@@ -14,10 +14,12 @@
 //!   retry survives the host that scheduled it.
 //! - `dead_letter`: what a dead-letter entry holds, and the atomic "dead-letter and ack" step.
 //! - `acker`: batched `XACK`s for the common path.
+//! - [`replay`]: dead-letter operations: list, show, replay into the retry schedule, purge.
 
 mod acker;
 mod backoff;
 mod dead_letter;
+pub mod replay;
 mod retry_queue;
 
 pub use acker::{AckHandle, Acker, MAX_ACK_BATCH};

@@ -237,7 +237,7 @@ impl RetryKeys {
         }
     }
 
-    fn add_keys(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+    pub(super) fn add_keys(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         invocation
             .key(&self.due)
             .key(&self.data)

@@ -145,6 +145,12 @@ pub async fn run(
         &trigger.config.group,
         &trigger.config.dead_letter,
     );
+    if let Err(error) =
+        crate::delivery::replay::register(&mut trigger.conn.clone(), &trigger.config.dead_letter)
+            .await
+    {
+        tracing::warn!(%error, "recording the dead-letter stream failed");
+    }
     if trigger.ensure_group().await {
         let retries = tokio::spawn(trigger.clone().retry_loop());
         trigger.clone().read_loop().await;

@@ -1,0 +1,227 @@
+//! `eddy dlq ls|show|replay|purge`: look at dead letters and put them back once the cause is
+//! fixed. Talks to Redis directly (`--redis`, or the private Redis of a host in `--data-dir`).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{EXIT_OK, OutputFormat};
+use crate::broker::Broker;
+use crate::broker::embedded::DEFAULT_DATA_DIR;
+use crate::delivery::replay::{self, StoredLetter};
+
+/// Arguments of `eddy dlq`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy dlq ls                                   # counts and newest reason per function\n  \
+    eddy dlq show order-confirmation 1795542342286-0\n  \
+    eddy dlq replay order-confirmation --all --dry-run\n  \
+    eddy dlq replay order-confirmation --entry 1795542342286-0\n  \
+    eddy dlq purge order-confirmation --yes\n\n\
+    A replayed event goes back to the group that failed it (not to the other groups of its\n\
+    stream), attempt count reset, with a replayedfrom extension naming the dead letter.")]
+pub struct DlqArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DlqCommand,
+
+    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
+    #[arg(long, global = true, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where a host without --redis keeps its private Redis.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// The dlq subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters per function: how many, and the newest reason.
+    Ls {
+        /// Only this function.
+        name: Option<String>,
+    },
+    /// One dead letter, every field.
+    Show {
+        /// The function.
+        name: String,
+        /// The dead letter's entry id.
+        entry: String,
+    },
+    /// Put dead letters back: each is handled again by the function that failed it.
+    Replay {
+        /// The function.
+        name: String,
+        /// A dead letter's entry id (repeatable).
+        #[arg(
+            long = "entry",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        entries: Vec<String>,
+        /// Every dead letter of the function.
+        #[arg(long)]
+        all: bool,
+        /// Say what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete every dead letter of a function.
+    Purge {
+        /// The function.
+        name: String,
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs `eddy dlq`.
+pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
+    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let broker = Broker::connect(&url).await?;
+        let mut conn = broker.shared();
+        match &args.command {
+            DlqCommand::Ls { name } => {
+                let letters = replay::letters(&mut conn, name.as_deref()).await?;
+                let mut by_function: std::collections::BTreeMap<String, Vec<&StoredLetter>> =
+                    Default::default();
+                for letter in &letters {
+                    by_function
+                        .entry(letter.get("eddy.function").unwrap_or_else(|| "?".into()))
+                        .or_default()
+                        .push(letter);
+                }
+                let rows: Vec<serde_json::Value> = by_function
+                    .iter()
+                    .map(|(function, letters)| {
+                        let newest = letters.iter().max_by_key(|l| l.get("eddy.last_failure")).copied();
+                        json!({
+                            "function": function,
+                            "count": letters.len(),
+                            "newest": newest.map(|l| json!({
+                                "stream": l.stream,
+                                "entry": l.id,
+                                "reason": l.get("eddy.reason"),
+                                "error": l.get("eddy.error"),
+                                "time": l.get("eddy.last_failure"),
+                            })),
+                        })
+                    })
+                    .collect();
+                match args.output {
+                    OutputFormat::Json => println!("{}", serde_json::Value::Array(rows)),
+                    OutputFormat::Human if rows.is_empty() => println!("no dead letters"),
+                    OutputFormat::Human => {
+                        for row in rows {
+                            let newest = &row["newest"];
+                            println!(
+                                "{:<24} {:>6}  newest {} in {}: {} ({})",
+                                row["function"].as_str().unwrap_or("?"),
+                                row["count"],
+                                newest["entry"].as_str().unwrap_or("-"),
+                                newest["stream"].as_str().unwrap_or("-"),
+                                newest["reason"].as_str().unwrap_or("-"),
+                                newest["error"].as_str().unwrap_or("-"),
+                            );
+                        }
+                    }
+                }
+            }
+            DlqCommand::Show { name, entry } => {
+                let letters = replay::letters(&mut conn, Some(name)).await?;
+                let Some(letter) = letters.iter().find(|l| l.id == *entry) else {
+                    bail!("no dead letter {entry} of function {name:?} (`eddy dlq ls {name}`)");
+                };
+                let fields: serde_json::Map<String, serde_json::Value> = letter
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+                    .collect();
+                match args.output {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        json!({ "stream": letter.stream, "entry": letter.id, "fields": fields })
+                    ),
+                    OutputFormat::Human => {
+                        println!("{} in {}", letter.id, letter.stream);
+                        for (k, v) in &fields {
+                            println!("  {k:<18} {}", v.as_str().unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            DlqCommand::Replay { name, entries, all, dry_run } => {
+                let letters: Vec<StoredLetter> = replay::letters(&mut conn, Some(name))
+                    .await?
+                    .into_iter()
+                    .filter(|l| *all || entries.contains(&l.id))
+                    .collect();
+                if let Some(missing) = entries.iter().find(|id| !letters.iter().any(|l| &l.id == *id)) {
+                    bail!("no dead letter {missing} of function {name:?} (`eddy dlq ls {name}`)");
+                }
+                let total = letters.len();
+                let mut replayed = 0;
+                let progress = args.output == OutputFormat::Human && total > 1 && !*dry_run;
+                for (i, letter) in letters.iter().enumerate() {
+                    if *dry_run {
+                        if args.output == OutputFormat::Human {
+                            println!("would replay {} ({})", letter.id, letter.get("eddy.reason").unwrap_or_default());
+                        }
+                        continue;
+                    }
+                    if replay::replay(&mut conn, letter).await? {
+                        replayed += 1;
+                    }
+                    if progress {
+                        eprint!("\rreplaying {}/{total}", i + 1);
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+                if progress {
+                    eprintln!();
+                }
+                match args.output {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        json!({ "function": name, "selected": total, "replayed": replayed, "dry_run": dry_run })
+                    ),
+                    OutputFormat::Human if *dry_run => println!("{total} dead letter(s) would be replayed"),
+                    OutputFormat::Human => println!(
+                        "replayed {replayed} of {total} dead letter(s) of {name}{}",
+                        if replayed < total { " (the rest were already gone)" } else { "" }
+                    ),
+                }
+            }
+            DlqCommand::Purge { name, yes } => {
+                if !yes {
+                    bail!("purging deletes every dead letter of {name:?} for good: add --yes");
+                }
+                let letters = replay::letters(&mut conn, Some(name)).await?;
+                let mut purged = 0;
+                for letter in &letters {
+                    if replay::purge(&mut conn, letter).await? {
+                        purged += 1;
+                    }
+                }
+                match args.output {
+                    OutputFormat::Json => println!("{}", json!({ "function": name, "purged": purged })),
+                    OutputFormat::Human => println!("purged {purged} dead letter(s) of {name}"),
+                }
+            }
+        }
+        Ok(EXIT_OK)
+    })
+}
