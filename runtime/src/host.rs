@@ -166,6 +166,10 @@ pub async fn run(
     let broker = Broker::connect(&config.redis_url).await?;
     let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api_addr = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
     if let Some(listener) = listener {
         let state = Arc::new(api::ApiState {
             broker: broker.clone(),
@@ -193,6 +197,12 @@ pub async fn run(
         start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
     }
     triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
+    triggers.spawn(crate::status::heartbeat(
+        ctx.broker.clone(),
+        config.consumer.clone(),
+        api_addr,
+        shutdown.clone(),
+    ));
     triggers.spawn(follow_deployments(
         engine,
         ctx.clone(),

@@ -14,6 +14,7 @@
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - [`status`]: host heartbeats and the cluster status `eddy status` shows.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
 //! - [`units`]: sizes and durations as people write them.
@@ -30,5 +31,6 @@ pub mod host;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;
+pub mod status;
 pub mod triggers;
 pub mod units;

@@ -178,6 +178,16 @@ impl Metrics {
         groups.insert((stream.to_owned(), group.to_owned(), dead_letter.to_owned()));
     }
 
+    /// The (stream, group, dead-letter stream) triples of the triggers this host runs.
+    pub fn watched_groups(&self) -> Vec<(String, String, String)> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Reads the group gauges from Redis and renders everything as Prometheus text.
     pub async fn render<C: redis::aio::ConnectionLike>(&self, conn: &mut C) -> String {
         let groups: Vec<(String, String, String)> = self

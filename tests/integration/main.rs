@@ -10,5 +10,6 @@ mod engine;
 mod invoke;
 mod metrics;
 mod order_functions;
+mod status;
 mod streams;
 mod up;

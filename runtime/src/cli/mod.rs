@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod invoke;
 pub mod publish;
+pub mod status;
 pub mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -83,6 +84,8 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Dead letters: list, show, replay, purge.
     Dlq(dlq::DlqArgs),
+    /// The cluster on one screen: hosts, functions, lag, dead letters, cronjobs.
+    Status(status::StatusArgs),
     /// Deploy a function to the running hosts (no restart).
     Deploy(deploy::DeployArgs),
     /// List, show, remove or roll back deployed functions.
@@ -99,6 +102,7 @@ impl Cli {
             | Command::Publish(_)
             | Command::Deploy(_)
             | Command::Dlq(_)
+            | Command::Status(_)
             | Command::Functions(_) => "warn",
         };
         init_tracing(
@@ -112,6 +116,7 @@ impl Cli {
             Command::Publish(args) => publish::run(args),
             Command::Deploy(args) => deploy::run(args),
             Command::Dlq(args) => dlq::run(args),
+            Command::Status(args) => status::run(args),
             Command::Functions(args) => deploy::run_functions(args),
         };
         match result {

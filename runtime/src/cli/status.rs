@@ -1,0 +1,94 @@
+//! `eddy status`: one screen a person reads: hosts alive and dead, deployed functions and
+//! versions, lag per group, dead letters, cronjobs with their next fire.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::Value;
+
+use super::{EXIT_OK, OutputFormat};
+use crate::broker::Broker;
+use crate::broker::embedded::DEFAULT_DATA_DIR;
+
+/// Arguments of `eddy status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
+    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where a host without --redis keeps its private Redis.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Runs `eddy status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async move {
+        let broker = Broker::connect(&url).await?;
+        let mut conn = broker.shared();
+        anyhow::Ok(crate::status::status(&mut conn).await?)
+    })?;
+    if args.output == OutputFormat::Json {
+        println!("{status}");
+        return Ok(EXIT_OK);
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    println!("HOSTS");
+    for h in list("hosts") {
+        println!(
+            "  {:<32} {:<6} api {:<22} seen {} ms ago",
+            text(&h["consumer"]),
+            if h["alive"] == true { "alive" } else { "DEAD" },
+            text(&h["api"]),
+            text(&h["last_seen_ms_ago"])
+        );
+    }
+    println!("FUNCTIONS");
+    for f in list("functions") {
+        println!(
+            "  {:<32} version {:<4} sha256 {}",
+            text(&f["name"]),
+            text(&f["version"]),
+            text(&f["digest"])
+        );
+    }
+    println!("GROUPS");
+    for g in list("groups") {
+        println!(
+            "  {:<32} group {:<24} lag {:<6} pending {}",
+            text(&g["stream"]),
+            text(&g["group"]),
+            text(&g["lag"]),
+            text(&g["pending"])
+        );
+    }
+    println!("DEAD LETTERS");
+    for d in list("dead_letters") {
+        println!("  {:<32} {}", text(&d["stream"]), text(&d["count"]));
+    }
+    println!("CRONJOBS");
+    for c in list("cronjobs") {
+        println!(
+            "  {:<24} {:<16} next {:<22} last {}",
+            text(&c["name"]),
+            text(&c["schedule"]),
+            text(&c["next"]),
+            text(&c["last_fire"])
+        );
+    }
+    Ok(EXIT_OK)
+}

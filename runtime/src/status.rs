@@ -1,0 +1,161 @@
+//! Host heartbeats and the cluster's status: what `eddy status` shows.
+//!
+//! Every host writes a heartbeat into the `eddy:hosts` hash each [`HEARTBEAT_INTERVAL`]: its
+//! consumer name, API address, start time, the functions and stream triggers it runs, and when
+//! it was last seen. A host not seen for [`HOST_DEAD_AFTER`] is reported dead; one not seen for
+//! [`HOST_FORGET_AFTER`] is dropped from the hash.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::metrics::METRICS;
+
+/// The hash of host heartbeats: consumer name → JSON [`Heartbeat`].
+pub const HOSTS_KEY: &str = "eddy:hosts";
+/// How often a host writes its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A host not seen for this long is reported dead.
+pub const HOST_DEAD_AFTER: Duration = Duration::from_secs(5);
+/// A host not seen for this long is forgotten.
+pub const HOST_FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// What a host says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Its consumer name.
+    pub consumer: String,
+    /// Its API address, if it serves one.
+    pub api: Option<String>,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: i64,
+    /// When it was last seen (ms since the Unix epoch).
+    pub seen_ms: i64,
+    /// The stream triggers it runs: stream, group, dead-letter stream.
+    pub triggers: Vec<(String, String, String)>,
+}
+
+/// Writes this host's heartbeat until `stop`, then removes it.
+pub async fn heartbeat(
+    broker: Broker,
+    consumer: String,
+    api: Option<String>,
+    stop: CancellationToken,
+) {
+    let mut conn = broker.shared();
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    loop {
+        let beat = Heartbeat {
+            consumer: consumer.clone(),
+            api: api.clone(),
+            started_ms,
+            seen_ms: chrono::Utc::now().timestamp_millis(),
+            triggers: METRICS.watched_groups(),
+        };
+        let written: redis::RedisResult<()> = redis::cmd("HSET")
+            .arg(HOSTS_KEY)
+            .arg(&consumer)
+            .arg(serde_json::to_string(&beat).expect("a heartbeat serializes"))
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "writing the heartbeat failed");
+        }
+        if !crate::triggers::sleep_or_cancel(HEARTBEAT_INTERVAL, &stop).await {
+            break;
+        }
+    }
+    let _: redis::RedisResult<()> = redis::cmd("HDEL")
+        .arg(HOSTS_KEY)
+        .arg(&consumer)
+        .query_async(&mut conn)
+        .await;
+}
+
+/// The cluster's status: hosts (alive or dead), deployed functions, lag and pending per group,
+/// dead letters per stream, cronjobs.
+pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let beats: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(HOSTS_KEY)
+        .query_async(conn)
+        .await?;
+    let mut hosts = Vec::new();
+    let mut groups = std::collections::BTreeSet::new();
+    for (consumer, text) in beats {
+        let Ok(beat) = serde_json::from_str::<Heartbeat>(&text) else {
+            continue;
+        };
+        let age = now - beat.seen_ms;
+        if age > HOST_FORGET_AFTER.as_millis() as i64 {
+            let _: () = redis::cmd("HDEL")
+                .arg(HOSTS_KEY)
+                .arg(&consumer)
+                .query_async(conn)
+                .await?;
+            continue;
+        }
+        let alive = age <= HOST_DEAD_AFTER.as_millis() as i64;
+        if alive {
+            groups.extend(beat.triggers.iter().cloned());
+        }
+        hosts.push(json!({
+            "consumer": consumer,
+            "alive": alive,
+            "api": beat.api,
+            "last_seen_ms_ago": age,
+            "up_since": chrono::DateTime::from_timestamp_millis(beat.started_ms).map(|t| t.to_rfc3339()),
+        }));
+    }
+    let mut functions = Vec::new();
+    for name in crate::registry::names(conn).await? {
+        if let Some(version) = crate::registry::current(conn, &name).await? {
+            functions.push(
+                json!({ "name": name, "version": version.version, "digest": version.digest }),
+            );
+        }
+    }
+    let mut lag = Vec::new();
+    let mut dead_letter_streams = std::collections::BTreeSet::new();
+    for (stream, group, dead_letter) in &groups {
+        dead_letter_streams.insert(dead_letter.clone());
+        let info: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(conn)
+            .await
+            .unwrap_or_default();
+        if let Some(g) = info.iter().find(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .is_some_and(|n| n == *group)
+        }) {
+            let number = |name: &str| {
+                g.get(name)
+                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+            };
+            lag.push(json!({ "stream": stream, "group": group, "lag": number("lag"), "pending": number("pending") }));
+        }
+    }
+    let mut dead_letters = Vec::new();
+    for stream in dead_letter_streams {
+        let length: i64 = redis::cmd("XLEN").arg(&stream).query_async(conn).await?;
+        dead_letters.push(json!({ "stream": stream, "count": length }));
+    }
+    let cronjobs = crate::triggers::cron::store::list(conn)
+        .await
+        .map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "cronjobs", e.to_string()))
+        })?;
+    Ok(json!({
+        "hosts": hosts,
+        "functions": functions,
+        "groups": lag,
+        "dead_letters": dead_letters,
+        "cronjobs": cronjobs,
+    }))
+}
