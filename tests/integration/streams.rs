@@ -594,3 +594,47 @@ fn a_function_may_publish_only_where_its_manifest_allows() {
         "{error}"
     );
 }
+
+#[test]
+fn a_chain_of_three_functions_shares_one_trace_and_correlation_id() {
+    let mut s = setup();
+    let hops: Vec<String> = (0..3).map(|i| unique(&format!("hop{i}"))).collect();
+    // one -> hops[0] -> two -> hops[1] -> three -> hops[2]
+    let sources = [s.stream.clone(), hops[0].clone(), hops[1].clone()];
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        manifest(
+            s.dir.path(),
+            name,
+            "record",
+            &format!(
+                "publish = [{:?}]\n[config]\nrecord_stream = {:?}\n[[triggers.stream]]\nstream = {:?}\n",
+                hops[i], hops[i], sources[i]
+            ),
+        );
+    }
+    let _host = s.host();
+    s.wait_group("one");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    s.add(&[
+        ("id", "order-1"),
+        ("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01")),
+        ("data", "{}"),
+    ]);
+    let last = eventually(WAIT, "the end of the chain", || {
+        entries(&mut s.conn, &hops[2]).into_iter().next()
+    });
+    let mut parents = BTreeSet::new();
+    for hop in &hops {
+        let entry = entries(&mut s.conn, hop).remove(0);
+        let traceparent = entry.get("traceparent").to_owned();
+        assert_eq!(
+            traceparent.split('-').nth(1),
+            Some(trace),
+            "{hop}: {traceparent}"
+        );
+        parents.insert(traceparent.split('-').nth(2).unwrap().to_owned());
+        assert_eq!(entry.get("correlationid"), "order-1", "{hop}");
+    }
+    assert_eq!(parents.len(), 3, "each hop has its own span as parent");
+    assert_eq!(last.get("source"), "eddy://three");
+}

@@ -141,6 +141,7 @@ impl publisher::Host for InvocationState {
             event_type,
             data,
             caused_by: self.event_id.clone(),
+            extensions: Vec::new(),
         };
         let result = validate_publish(&request.stream, &request.event_type)
             .and_then(|()| self.publisher.publish(request.clone()));

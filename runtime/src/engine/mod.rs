@@ -16,12 +16,14 @@
 //! - `publish`: the `publish` capability's trait and the in-memory publisher.
 //! - `outcome`: the status table as plain logic.
 //! - `workers`: the fixed set of threads invocations run on.
+//! - [`propagation`]: trace context carried into published events.
 
 mod cache;
 mod capture;
 mod host;
 mod limits;
 mod outcome;
+pub mod propagation;
 mod publish;
 mod workers;
 
@@ -309,6 +311,10 @@ impl Function {
     /// Blocks the calling thread for up to the timeout: async callers run it on a blocking pool.
     pub fn invoke(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
         let inner = &*self.inner;
+        let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
+            publisher,
+            propagation::carried(&event.extensions, &event.id),
+        ));
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
         let mut store = new_store(

@@ -21,6 +21,9 @@ pub struct PublishRequest {
     pub data: Vec<u8>,
     /// The id of the event being handled, kept as the new event's cause.
     pub caused_by: String,
+    /// Extensions carried over from the event being handled (trace context, correlation id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<(String, String)>,
 }
 
 fn data_as_text<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -97,6 +100,27 @@ impl Publisher for AllowedStreams {
     }
 }
 
+/// Adds the extensions an invocation carries (see [`super::propagation`]) to every event it
+/// publishes.
+pub struct Carrying {
+    inner: Arc<dyn Publisher>,
+    carried: Vec<(String, String)>,
+}
+
+impl Carrying {
+    /// Wraps `inner`, adding `carried` to each request.
+    pub fn new(inner: Arc<dyn Publisher>, carried: Vec<(String, String)>) -> Self {
+        Self { inner, carried }
+    }
+}
+
+impl Publisher for Carrying {
+    fn publish(&self, mut request: PublishRequest) -> Result<String, PublishError> {
+        request.extensions.extend(self.carried.iter().cloned());
+        self.inner.publish(request)
+    }
+}
+
 /// Keeps published events in memory, numbering them; used by `eddy invoke` and tests.
 #[derive(Debug, Default)]
 pub struct MemoryPublisher {
@@ -136,6 +160,7 @@ mod tests {
             event_type: "T".into(),
             data: b"{}".to_vec(),
             caused_by: "e".into(),
+            extensions: Vec::new(),
         };
         assert!(allowed.publish(request("emails")).is_ok());
         assert!(matches!(
@@ -175,6 +200,7 @@ mod tests {
             event_type: "T".into(),
             data: b"{}".to_vec(),
             caused_by: "e".into(),
+            extensions: Vec::new(),
         };
         assert_eq!(publisher.publish(request.clone()).unwrap(), "mem-1");
         assert_eq!(publisher.publish(request).unwrap(), "mem-2");

@@ -502,6 +502,14 @@ impl Trigger {
         };
 
         let function_name = self.function().name().to_owned();
+        let event_id = event.id.clone();
+        let trace_id = event
+            .extensions
+            .iter()
+            .find(|(k, _)| k == "traceparent")
+            .and_then(|(_, v)| crate::engine::propagation::trace_id(v))
+            .unwrap_or("-")
+            .to_owned();
         METRICS.in_flight(&function_name, 1);
         let submitted = self
             .ctx
@@ -538,6 +546,8 @@ impl Trigger {
             function = self.function().name(),
             stream = %self.config.stream,
             entry_id = %entry_id,
+            event_id = %event_id,
+            trace_id = %trace_id,
             attempt,
             status = result.status,
             outcome = result.outcome.as_str(),

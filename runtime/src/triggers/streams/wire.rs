@@ -126,12 +126,8 @@ pub fn event_type(fields: &[(String, Vec<u8>)]) -> Option<&str> {
 }
 
 /// The fields of an event a function publishes.
-pub fn published_fields(
-    request: &PublishRequest,
-    id: &str,
-    time: &str,
-) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+pub fn published_fields(request: &PublishRequest, id: &str, time: &str) -> Vec<(String, Vec<u8>)> {
+    let mut fields: Vec<(String, Vec<u8>)> = [
         ("type", request.event_type.clone().into_bytes()),
         (
             "source",
@@ -143,6 +139,13 @@ pub fn published_fields(
         ("data", request.data.clone()),
         (CAUSATION_EXTENSION, request.caused_by.clone().into_bytes()),
     ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    for (name, value) in &request.extensions {
+        fields.push((name.clone(), value.clone().into_bytes()));
+    }
+    fields
 }
 
 /// The entries of an `XREADGROUP` reply for one stream (empty on a timeout).
