@@ -183,6 +183,7 @@ pub async fn run(
     }
     let workers = Workers::new(config.workers, tokio::runtime::Handle::current())
         .context("cannot start the invocation workers")?;
+    let broker_for_records = broker.shared();
     let ctx = HostContext {
         workers,
         publisher: Arc::new(RedisPublisher::new(&broker)),
@@ -191,6 +192,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         abandon: abandon.clone(),
         claim_margin: config.claim_margin,
+        recorder: crate::records::Recorder::spawn(broker_for_records),
     };
     let mut triggers = JoinSet::new();
     for loaded in &functions {

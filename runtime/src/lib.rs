@@ -14,6 +14,7 @@
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - [`records`]: invocation records for `eddy logs` and `eddy trace`.
 //! - [`status`]: host heartbeats and the cluster status `eddy status` shows.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
 //! - [`cli`]: the `eddy` command line, one module per command.
@@ -30,6 +31,7 @@ pub mod event;
 pub mod host;
 pub mod manifest;
 pub mod metrics;
+pub mod records;
 pub mod registry;
 pub mod status;
 pub mod triggers;

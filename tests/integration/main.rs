@@ -10,6 +10,7 @@ mod engine;
 mod invoke;
 mod metrics;
 mod order_functions;
+mod records;
 mod status;
 mod streams;
 mod up;

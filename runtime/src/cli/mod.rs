@@ -8,6 +8,7 @@ pub mod cron;
 pub mod deploy;
 pub mod dlq;
 pub mod invoke;
+pub mod logs;
 pub mod publish;
 pub mod status;
 pub mod up;
@@ -84,6 +85,10 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Dead letters: list, show, replay, purge.
     Dlq(dlq::DlqArgs),
+    /// A function's invocation records (--failed, --event ID, --follow).
+    Logs(logs::LogsArgs),
+    /// Every invocation an event's flow caused, across functions, in order.
+    Trace(logs::TraceArgs),
     /// The cluster on one screen: hosts, functions, lag, dead letters, cronjobs.
     Status(status::StatusArgs),
     /// Deploy a function to the running hosts (no restart).
@@ -103,6 +108,8 @@ impl Cli {
             | Command::Deploy(_)
             | Command::Dlq(_)
             | Command::Status(_)
+            | Command::Logs(_)
+            | Command::Trace(_)
             | Command::Functions(_) => "warn",
         };
         init_tracing(
@@ -117,6 +124,8 @@ impl Cli {
             Command::Deploy(args) => deploy::run(args),
             Command::Dlq(args) => dlq::run(args),
             Command::Status(args) => status::run(args),
+            Command::Logs(args) => logs::run_logs(args),
+            Command::Trace(args) => logs::run_trace(args),
             Command::Functions(args) => deploy::run_functions(args),
         };
         match result {

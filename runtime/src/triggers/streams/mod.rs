@@ -78,6 +78,8 @@ pub struct HostContext {
     /// Extra idle time, beyond the function's timeout, before a pending entry is presumed
     /// abandoned and claimed.
     pub claim_margin: Duration,
+    /// Where invocation records go.
+    pub recorder: crate::records::Recorder,
 }
 
 /// The version of a function its triggers run: swapped in place when a new version with the
@@ -503,6 +505,16 @@ impl Trigger {
 
         let function_name = self.function().name().to_owned();
         let event_id = event.id.clone();
+        let event_type = event.event_type.clone();
+        let ext = |name: &str| {
+            event
+                .extensions
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let correlation_id = ext("correlationid").unwrap_or_else(|| event.id.clone());
+        let caused_by = ext(wire::CAUSATION_EXTENSION);
         let trace_id = event
             .extensions
             .iter()
@@ -529,6 +541,23 @@ impl Trigger {
         METRICS.in_flight(&function_name, -1);
         METRICS.invocation(&function_name, result.duration.as_secs_f64());
         let decision = decide(&result, attempt, &self.config.retry);
+        self.ctx.recorder.record(crate::records::Record {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            function: function_name.clone(),
+            event_id: event_id.clone(),
+            event_type,
+            stream: Some(self.config.stream.clone()),
+            entry_id: Some(entry_id.clone()),
+            attempt,
+            status: result.status,
+            outcome: result.outcome.as_str().to_owned(),
+            error: result.failure.as_ref().map(|_| error_text(&result)),
+            duration_ms: result.duration.as_secs_f64() * 1000.0,
+            host: self.ctx.consumer.to_string(),
+            correlation_id,
+            caused_by,
+            logs: crate::records::bounded_logs(&log_tail(&result.output)),
+        });
         METRICS.event(
             &function_name,
             match (decision, result.outcome) {

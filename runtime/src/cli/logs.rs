@@ -1,0 +1,147 @@
+//! `eddy logs NAME` and `eddy trace EVENT_ID`: what happened to events, from the invocation
+//! records hosts keep in Redis (see [`crate::records`]).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{EXIT_OK, OutputFormat};
+use crate::broker::Broker;
+use crate::broker::embedded::DEFAULT_DATA_DIR;
+use crate::records::{self, Record};
+
+/// Where the records are.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
+    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where a host without --redis keeps its private Redis.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Arguments of `eddy logs`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy logs order-confirmation --failed\n  \
+    eddy logs order-confirmation --event order-1001\n  \
+    eddy logs order-confirmation --follow")]
+pub struct LogsArgs {
+    /// The function.
+    pub name: String,
+    /// Only invocations that did not succeed.
+    #[arg(long)]
+    pub failed: bool,
+    /// Only invocations of this event id.
+    #[arg(long, value_name = "ID")]
+    pub event: Option<String>,
+    /// Keep printing new records as they arrive.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Where the records are.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Arguments of `eddy trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// An event id: every invocation of its flow (same correlation id) is shown, in order.
+    pub event_id: String,
+    /// Where the records are.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+fn print(record: &Record, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(record).unwrap_or_default()),
+        OutputFormat::Human => {
+            println!(
+                "{} {} event {} ({}) attempt {} -> {} {} in {:.2} ms on {}{}",
+                record.time,
+                record.function,
+                record.event_id,
+                record.event_type,
+                record.attempt,
+                record.outcome,
+                record.status.map_or("-".to_owned(), |s| s.to_string()),
+                record.duration_ms,
+                record.host,
+                record
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            for line in record.logs.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs `eddy logs`.
+pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
+    let url = super::redis_url(args.redis.redis.as_deref(), &args.redis.data_dir)?;
+    runtime()?.block_on(async move {
+        let broker = Broker::connect(&url).await?;
+        let mut conn = broker.shared();
+        // Records from several hosts can land out of time order, so following remembers
+        // what it printed rather than the newest time it saw.
+        let mut seen: Option<HashSet<String>> = None;
+        loop {
+            let mut found =
+                records::logs(&mut conn, &args.name, args.failed, args.event.as_deref()).await?;
+            found.reverse(); // oldest first
+            let keys: HashSet<String> = found.iter().map(Record::key).collect();
+            if seen.is_none() && found.is_empty() && args.redis.output == OutputFormat::Human {
+                println!("no invocation records for {} yet", args.name);
+            }
+            for record in &found {
+                if !seen.as_ref().is_some_and(|s| s.contains(&record.key())) {
+                    print(record, args.redis.output);
+                }
+            }
+            seen = Some(keys);
+            if !args.follow {
+                return Ok(EXIT_OK);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Runs `eddy trace`.
+pub fn run_trace(args: TraceArgs) -> anyhow::Result<u8> {
+    let url = super::redis_url(args.redis.redis.as_deref(), &args.redis.data_dir)?;
+    runtime()?.block_on(async move {
+        let broker = Broker::connect(&url).await?;
+        let mut conn = broker.shared();
+        let found = records::trace(&mut conn, &args.event_id).await?;
+        if found.is_empty() {
+            anyhow::bail!(
+                "no invocation records for event {:?} (kept 24 hours)",
+                args.event_id
+            );
+        }
+        for record in &found {
+            print(record, args.redis.output);
+        }
+        Ok(EXIT_OK)
+    })
+}

@@ -1,0 +1,184 @@
+//! Invocation records: what happened to each event, kept in Redis for `eddy logs` and
+//! `eddy trace`.
+//!
+//! Every invocation is recorded: time, function, event id, stream and entry id, attempt,
+//! status, outcome, duration, the host, the correlation id, and its log lines (bounded to
+//! [`RECORD_LOG_BYTES`]). Records go to `eddy:records:<function>` (the newest
+//! [`RECORDS_PER_FUNCTION`] are kept) and to `eddy:trace:<correlation id>` (a flow's records in
+//! order, kept [`TRACE_TTL`]); `eddy:event:<id>` maps an event to its correlation id. A host
+//! writes them from a background task in pipelined batches, off the invocation path.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Records kept per function (older ones are trimmed).
+pub const RECORDS_PER_FUNCTION: usize = 1000;
+/// How long a flow's records and event lookups are kept.
+pub const TRACE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Bytes of log lines kept in one record.
+pub const RECORD_LOG_BYTES: usize = 2048;
+/// Records written per pipeline at most.
+const BATCH: usize = 256;
+
+/// One invocation, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// When it ended (RFC 3339).
+    pub time: String,
+    /// The function.
+    pub function: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The stream and entry it came from, if any.
+    pub stream: Option<String>,
+    /// Its entry id there.
+    pub entry_id: Option<String>,
+    /// The attempt.
+    pub attempt: u32,
+    /// The status returned, if any.
+    pub status: Option<u16>,
+    /// done, rejected or failed.
+    pub outcome: String,
+    /// The failure, if failed.
+    pub error: Option<String>,
+    /// Wall time in milliseconds.
+    pub duration_ms: f64,
+    /// The host (consumer name).
+    pub host: String,
+    /// The flow's correlation id.
+    pub correlation_id: String,
+    /// The event that caused this one, if it was published by a function.
+    pub caused_by: Option<String>,
+    /// The end of the captured log lines.
+    pub logs: String,
+}
+
+impl Record {
+    /// What tells two records apart, for showing each once.
+    pub fn key(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            self.time, self.function, self.event_id, self.attempt, self.host
+        )
+    }
+}
+
+/// The last [`RECORD_LOG_BYTES`] of `logs`, cut at a character boundary.
+pub fn bounded_logs(logs: &str) -> String {
+    let cut = logs.len().saturating_sub(RECORD_LOG_BYTES);
+    let cut = (cut..=logs.len())
+        .find(|i| logs.is_char_boundary(*i))
+        .unwrap_or(logs.len());
+    logs[cut..].to_owned()
+}
+
+/// Queues records for writing; cheap to clone.
+#[derive(Clone)]
+pub struct Recorder(mpsc::UnboundedSender<Record>);
+
+impl Recorder {
+    /// Starts the writing task.
+    pub fn spawn(conn: ConnectionManager) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write(conn, receiver));
+        Self(sender)
+    }
+
+    /// Queues `record`.
+    pub fn record(&self, record: Record) {
+        let _ = self.0.send(record);
+    }
+}
+
+async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceiver<Record>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        let ttl = TRACE_TTL.as_secs();
+        for record in batch.drain(..) {
+            let json = serde_json::to_string(&record).expect("a record serializes");
+            let by_function = format!("eddy:records:{}", record.function);
+            let trace = format!("eddy:trace:{}", record.correlation_id);
+            pipe.cmd("LPUSH").arg(&by_function).arg(&json).ignore();
+            pipe.cmd("LTRIM")
+                .arg(&by_function)
+                .arg(0)
+                .arg(RECORDS_PER_FUNCTION - 1)
+                .ignore();
+            pipe.cmd("RPUSH").arg(&trace).arg(&json).ignore();
+            pipe.cmd("EXPIRE").arg(&trace).arg(ttl).ignore();
+            pipe.cmd("SET")
+                .arg(format!("eddy:event:{}", record.event_id))
+                .arg(&record.correlation_id)
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+        }
+        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            // Records are for people; losing a batch during an outage is acceptable.
+            tracing::warn!(%error, "writing invocation records failed");
+        }
+    }
+}
+
+/// The newest records of `function`, newest first, optionally only failures or one event's.
+pub async fn logs<C: ConnectionLike>(
+    conn: &mut C,
+    function: &str,
+    failed_only: bool,
+    event: Option<&str>,
+) -> redis::RedisResult<Vec<Record>> {
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("eddy:records:{function}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Record>(r).ok())
+        .filter(|r| !failed_only || r.outcome != "done")
+        .filter(|r| event.is_none_or(|e| r.event_id == e))
+        .collect())
+}
+
+/// Every recorded invocation of the flow `event_id` belongs to, in order.
+pub async fn trace<C: ConnectionLike>(
+    conn: &mut C,
+    event_id: &str,
+) -> redis::RedisResult<Vec<Record>> {
+    let correlation: Option<String> = redis::cmd("GET")
+        .arg(format!("eddy:event:{event_id}"))
+        .query_async(conn)
+        .await?;
+    let correlation = correlation.unwrap_or_else(|| event_id.to_owned());
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("eddy:trace:{correlation}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_logs_keeps_the_end_and_whole_characters() {
+        assert_eq!(bounded_logs("short"), "short");
+        let long = format!("{}é{}", "a".repeat(10), "b".repeat(RECORD_LOG_BYTES - 1));
+        let kept = bounded_logs(&long);
+        // The cut falls inside 'é' (two bytes), so it moves past it.
+        assert_eq!(kept, "b".repeat(RECORD_LOG_BYTES - 1));
+    }
+}
