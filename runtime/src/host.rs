@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub workers: usize,
     /// SHA-256 of the API's bearer token, if any.
     pub token_digest: Option<[u8; 32]>,
+    /// Where invocation spans are exported, if anywhere.
+    pub spans: crate::telemetry::SpanExport,
 }
 
 /// A function ready to run: its manifest and its loaded component.
@@ -135,6 +137,7 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
             name: manifest.name.clone(),
             limits: manifest.limits,
             config: manifest.config.clone(),
+            version: None,
         };
         let function = engine.load(spec, &bytes).with_context(|| {
             format!(
@@ -193,6 +196,7 @@ pub async fn run(
         abandon: abandon.clone(),
         claim_margin: config.claim_margin,
         recorder: crate::records::Recorder::spawn(broker_for_records),
+        spans: config.spans.clone(),
     };
     let mut triggers = JoinSet::new();
     for loaded in &functions {
@@ -302,6 +306,7 @@ async fn load_deployed(
         name: manifest.name.clone(),
         limits: manifest.limits,
         config: manifest.config.clone(),
+        version: Some(version.version),
     };
     let engine = engine.clone();
     // Compiling (or reading the compile cache) blocks: keep it off the async workers.

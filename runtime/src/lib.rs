@@ -34,5 +34,6 @@ pub mod metrics;
 pub mod records;
 pub mod registry;
 pub mod status;
+pub mod telemetry;
 pub mod triggers;
 pub mod units;

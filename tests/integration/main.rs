@@ -13,4 +13,5 @@ mod order_functions;
 mod records;
 mod status;
 mod streams;
+mod telemetry;
 mod up;

@@ -60,10 +60,19 @@ fn status_shows_hosts_groups_and_cronjobs_and_a_dead_host() {
             .find(|h| h["consumer"] == name)
             .map(|h| h["alive"] == true)
     };
-    let s = eventually(Duration::from_secs(10), "both hosts alive", || {
-        let s = status(&redis);
-        (alive(&s, "survivor") == Some(true) && alive(&s, "victim") == Some(true)).then_some(s)
-    });
+    // Heartbeats can start before the triggers have created their group: wait for both.
+    let s = eventually(
+        Duration::from_secs(10),
+        "both hosts alive and the group",
+        || {
+            let s = status(&redis);
+            let has_group = s["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["stream"] == stream.as_str()));
+            (alive(&s, "survivor") == Some(true) && alive(&s, "victim") == Some(true) && has_group)
+                .then_some(s)
+        },
+    );
     let group = s["groups"]
         .as_array()
         .unwrap()

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod collector;
 pub mod host;
 pub mod redis_server;
 pub mod streams;

@@ -138,6 +138,7 @@ pub async fn deploy(
         name: manifest.name.clone(),
         limits: manifest.limits,
         config: manifest.config.clone(),
+        version: None,
     };
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
@@ -329,6 +330,7 @@ pub async fn invoke(
         name: manifest.name.clone(),
         limits: manifest.limits,
         config: manifest.config.clone(),
+        version: Some(version.version),
     };
     let publisher: std::sync::Arc<dyn crate::engine::Publisher> = std::sync::Arc::new(
         crate::engine::AllowedStreams::new(state.publisher.clone(), manifest.publish.clone()),

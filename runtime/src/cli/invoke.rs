@@ -142,6 +142,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
             output_bytes: usize::try_from(args.output_limit).unwrap_or(usize::MAX),
         },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+        version: None,
     };
     let function = engine
         .load(spec, &bytes)

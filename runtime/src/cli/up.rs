@@ -18,6 +18,7 @@ use crate::engine::{
     DEFAULT_MAX_INSTANCES, Engine, EngineConfig, default_cache_dir, default_workers,
 };
 use crate::host::{self, HostConfig};
+use crate::telemetry::SpanExport;
 
 /// Arguments of `eddy up`.
 #[derive(Debug, Args)]
@@ -86,6 +87,15 @@ pub struct UpArgs {
     /// Compile every component afresh instead of using the on-disk cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Export one span per invocation to this OpenTelemetry collector (OTLP over HTTP, e.g.
+    /// http://localhost:4318). Off when absent.
+    #[arg(long, env = "EDDY_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How spans are encoded for the collector.
+    #[arg(long, value_enum, default_value = "http/protobuf")]
+    pub otlp_protocol: crate::telemetry::OtlpProtocol,
 }
 
 /// Runs `eddy up` until a stop signal.
@@ -129,13 +139,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             url
         }
     };
+    let consumer = args.consumer.unwrap_or_else(host::default_consumer_name);
+    // Built before the async runtime starts: the exporter's HTTP client is a blocking one.
+    let spans = match &args.otlp_endpoint {
+        Some(endpoint) => SpanExport::otlp(endpoint, args.otlp_protocol, &consumer)?,
+        None => SpanExport::disabled(),
+    };
     let config = HostConfig {
         redis_url,
-        consumer: args.consumer.unwrap_or_else(host::default_consumer_name),
+        consumer,
         grace: args.grace,
         claim_margin: args.claim_margin,
         workers,
         token_digest: token.as_deref().map(crate::api::token_digest),
+        spans: spans.clone(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -152,6 +169,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
     // Invocations still running past the grace period are abandoned, not awaited: their
     // entries stay pending in Redis.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    spans.shutdown();
     if let Some(mut redis) = embedded {
         redis.stop();
     }

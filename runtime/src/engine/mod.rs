@@ -158,6 +158,7 @@ impl Engine {
             inner: Arc::new(FunctionInner {
                 name: spec.name.into(),
                 digest,
+                version: spec.version,
                 limits: spec.limits,
                 config: Arc::new(spec.config),
                 pre,
@@ -263,6 +264,8 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// Its settings, read by the guest through `config.get`.
     pub config: BTreeMap<String, String>,
+    /// Its deployed version, if it came from the registry.
+    pub version: Option<u32>,
 }
 
 impl FunctionSpec {
@@ -272,6 +275,7 @@ impl FunctionSpec {
             name: name.into(),
             limits: Limits::default(),
             config: BTreeMap::new(),
+            version: None,
         }
     }
 }
@@ -285,6 +289,7 @@ pub struct Function {
 struct FunctionInner {
     name: Arc<str>,
     digest: String,
+    version: Option<u32>,
     limits: Limits,
     config: Arc<BTreeMap<String, String>>,
     pre: FunctionPre<InvocationState>,
@@ -302,6 +307,11 @@ impl Function {
         &self.inner.digest
     }
 
+    /// Its deployed version, if it came from the registry.
+    pub fn version(&self) -> Option<u32> {
+        self.inner.version
+    }
+
     /// Its limits.
     pub fn limits(&self) -> Limits {
         self.inner.limits
@@ -311,9 +321,10 @@ impl Function {
     /// Blocks the calling thread for up to the timeout: async callers run it on a blocking pool.
     pub fn invoke(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
         let inner = &*self.inner;
+        let span = propagation::InvocationSpan::for_event(&event.extensions);
         let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
             publisher,
-            propagation::carried(&event.extensions, &event.id),
+            propagation::carried(&event.extensions, &event.id, &span),
         ));
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
@@ -344,7 +355,7 @@ impl Function {
             );
         }
 
-        let result = match returned {
+        let mut result = match returned {
             Ok(response) => {
                 InvokeResult::returned(response.status, response.body, duration, output)
             }
@@ -358,6 +369,7 @@ impl Function {
             outcome = result.outcome.as_str(), status = result.status,
             duration_us = duration.as_micros() as u64, "invoked"
         );
+        result.span = Some(span);
         result
     }
 }

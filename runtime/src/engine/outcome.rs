@@ -122,6 +122,9 @@ pub struct InvokeResult {
     pub duration: Duration,
     /// Captured stdout, stderr and log lines.
     pub output: Captured,
+    /// The invocation's span in its trace, when it ran.
+    #[serde(skip)]
+    pub span: Option<crate::engine::propagation::InvocationSpan>,
 }
 
 impl InvokeResult {
@@ -140,6 +143,7 @@ impl InvokeResult {
             failure,
             duration,
             output,
+            span: None,
         }
     }
 
@@ -152,6 +156,7 @@ impl InvokeResult {
             failure: Some(failure),
             duration,
             output,
+            span: None,
         }
     }
 

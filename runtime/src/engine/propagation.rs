@@ -7,20 +7,70 @@
 //! - `correlationid`: copied; an event without one lends its own id, so the first event of a
 //!   flow names it.
 
-/// The extensions every published event carries from the event being handled.
-pub fn carried(extensions: &[(String, String)], event_id: &str) -> Vec<(String, String)> {
+/// One invocation's place in its trace: the trace it continues (or starts), its own span id,
+/// and the span of whoever published the event, if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationSpan {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// This invocation's span: 16 lowercase hex digits.
+    pub span_id: String,
+    /// The span that published the event (the traceparent's parent id), if it had a valid one.
+    pub parent_span_id: Option<String>,
+    /// The W3C trace flags (`01` = sampled).
+    pub flags: String,
+}
+
+impl InvocationSpan {
+    /// A new span for handling an event with `extensions`: a child of its traceparent, or the
+    /// root of a new sampled trace.
+    pub fn for_event(extensions: &[(String, String)]) -> Self {
+        let span_id = random_hex(16);
+        let incoming = extensions
+            .iter()
+            .find(|(k, _)| k == "traceparent")
+            .and_then(|(_, v)| parse_traceparent(v));
+        match incoming {
+            Some(parsed) => Self {
+                trace_id: parsed.trace.to_owned(),
+                span_id,
+                parent_span_id: Some(parsed.parent.to_owned()),
+                flags: parsed.flags.to_owned(),
+            },
+            None => Self {
+                trace_id: random_hex(32),
+                span_id,
+                parent_span_id: None,
+                flags: "01".to_owned(),
+            },
+        }
+    }
+
+    /// The traceparent naming this span as the parent.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+
+    /// Whether the trace is sampled (to be exported).
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
+    }
+}
+
+/// The extensions every event published while handling `event_id` (with `extensions`, in
+/// `span`) carries.
+pub fn carried(
+    extensions: &[(String, String)],
+    event_id: &str,
+    span: &InvocationSpan,
+) -> Vec<(String, String)> {
     let get = |name: &str| {
         extensions
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let span_id = random_hex(16);
-    let traceparent = match get("traceparent").and_then(parse_traceparent) {
-        Some((trace_id, flags)) => format!("00-{trace_id}-{span_id}-{flags}"),
-        None => format!("00-{}-{span_id}-01", random_hex(32)),
-    };
-    let mut out = vec![("traceparent".to_owned(), traceparent)];
+    let mut out = vec![("traceparent".to_owned(), span.traceparent())];
     if let Some(state) = get("tracestate") {
         out.push(("tracestate".to_owned(), state.to_owned()));
     }
@@ -33,11 +83,17 @@ pub fn carried(extensions: &[(String, String)], event_id: &str) -> Vec<(String, 
 
 /// The trace id of a traceparent header value, if it is well formed.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
-    parse_traceparent(traceparent).map(|(trace, _)| trace)
+    parse_traceparent(traceparent).map(|parsed| parsed.trace)
 }
 
-/// `(trace id, flags)` of a version-00 traceparent with a non-zero trace id.
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+struct Traceparent<'a> {
+    trace: &'a str,
+    parent: &'a str,
+    flags: &'a str,
+}
+
+/// The parts of a version-00 traceparent with non-zero trace and parent ids.
+fn parse_traceparent(value: &str) -> Option<Traceparent<'_>> {
     let parts: Vec<&str> = value.trim().split('-').collect();
     let [version, trace, parent, flags] = parts.as_slice() else {
         return None;
@@ -47,12 +103,18 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
             && s.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
     (*version == "00"
         && hex(trace, 32)
         && hex(parent, 16)
         && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0'))
-    .then_some((*trace, *flags))
+        && nonzero(trace)
+        && nonzero(parent))
+    .then_some(Traceparent {
+        trace,
+        parent,
+        flags,
+    })
 }
 
 fn random_hex(len: usize) -> String {
@@ -78,11 +140,13 @@ mod tests {
     #[test]
     fn a_trace_continues_with_a_new_parent() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let out = carried(
-            &ext(&[("traceparent", incoming), ("correlationid", "order-1")]),
-            "e-2",
-        );
+        let extensions = ext(&[("traceparent", incoming), ("correlationid", "order-1")]);
+        let span = InvocationSpan::for_event(&extensions);
+        assert_eq!(span.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert!(span.sampled());
+        let out = carried(&extensions, "e-2", &span);
         let traceparent = &out[0].1;
+        assert_eq!(traceparent, &span.traceparent());
         assert_eq!(
             trace_id(traceparent),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -99,6 +163,16 @@ mod tests {
     }
 
     #[test]
+    fn an_unsampled_trace_stays_unsampled() {
+        let span = InvocationSpan::for_event(&ext(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )]));
+        assert!(!span.sampled());
+        assert!(span.traceparent().ends_with("-00"));
+    }
+
+    #[test]
     fn a_missing_or_bad_traceparent_starts_a_trace_and_the_id_correlates() {
         for extensions in [
             ext(&[]),
@@ -108,7 +182,9 @@ mod tests {
                 "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             )]),
         ] {
-            let out = carried(&extensions, "e-1");
+            let span = InvocationSpan::for_event(&extensions);
+            assert_eq!(span.parent_span_id, None);
+            let out = carried(&extensions, "e-1", &span);
             assert!(trace_id(&out[0].1).is_some(), "{out:?}");
             assert_eq!(out.last().unwrap().1, "e-1");
         }

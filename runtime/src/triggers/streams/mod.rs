@@ -45,6 +45,8 @@ use crate::delivery::{
 };
 use crate::engine::{Failure, Function, InvokeResult, Publisher, Workers};
 use crate::metrics::METRICS;
+use crate::telemetry::FinishedInvocation;
+use tracing::Instrument as _;
 use wire::Entry;
 
 /// How often, per idle-time threshold, a reader looks for entries to claim: a dead
@@ -80,6 +82,16 @@ pub struct HostContext {
     pub claim_margin: Duration,
     /// Where invocation records go.
     pub recorder: crate::records::Recorder,
+    /// Where invocation spans are exported, if anywhere.
+    pub spans: crate::telemetry::SpanExport,
+}
+
+/// Where an event came from and how often it was tried: what settling it needs.
+struct Delivered {
+    entry_id: String,
+    fields: Vec<(String, Vec<u8>)>,
+    attempt: u32,
+    history: Option<RetryRecord>,
 }
 
 /// The version of a function its triggers run: swapped in place when a new version with the
@@ -502,8 +514,52 @@ impl Trigger {
                 return;
             }
         };
+        let function = self.function();
+        // One span per invocation: everything logged while handling the event carries it, and
+        // its outcome, status and duration are filled in when the function returns.
+        let span = tracing::info_span!(
+            "invocation",
+            function = function.name(),
+            version = function.version(),
+            event_id = %event.id,
+            stream = %self.config.stream,
+            entry_id = %entry_id,
+            attempt,
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        self.invoke(
+            work,
+            function,
+            event,
+            Delivered {
+                entry_id,
+                fields,
+                attempt,
+                history,
+            },
+        )
+        .instrument(span)
+        .await;
+    }
 
-        let function_name = self.function().name().to_owned();
+    /// Runs the function on one parsed event, then acks, retries or dead-letters it.
+    async fn invoke(
+        self: &Arc<Self>,
+        work: Work,
+        function: Function,
+        event: crate::event::Event,
+        delivered: Delivered,
+    ) {
+        let Delivered {
+            entry_id,
+            fields,
+            attempt,
+            history,
+        } = delivered;
+        let function_name = function.name().to_owned();
         let event_id = event.id.clone();
         let event_type = event.event_type.clone();
         let ext = |name: &str| {
@@ -515,18 +571,11 @@ impl Trigger {
         };
         let correlation_id = ext("correlationid").unwrap_or_else(|| event.id.clone());
         let caused_by = ext(wire::CAUSATION_EXTENSION);
-        let trace_id = event
-            .extensions
-            .iter()
-            .find(|(k, _)| k == "traceparent")
-            .and_then(|(_, v)| crate::engine::propagation::trace_id(v))
-            .unwrap_or("-")
-            .to_owned();
         METRICS.in_flight(&function_name, 1);
         let submitted = self
             .ctx
             .workers
-            .submit(self.function(), event, self.publisher.clone());
+            .submit(function.clone(), event, self.publisher.clone());
         self.keep_fresh_until(&work, submitted.started).await;
         let result = submitted.done.await.unwrap_or_else(|_| {
             InvokeResult::failed(
@@ -541,8 +590,33 @@ impl Trigger {
         METRICS.in_flight(&function_name, -1);
         METRICS.invocation(&function_name, result.duration.as_secs_f64());
         let decision = decide(&result, attempt, &self.config.retry);
+        let ended = std::time::SystemTime::now();
+        let error = result.failure.as_ref().map(|_| error_text(&result));
+        let current = tracing::Span::current();
+        current.record("outcome", result.outcome.as_str());
+        current.record("status", result.status);
+        current.record("duration_ms", result.duration.as_secs_f64() * 1000.0);
+        if let Some(span) = &result.span {
+            current.record("trace_id", span.trace_id.as_str());
+            self.ctx.spans.finished(&FinishedInvocation {
+                span,
+                function: &function_name,
+                version: function.version(),
+                event_id: &event_id,
+                event_type: &event_type,
+                stream: &self.config.stream,
+                entry_id: &entry_id,
+                attempt,
+                outcome: result.outcome.as_str(),
+                status: result.status,
+                error: error.as_deref(),
+                ended,
+                duration: result.duration,
+            });
+        }
         self.ctx.recorder.record(crate::records::Record {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time: chrono::DateTime::<chrono::Utc>::from(ended)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             function: function_name.clone(),
             event_id: event_id.clone(),
             event_type,
@@ -551,7 +625,7 @@ impl Trigger {
             attempt,
             status: result.status,
             outcome: result.outcome.as_str().to_owned(),
-            error: result.failure.as_ref().map(|_| error_text(&result)),
+            error,
             duration_ms: result.duration.as_secs_f64() * 1000.0,
             host: self.ctx.consumer.to_string(),
             correlation_id,
@@ -571,18 +645,7 @@ impl Trigger {
             Decision::DeadLetter(_) => METRICS.event(&function_name, "dead_lettered"),
             Decision::Ack => {}
         }
-        tracing::debug!(
-            function = self.function().name(),
-            stream = %self.config.stream,
-            entry_id = %entry_id,
-            event_id = %event_id,
-            trace_id = %trace_id,
-            attempt,
-            status = result.status,
-            outcome = result.outcome.as_str(),
-            duration_us = result.duration.as_micros() as u64,
-            "invoked"
-        );
+        tracing::debug!("invoked");
         match decision {
             Decision::Ack => match &work {
                 Work::Entry { .. } => self.acks.ack(entry_id),
