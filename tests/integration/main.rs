@@ -11,6 +11,7 @@ mod invoke;
 mod metrics;
 mod order_functions;
 mod records;
+mod replay;
 mod status;
 mod streams;
 mod telemetry;

@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod invoke;
 pub mod logs;
 pub mod publish;
+pub mod replay;
 pub mod status;
 pub mod up;
 
@@ -89,6 +90,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Every invocation an event's flow caused, across functions, in order.
     Trace(logs::TraceArgs),
+    /// Re-run a function over a range of its stream's history (rebuild a projection).
+    Replay(replay::ReplayArgs),
     /// The cluster on one screen: hosts, functions, lag, dead letters, cronjobs.
     Status(status::StatusArgs),
     /// Deploy a function to the running hosts (no restart).
@@ -110,6 +113,7 @@ impl Cli {
             | Command::Status(_)
             | Command::Logs(_)
             | Command::Trace(_)
+            | Command::Replay(_)
             | Command::Functions(_) => "warn",
         };
         init_tracing(
@@ -126,6 +130,7 @@ impl Cli {
             Command::Status(args) => status::run(args),
             Command::Logs(args) => logs::run_logs(args),
             Command::Trace(args) => logs::run_trace(args),
+            Command::Replay(args) => replay::run(args),
             Command::Functions(args) => deploy::run_functions(args),
         };
         match result {

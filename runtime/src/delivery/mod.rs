@@ -15,10 +15,12 @@
 //! - `dead_letter`: what a dead-letter entry holds, and the atomic "dead-letter and ack" step.
 //! - `acker`: batched `XACK`s for the common path.
 //! - [`replay`]: dead-letter operations: list, show, replay into the retry schedule, purge.
+//! - [`history`]: re-running a function over a range of its stream's history.
 
 mod acker;
 mod backoff;
 mod dead_letter;
+pub mod history;
 pub mod replay;
 mod retry_queue;
 

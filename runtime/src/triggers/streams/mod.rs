@@ -464,8 +464,19 @@ impl Trigger {
                 leased.attempt,
             ),
         };
-        if matches!(work, Work::Entry { .. }) && !self.config.handles(wire::event_type(&fields)) {
-            self.acks.ack(entry_id);
+        if !self.config.handles(wire::event_type(&fields)) {
+            // Only a replay from history can schedule an entry of another type.
+            match &work {
+                Work::Entry { .. } => self.acks.ack(entry_id),
+                Work::Retry(leased) => {
+                    self.settle("dropping an entry of another type", |mut conn| {
+                        let keys = self.keys.clone();
+                        let leased = leased.clone();
+                        async move { keys.finish(&mut conn, &leased).await }
+                    })
+                    .await
+                }
+            }
             return;
         }
         let history = match &work {
