@@ -30,6 +30,25 @@ install_prerequisites() {
   fi
 }
 
+# The web page test drives Debian's Chromium with playwright-core (npm); only the tests need it.
+install_browser_test_prerequisites() {
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} for the web page test (apt-get)"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+    step "installing playwright-core for the web page test (npm ci)"
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 build_functions() {
   step "building functions and fixtures for wasm32-wasip2"
   (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)

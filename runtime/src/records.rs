@@ -5,7 +5,8 @@
 //! status, outcome, duration, the host, the correlation id, and its log lines (bounded to
 //! [`RECORD_LOG_BYTES`]). Records go to `eddy:records:<function>` (the newest
 //! [`RECORDS_PER_FUNCTION`] are kept) and to `eddy:trace:<correlation id>` (a flow's records in
-//! order, kept [`TRACE_TTL`]); `eddy:event:<id>` maps an event to its correlation id. A host
+//! order, kept [`TRACE_TTL`]); `eddy:event:<id>` maps an event to its correlation id;
+//! [`FUNCTIONS_KEY`] lists the functions with records, for the failures across all. A host
 //! writes them from a background task in pipelined batches, off the invocation path.
 
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub const RECORDS_PER_FUNCTION: usize = 1000;
 pub const TRACE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Bytes of log lines kept in one record.
 pub const RECORD_LOG_BYTES: usize = 2048;
+/// The set of functions that have records.
+pub const FUNCTIONS_KEY: &str = "eddy:record-functions";
 /// Records written per pipeline at most.
 const BATCH: usize = 256;
 
@@ -100,6 +103,12 @@ async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceive
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let ttl = TRACE_TTL.as_secs();
+        let functions: std::collections::BTreeSet<String> =
+            batch.iter().map(|r| r.function.clone()).collect();
+        pipe.cmd("SADD")
+            .arg(FUNCTIONS_KEY)
+            .arg(functions.into_iter().collect::<Vec<_>>())
+            .ignore();
         for record in batch.drain(..) {
             let json = serde_json::to_string(&record).expect("a record serializes");
             let by_function = format!("eddy:records:{}", record.function);
@@ -145,6 +154,27 @@ pub async fn logs<C: ConnectionLike>(
         .filter(|r| !failed_only || r.outcome != "done")
         .filter(|r| event.is_none_or(|e| r.event_id == e))
         .collect())
+}
+
+/// The newest `limit` invocations that did not succeed, across every function, newest first.
+pub async fn recent_failures<C: ConnectionLike>(
+    conn: &mut C,
+    limit: usize,
+) -> redis::RedisResult<Vec<Record>> {
+    let functions: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(FUNCTIONS_KEY)
+        .query_async(conn)
+        .await?;
+    let mut failures = Vec::new();
+    for function in functions {
+        let mut found = logs(conn, &function, true, None).await?;
+        found.truncate(limit);
+        failures.append(&mut found);
+    }
+    // RFC 3339 UTC times with the same precision sort as text.
+    failures.sort_by(|a, b| b.time.cmp(&a.time));
+    failures.truncate(limit);
+    Ok(failures)
 }
 
 /// Every recorded invocation of the flow `event_id` belongs to, in order.

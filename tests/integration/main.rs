@@ -10,6 +10,7 @@ mod engine;
 mod invoke;
 mod metrics;
 mod order_functions;
+mod page;
 mod records;
 mod replay;
 mod status;

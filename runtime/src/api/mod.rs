@@ -3,8 +3,9 @@
 //! event ingress (`events`), the registry of deployed functions (`functions`) and cronjobs
 //! (`cronjobs`).
 //!
-//! Every endpoint but `GET /healthz` needs `Authorization: Bearer <token>` when the host has a
-//! token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
+//! `GET /` is the web page (live status and recent failures, see `page`). Every endpoint but
+//! `GET /healthz` needs `Authorization: Bearer <token>` (or, from a browser, HTTP Basic with the
+//! token as the password) when the host has a token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
 //! are compared in constant time (on their SHA-256, so not even the length leaks). Errors have
 //! one shape: `{"error": {"code", "message", "field"?}}`. Request bodies are capped; beyond the
 //! cap the answer is 413 before the body is read.
@@ -12,6 +13,7 @@
 mod cronjobs;
 mod events;
 mod functions;
+mod page;
 
 pub use functions::MAX_COMPONENT_BYTES;
 
@@ -19,10 +21,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -180,10 +183,23 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         return json_response(StatusCode::OK, &json!({ "status": "ok" }));
     }
     if let Err(error) = authorize(state, &request) {
-        return error.into_response();
+        let mut response = error.into_response();
+        if method == Method::GET && segments == [""] {
+            // A browser asks for the token (as the password) and then sends it on every
+            // request of the page, its data fetches included.
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"eddy\", charset=\"UTF-8\""),
+            );
+        }
+        return response;
     }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["readyz"]) => ready(state).await,
+        (&Method::GET, [""]) => Ok(page::page()),
+        (&Method::GET, ["ui", "app.js"]) => Ok(page::script()),
+        (&Method::GET, ["v1", "status"]) => page::status(state).await,
+        (&Method::GET, ["v1", "failures"]) => page::failures(state, request.uri().query()).await,
         (&Method::GET, ["metrics"]) => {
             let mut conn = state.broker.shared();
             let text = crate::metrics::METRICS.render(&mut conn).await;
@@ -238,19 +254,19 @@ fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiErr
     let Some(expected) = &state.token_digest else {
         return Ok(());
     };
-    let given = request
+    let header = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else {
+        .and_then(|v| v.to_str().ok());
+    let Some(given) = header.and_then(presented_token) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing bearer token: send `Authorization: Bearer <token>`",
+            "missing bearer token: send `Authorization: Bearer <token>` (a browser: the token \
+             as the password)",
         ));
     };
-    if bool::from(token_digest(given).ct_eq(expected)) {
+    if bool::from(token_digest(&given).ct_eq(expected)) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -259,6 +275,21 @@ fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiErr
             "wrong bearer token",
         ))
     }
+}
+
+/// The token in an `Authorization` header: `Bearer <token>`, or HTTP Basic with the token as
+/// the password (any user name), which is what a browser can send for the web page.
+fn presented_token(header: &str) -> Option<String> {
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
 }
 
 async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {

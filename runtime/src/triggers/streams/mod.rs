@@ -606,7 +606,10 @@ impl Trigger {
         let current = tracing::Span::current();
         current.record("outcome", result.outcome.as_str());
         current.record("status", result.status);
-        current.record("duration_ms", result.duration.as_secs_f64() * 1000.0);
+        current.record(
+            "duration_ms",
+            (result.duration.as_secs_f64() * 1e6).round() / 1e3,
+        );
         if let Some(span) = &result.span {
             current.record("trace_id", span.trace_id.as_str());
             self.ctx.spans.finished(&FinishedInvocation {
