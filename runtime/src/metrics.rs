@@ -9,6 +9,7 @@
 //! |--------|--------|------|
 //! | `eddy_events_total` | function, outcome | events by outcome: ok, rejected, failed, retried, dead_lettered |
 //! | `eddy_invocation_duration_seconds` | function | wall time of one invocation |
+//! | `eddy_instantiation_duration_seconds` | function | the part of it spent making the fresh instance |
 //! | `eddy_invocations_in_flight` | function | invocations running or queued for a worker |
 //! | `eddy_cron_ticks_total` | schedule | ticks this host fired |
 //! | `eddy_cron_lateness_seconds` | schedule | how late a tick fired |
@@ -35,6 +36,7 @@ pub struct Metrics {
     registry: Registry,
     events: Family<Labels, Counter>,
     duration: HistogramFamily,
+    instantiation: HistogramFamily,
     in_flight: Family<Labels, Gauge>,
     cron_ticks: Family<Labels, Counter>,
     cron_lateness: HistogramFamily,
@@ -79,6 +81,12 @@ impl Metrics {
             "eddy_invocation_duration_seconds",
             "Wall time of one invocation",
             duration.clone(),
+        );
+        let instantiation: HistogramFamily = Family::new_with_constructor(duration_buckets);
+        registry.register(
+            "eddy_instantiation_duration_seconds",
+            "Time to make the fresh instance an invocation runs in",
+            instantiation.clone(),
         );
         let in_flight = Family::<Labels, Gauge>::default();
         registry.register(
@@ -126,6 +134,7 @@ impl Metrics {
             registry,
             events,
             duration,
+            instantiation,
             in_flight,
             cron_ticks,
             cron_lateness,
@@ -144,11 +153,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one invocation's wall time.
-    pub fn invocation(&self, function: &str, seconds: f64) {
-        self.duration
-            .get_or_create(&labels(&[("function", function)]))
-            .observe(seconds);
+    /// Records one invocation's wall time and the part spent instantiating.
+    pub fn invocation(&self, function: &str, seconds: f64, instantiation: f64) {
+        let labels = labels(&[("function", function)]);
+        self.duration.get_or_create(&labels).observe(seconds);
+        self.instantiation
+            .get_or_create(&labels)
+            .observe(instantiation);
     }
 
     /// Moves the in-flight gauge of `function` by `delta`.

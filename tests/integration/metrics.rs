@@ -82,6 +82,15 @@ fn metrics_count_known_traffic() {
         get("eddy_invocation_duration_seconds_count{function=\"good\"}"),
         3.0
     );
+    assert_eq!(
+        get("eddy_instantiation_duration_seconds_count{function=\"good\"}"),
+        3.0
+    );
+    assert!(
+        get("eddy_instantiation_duration_seconds_sum{function=\"good\"}")
+            <= get("eddy_invocation_duration_seconds_sum{function=\"good\"}"),
+        "instantiation is part of the invocation"
+    );
     assert_eq!(get("eddy_invocations_in_flight{function=\"good\"}"), 0.0);
     assert_eq!(
         get(&format!(

@@ -339,7 +339,9 @@ impl Function {
         );
 
         let started = Instant::now();
-        let returned = inner.pre.instantiate(&mut store).and_then(|bindings| {
+        let instantiated = inner.pre.instantiate(&mut store);
+        let instantiation = started.elapsed();
+        let returned = instantiated.and_then(|bindings| {
             bindings
                 .eddy_function_handler()
                 .call_handle(&mut store, &to_wit(event))
@@ -370,6 +372,7 @@ impl Function {
             duration_us = duration.as_micros() as u64, "invoked"
         );
         result.span = Some(span);
+        result.instantiation = instantiation;
         result
     }
 }

@@ -122,6 +122,9 @@ pub struct InvokeResult {
     pub duration: Duration,
     /// Captured stdout, stderr and log lines.
     pub output: Captured,
+    /// The part of `duration` spent making the instance.
+    #[serde(skip)]
+    pub instantiation: Duration,
     /// The invocation's span in its trace, when it ran.
     #[serde(skip)]
     pub span: Option<crate::engine::propagation::InvocationSpan>,
@@ -143,6 +146,7 @@ impl InvokeResult {
             failure,
             duration,
             output,
+            instantiation: Duration::ZERO,
             span: None,
         }
     }
@@ -156,6 +160,7 @@ impl InvokeResult {
             failure: Some(failure),
             duration,
             output,
+            instantiation: Duration::ZERO,
             span: None,
         }
     }

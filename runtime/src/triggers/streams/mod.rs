@@ -599,7 +599,11 @@ impl Trigger {
             )
         });
         METRICS.in_flight(&function_name, -1);
-        METRICS.invocation(&function_name, result.duration.as_secs_f64());
+        METRICS.invocation(
+            &function_name,
+            result.duration.as_secs_f64(),
+            result.instantiation.as_secs_f64(),
+        );
         let decision = decide(&result, attempt, &self.config.retry);
         let ended = std::time::SystemTime::now();
         let error = result.failure.as_ref().map(|_| error_text(&result));
