@@ -142,15 +142,9 @@ pub async fn logs<C: ConnectionLike>(
     failed_only: bool,
     event: Option<&str>,
 ) -> redis::RedisResult<Vec<Record>> {
-    let raw: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("eddy:records:{function}"))
-        .arg(0)
-        .arg(-1)
-        .query_async(conn)
-        .await?;
-    Ok(raw
-        .iter()
-        .filter_map(|r| serde_json::from_str::<Record>(r).ok())
+    Ok(read_list(conn, &format!("eddy:records:{function}"))
+        .await?
+        .into_iter()
         .filter(|r| !failed_only || r.outcome != "done")
         .filter(|r| event.is_none_or(|e| r.event_id == e))
         .collect())
@@ -187,8 +181,13 @@ pub async fn trace<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     let correlation = correlation.unwrap_or_else(|| event_id.to_owned());
+    read_list(conn, &format!("eddy:trace:{correlation}")).await
+}
+
+/// The records in list `key`, skipping any that do not parse (written by a newer host).
+async fn read_list<C: ConnectionLike>(conn: &mut C, key: &str) -> redis::RedisResult<Vec<Record>> {
     let raw: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("eddy:trace:{correlation}"))
+        .arg(key)
         .arg(0)
         .arg(-1)
         .query_async(conn)

@@ -8,7 +8,6 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::{EXIT_OK, OutputFormat};
-use crate::broker::Broker;
 use crate::broker::embedded::DEFAULT_DATA_DIR;
 use crate::triggers::cron::store::{self, StoreError};
 use crate::triggers::cron::{CatchUp, CronJob};
@@ -76,13 +75,8 @@ pub enum CronCommand {
 
 /// Runs `eddy cron`.
 pub fn run(args: CronArgs) -> anyhow::Result<u8> {
-    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
+    let (redis, data_dir) = (args.redis.clone(), args.data_dir.clone());
+    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         match args.command {
             CronCommand::Create {
                 name,

@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{EXIT_OK, OutputFormat};
-use crate::broker::Broker;
 use crate::broker::embedded::DEFAULT_DATA_DIR;
 use crate::delivery::replay::{self, StoredLetter};
 
@@ -86,13 +85,8 @@ pub enum DlqCommand {
 
 /// Runs `eddy dlq`.
 pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
-    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
+    let (redis, data_dir) = (args.redis.clone(), args.data_dir.clone());
+    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         match &args.command {
             DlqCommand::Ls { name } => {
                 let letters = replay::letters(&mut conn, name.as_deref()).await?;
@@ -107,7 +101,10 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 let rows: Vec<serde_json::Value> = by_function
                     .iter()
                     .map(|(function, letters)| {
-                        let newest = letters.iter().max_by_key(|l| l.get("eddy.last_failure")).copied();
+                        let newest = letters
+                            .iter()
+                            .max_by_key(|l| l.get("eddy.last_failure"))
+                            .copied();
                         json!({
                             "function": function,
                             "count": letters.len(),
@@ -163,13 +160,21 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                     }
                 }
             }
-            DlqCommand::Replay { name, entries, all, dry_run } => {
+            DlqCommand::Replay {
+                name,
+                entries,
+                all,
+                dry_run,
+            } => {
                 let letters: Vec<StoredLetter> = replay::letters(&mut conn, Some(name))
                     .await?
                     .into_iter()
                     .filter(|l| *all || entries.contains(&l.id))
                     .collect();
-                if let Some(missing) = entries.iter().find(|id| !letters.iter().any(|l| &l.id == *id)) {
+                if let Some(missing) = entries
+                    .iter()
+                    .find(|id| !letters.iter().any(|l| &l.id == *id))
+                {
                     bail!("no dead letter {missing} of function {name:?} (`eddy dlq ls {name}`)");
                 }
                 let total = letters.len();
@@ -178,7 +183,11 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 for (i, letter) in letters.iter().enumerate() {
                     if *dry_run {
                         if args.output == OutputFormat::Human {
-                            println!("would replay {} ({})", letter.id, letter.get("eddy.reason").unwrap_or_default());
+                            println!(
+                                "would replay {} ({})",
+                                letter.id,
+                                letter.get("eddy.reason").unwrap_or_default()
+                            );
                         }
                         continue;
                     }
@@ -198,10 +207,16 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                         "{}",
                         json!({ "function": name, "selected": total, "replayed": replayed, "dry_run": dry_run })
                     ),
-                    OutputFormat::Human if *dry_run => println!("{total} dead letter(s) would be replayed"),
+                    OutputFormat::Human if *dry_run => {
+                        println!("{total} dead letter(s) would be replayed")
+                    }
                     OutputFormat::Human => println!(
                         "replayed {replayed} of {total} dead letter(s) of {name}{}",
-                        if replayed < total { " (the rest were already gone)" } else { "" }
+                        if replayed < total {
+                            " (the rest were already gone)"
+                        } else {
+                            ""
+                        }
                     ),
                 }
             }
@@ -217,7 +232,9 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                     }
                 }
                 match args.output {
-                    OutputFormat::Json => println!("{}", json!({ "function": name, "purged": purged })),
+                    OutputFormat::Json => {
+                        println!("{}", json!({ "function": name, "purged": purged }))
+                    }
                     OutputFormat::Human => println!("purged {purged} dead letter(s) of {name}"),
                 }
             }

@@ -2,31 +2,12 @@
 //! records hosts keep in Redis (see [`crate::records`]).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{EXIT_OK, OutputFormat};
-use crate::broker::Broker;
-use crate::broker::embedded::DEFAULT_DATA_DIR;
+use super::{EXIT_OK, OutputFormat, RedisArgs};
 use crate::records::{self, Record};
-
-/// Where the records are.
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
-    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
-    pub redis: Option<String>,
-
-    /// Where a host without --redis keeps its private Redis.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
-}
 
 /// Arguments of `eddy logs`.
 #[derive(Debug, Args)]
@@ -89,18 +70,10 @@ fn print(record: &Record, output: OutputFormat) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
 /// Runs `eddy logs`.
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
-    let url = super::redis_url(args.redis.redis.as_deref(), &args.redis.data_dir)?;
-    runtime()?.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
+    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
+    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         // Records from several hosts can land out of time order, so following remembers
         // what it printed rather than the newest time it saw.
         let mut seen: Option<HashSet<String>> = None;
@@ -128,10 +101,8 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
 
 /// Runs `eddy trace`.
 pub fn run_trace(args: TraceArgs) -> anyhow::Result<u8> {
-    let url = super::redis_url(args.redis.redis.as_deref(), &args.redis.data_dir)?;
-    runtime()?.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
+    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
+    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         let found = records::trace(&mut conn, &args.event_id).await?;
         if found.is_empty() {
             anyhow::bail!(

@@ -14,7 +14,9 @@ pub mod replay;
 pub mod status;
 pub mod up;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use crate::broker::embedded::DEFAULT_DATA_DIR;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit code of a command that completed (for `invoke`: the function returned 2xx).
@@ -53,6 +55,22 @@ pub struct Cli {
     /// Log format for diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where the hosts' Redis is, and how to print: the arguments of every Redis-direct command.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
+    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Where a host without --redis keeps its private Redis.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
 }
 
 /// How diagnostics are written.
@@ -172,6 +190,27 @@ pub fn parse_key_value(input: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{parse_bytes, parse_duration};
+
+/// Runs `work` on a connection to the hosts' Redis (`--redis`, else the private one in
+/// `data_dir`), in a small runtime of its own: what every Redis-direct command does.
+pub fn with_redis<T, F, Fut>(
+    redis: Option<&str>,
+    data_dir: &std::path::Path,
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let url = redis_url(redis, data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let broker = crate::broker::Broker::connect(&url).await?;
+        work(broker.shared()).await
+    })
+}
 
 /// The Redis a command that talks to Redis directly uses: `--redis`, else the private one of a
 /// host started in `data_dir`.

@@ -7,9 +7,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::logs::RedisArgs;
+use super::RedisArgs;
 use super::{EXIT_OK, OutputFormat};
-use crate::broker::Broker;
 use crate::delivery::history;
 use crate::triggers::streams::wire;
 
@@ -130,13 +129,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now().timestamp_millis();
     let from = history::position(&args.from, now).map_err(|e| anyhow::anyhow!("--from {e}"))?;
     let to = history::position(&args.to, now).map_err(|e| anyhow::anyhow!("--to {e}"))?;
-    let url = super::redis_url(args.redis.redis.as_deref(), &args.redis.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
+    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
+    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         let target = target(&mut conn, &args).await?;
         let human = args.redis.output == OutputFormat::Human;
         let (mut read, mut selected, mut scheduled) = (0usize, 0usize, 0usize);

@@ -1,43 +1,27 @@
 //! `eddy status`: one screen a person reads: hosts alive and dead, deployed functions and
 //! versions, lag per group, dead letters, cronjobs with their next fire.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use serde_json::Value;
 
-use super::{EXIT_OK, OutputFormat};
-use crate::broker::Broker;
-use crate::broker::embedded::DEFAULT_DATA_DIR;
+use super::{EXIT_OK, OutputFormat, RedisArgs};
 
 /// Arguments of `eddy status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
-    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
-    pub redis: Option<String>,
-
-    /// Where a host without --redis keeps its private Redis.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
+    /// Where the hosts' Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Runs `eddy status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let url = super::redis_url(args.redis.as_deref(), &args.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let status = runtime.block_on(async move {
-        let broker = Broker::connect(&url).await?;
-        let mut conn = broker.shared();
-        anyhow::Ok(crate::status::status(&mut conn).await?)
-    })?;
-    if args.output == OutputFormat::Json {
+    let status = super::with_redis(
+        args.redis.redis.as_deref(),
+        &args.redis.data_dir,
+        |mut conn| async move { anyhow::Ok(crate::status::status(&mut conn).await?) },
+    )?;
+    if args.redis.output == OutputFormat::Json {
         println!("{status}");
         return Ok(EXIT_OK);
     }
