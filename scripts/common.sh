@@ -10,6 +10,17 @@ export EDDY_BIN="$CARGO_TARGET_DIR/release/eddy"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# apt_install WHY PACKAGE...: installs Debian packages, with sudo when not root.
+apt_install() {
+  local why="$1"
+  shift
+  step "installing $*$why (apt-get)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 install_prerequisites() {
   if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     step "installing the wasm32-wasip2 Rust target"
@@ -21,12 +32,8 @@ install_prerequisites() {
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
-    step "installing ${missing[*]} (apt-get)"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     # Debian starts a system-wide Redis on 6379; Eddy's tests and demo start their own.
+    apt_install "" "${missing[@]}"
   fi
 }
 
@@ -37,11 +44,7 @@ install_browser_test_prerequisites() {
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
-    step "installing ${missing[*]} for the web page test (apt-get)"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_install " for the web page test" "${missing[@]}"
   fi
   if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
     step "installing playwright-core for the web page test (npm ci)"
