@@ -1,8 +1,21 @@
-//! The host's capabilities as plain functions: publish events, log, read settings.
+//! The host's capabilities as plain functions: publish events, do an effect once, log, read
+//! settings.
+
+use std::time::Duration;
 
 use crate::Error;
-use crate::bindings::eddy::function::{config as wit_config, logging, publisher, types};
+use crate::bindings::eddy::function::{
+    config as wit_config, idempotency, logging, publisher, types,
+};
 use serde::Serialize;
+
+fn reason(error: types::Error) -> String {
+    match error {
+        types::Error::Denied(m) => format!("denied: {m}"),
+        types::Error::Invalid(m) => format!("invalid: {m}"),
+        types::Error::Unavailable(m) => format!("unavailable: {m}"),
+    }
+}
 
 /// Publishes an event of type `event_type` with `data` as its JSON payload to `stream`, and
 /// returns the new event's id. A refusal by the host becomes an [`Error`]: a 500 (retried) when
@@ -18,13 +31,28 @@ pub fn publish<T: Serialize + ?Sized>(
         ))
     })?;
     publisher::publish(stream, event_type, &data).map_err(|error| {
-        let reason = match error {
-            types::Error::Denied(m) => format!("denied: {m}"),
-            types::Error::Invalid(m) => format!("invalid: {m}"),
-            types::Error::Unavailable(m) => format!("unavailable: {m}"),
-        };
-        Error::new(format!("publish {event_type} to {stream} failed: {reason}"))
+        Error::new(format!(
+            "publish {event_type} to {stream} failed: {}",
+            reason(error)
+        ))
     })
+}
+
+/// Claims `key` (scoped to this function) so an effect happens once even though an event can
+/// be delivered more than once. `Ok(true)`: go ahead. `Ok(false)`: an earlier invocation did
+/// it (or one running now is doing it): skip it. The claim is kept for `ttl` (whole seconds,
+/// 1 s to 30 days) if this invocation succeeds, and released if it fails, so a retry can do
+/// the effect then.
+///
+/// ```ignore
+/// if eddy_sdk::once(&format!("charge:{}", order.id), Duration::from_secs(86_400))? {
+///     charge(&order)?;
+/// }
+/// ```
+pub fn once(key: &str, ttl: Duration) -> Result<bool, Error> {
+    let seconds = u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX);
+    idempotency::once(key, seconds)
+        .map_err(|error| Error::new(format!("once {key:?} failed: {}", reason(error))))
 }
 
 /// Reads the function's setting `key` (from its manifest's `[config]` table).

@@ -78,7 +78,7 @@ mod response;
 
 pub use error::Error;
 pub use event::{Event, Trigger};
-pub use host::{config, log, publish};
+pub use host::{config, log, once, publish};
 pub use response::Response;
 
 /// The bindings generated from `wit/`; used by [`export!`], not meant to be called directly.
@@ -87,7 +87,7 @@ pub use response::Response;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "eddy:function/function@0.1.0",
+        world: "eddy:function/function@0.1.1",
         pub_export_macro: true,
         export_macro_name: "__export_eddy_function",
         default_bindings_module: "eddy_sdk::bindings",

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eddy::engine::{
-    Engine, EngineConfig, FunctionSpec, Limits, LoadError, MemoryPublisher, Outcome, PublishError,
-    PublishRequest, Publisher,
+    Engine, EngineConfig, FunctionSpec, Limits, LoadError, MemoryPublisher, OnceClaim, Outcome,
+    PublishError, PublishRequest, Publisher,
 };
 use eddy::event::{Delivery, Event, TriggerKind};
 use eddy_tests::wasm_bytes;
@@ -59,6 +59,15 @@ fn one_loaded_function_serves_many_invocations_with_fresh_instances() {
 struct Refusing;
 
 impl Publisher for Refusing {
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        Err(PublishError::Denied(format!(
+            "{} may not claim",
+            claim.function
+        )))
+    }
+
+    fn settle_once(&self, _claims: &[OnceClaim], _succeeded: bool) {}
+
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         Err(PublishError::Denied(format!(
             "{} may not publish to {}",

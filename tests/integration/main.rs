@@ -9,6 +9,7 @@ mod dlq;
 mod engine;
 mod invoke;
 mod metrics;
+mod once;
 mod order_functions;
 mod page;
 mod records;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::engine::{PublishError, PublishRequest, Publisher, validate_publish};
+use crate::engine::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
 use crate::triggers::streams::wire;
 
 /// How long a short command may wait for its reply before it counts as failed.
@@ -94,7 +94,79 @@ impl RedisPublisher {
     }
 }
 
+/// KEYS: the once key. ARGV: pending value, lease ms. 1 if the claim is this invocation's.
+static CLAIM_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local held = redis.call('GET', KEYS[1])
+        if not held then
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            return 1
+        end
+        if held == ARGV[1] then return 1 end
+        return 0
+        ",
+    )
+});
+
+/// KEYS: the once key. ARGV: pending value, '1' to keep (succeeded), ttl ms.
+static SETTLE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if ARGV[2] == '1' then
+            redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3])
+        else
+            redis.call('DEL', KEYS[1])
+        end
+        return 1
+        ",
+    )
+});
+
+/// The Redis key of a `once` claim, hash-tagged by function.
+pub fn once_key(function: &str, key: &str) -> String {
+    format!("eddy:once:{{{function}}}:{key}")
+}
+
 impl Publisher for RedisPublisher {
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        claim.validate()?;
+        let mut conn = self.conn.clone();
+        let mut invocation = CLAIM_ONCE.prepare_invoke();
+        invocation
+            .key(once_key(&claim.function, &claim.key))
+            .arg(claim.pending_value())
+            .arg(claim.lease.as_millis() as u64);
+        // Called from the blocking thread running the guest, never from an async task.
+        let claimed: redis::RedisResult<i64> = self
+            .runtime
+            .block_on(async move { invocation.invoke_async(&mut conn).await });
+        claimed
+            .map(|c| c == 1)
+            .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))
+    }
+
+    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        for claim in claims {
+            let mut conn = self.conn.clone();
+            let mut invocation = SETTLE_ONCE.prepare_invoke();
+            invocation
+                .key(once_key(&claim.function, &claim.key))
+                .arg(claim.pending_value())
+                .arg(if succeeded { "1" } else { "0" })
+                .arg(claim.ttl.as_millis() as u64);
+            let settled: redis::RedisResult<i64> = self
+                .runtime
+                .block_on(async move { invocation.invoke_async(&mut conn).await });
+            // A lost settle leaves the claim pending until its lease ends: a retry then
+            // claims it again, so nothing is skipped for good.
+            if let Err(error) = settled {
+                tracing::warn!(function = %claim.function, key = %claim.key, %error, "settling a once key failed");
+            }
+        }
+    }
+
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         validate_publish(&request.stream, &request.event_type)?;
         let id = uuid::Uuid::new_v4().to_string();

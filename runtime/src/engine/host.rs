@@ -12,18 +12,18 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capture::{LogLevel, OutputCapture};
-use super::publish::{PublishError, PublishRequest, Publisher, validate_publish};
+use super::publish::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
 
 /// Host bindings generated from `wit/`, the same contract the guest SDK reads.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "eddy:function/function@0.1.0",
+        world: "eddy:function/function@0.1.1",
     });
 }
 
 pub use bindings::eddy::function::types as wit;
-use bindings::eddy::function::{config, logging, publisher};
+use bindings::eddy::function::{config, idempotency, logging, publisher};
 pub use bindings::{Function, FunctionPre};
 
 /// Refuses memory growth past the function's limit and remembers that it did, so a trap that
@@ -83,6 +83,12 @@ pub struct InvocationState {
     event_id: String,
     config: Arc<BTreeMap<String, String>>,
     publisher: Arc<dyn Publisher>,
+    /// This invocation's token for `once` claims.
+    token: String,
+    /// How long its `once` claims last unsettled.
+    lease: std::time::Duration,
+    /// The `once` keys it claimed, settled when it ends.
+    pub claims: Vec<OnceClaim>,
 }
 
 impl InvocationState {
@@ -94,6 +100,7 @@ impl InvocationState {
         capture: OutputCapture,
         config: Arc<BTreeMap<String, String>>,
         publisher: Arc<dyn Publisher>,
+        lease: std::time::Duration,
     ) -> Self {
         // The builder's defaults already give no preopens, no env, no args and denied network
         // addresses; TCP/UDP are switched off too so socket creation itself fails.
@@ -113,6 +120,9 @@ impl InvocationState {
             event_id,
             config,
             publisher,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            lease,
+            claims: Vec::new(),
         }
     }
 }
@@ -181,6 +191,27 @@ impl logging::Host for InvocationState {
             LogLevel::Error => tracing::error!(function, guest = true, "{message}"),
         }
         self.capture.log(level, &message);
+    }
+}
+
+impl idempotency::Host for InvocationState {
+    fn once(&mut self, key: String, ttl_seconds: u32) -> Result<bool, wit::Error> {
+        let claim = OnceClaim {
+            function: self.function.to_string(),
+            key,
+            token: self.token.clone(),
+            ttl: std::time::Duration::from_secs(u64::from(ttl_seconds)),
+            lease: self.lease,
+        };
+        let claimed = self.publisher.claim_once(&claim).map_err(|e| match e {
+            PublishError::Denied(m) => wit::Error::Denied(m),
+            PublishError::Invalid(m) => wit::Error::Invalid(m),
+            PublishError::Unavailable(m) => wit::Error::Unavailable(m),
+        })?;
+        if claimed && !self.claims.contains(&claim) {
+            self.claims.push(claim);
+        }
+        Ok(claimed)
     }
 }
 

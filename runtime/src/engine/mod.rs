@@ -32,14 +32,14 @@ pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use limits::*;
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
-    AllowedStreams, MAX_STREAM_NAME_BYTES, MemoryPublisher, PublishError, PublishRequest,
-    Publisher, validate_publish,
+    AllowedStreams, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL, MAX_STREAM_NAME_BYTES, MemoryPublisher,
+    OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
 };
 pub use workers::{Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -48,10 +48,10 @@ use crate::event::{Event, TriggerKind};
 use host::{FunctionPre, InvocationState, wit};
 
 /// The WIT world every function must implement.
-pub const WORLD: &str = "eddy:function/function@0.1.0";
+pub const WORLD: &str = "eddy:function/function@0.1.1";
 
 /// The function export every component must provide.
-pub const HANDLER_EXPORT: &str = "eddy:function/handler@0.1.0#handle";
+pub const HANDLER_EXPORT: &str = "eddy:function/handler@0.1.1#handle";
 
 /// Why a component could not be loaded; each variant says what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +200,12 @@ impl Engine {
     }
 }
 
+/// How much longer than the function's timeout an unsettled `once` claim lasts: the
+/// invocation is stopped at its timeout, so a claim still pending after this belongs to a host
+/// that died, and the event's redelivery (after the timeout plus the claim margin) finds it
+/// lapsed and may claim it again.
+pub const ONCE_LEASE_SLACK: Duration = Duration::from_millis(250);
+
 /// The one way a store is made, for the load-time check and for every event alike: fresh
 /// state, the memory limiter and the wall-time deadline from `limits`.
 fn new_store(
@@ -218,6 +224,7 @@ fn new_store(
         capture,
         config,
         publisher,
+        limits.timeout + ONCE_LEASE_SLACK,
     );
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -335,7 +342,7 @@ impl Function {
             event.id.clone(),
             capture.clone(),
             inner.config.clone(),
-            publisher,
+            publisher.clone(),
         );
 
         let started = Instant::now();
@@ -348,6 +355,7 @@ impl Function {
         });
         let duration = started.elapsed();
         let refused = store.data().limiter.refused;
+        let claims = std::mem::take(&mut store.data_mut().claims);
         drop(store);
         let output = capture.finish();
         if !output.stdout.is_empty() || !output.stderr.is_empty() {
@@ -371,6 +379,10 @@ impl Function {
             outcome = result.outcome.as_str(), status = result.status,
             duration_us = duration.as_micros() as u64, "invoked"
         );
+        if !claims.is_empty() {
+            // Kept only when the invocation succeeded, so a retry of a failure can redo them.
+            publisher.settle_once(&claims, result.outcome == Outcome::Done);
+        }
         result.span = Some(span);
         result.instantiation = instantiation;
         result

@@ -1,11 +1,19 @@
-//! The `publish` capability: where events a function emits go.
+//! The `publish` and `idempotency` capabilities: where events a function emits go, and where
+//! its `once` keys are kept.
 //!
 //! The engine does not know Redis. It calls a [`Publisher`] given with each invocation: the
-//! stream trigger's publisher appends to Redis; `eddy invoke` uses [`MemoryPublisher`], which
-//! keeps them in a list printed after the result.
+//! stream trigger's publisher appends to Redis and keeps `once` keys there; `eddy invoke` uses
+//! [`MemoryPublisher`], which keeps both in memory.
+//!
+//! A `once` key is in one of two states: *pending* (held by a running invocation, named by its
+//! token, for at most the invocation's timeout) or *done* (an invocation that claimed it
+//! succeeded; kept for the time to live it asked for). [`OnceState`] is that logic, shared by
+//! both publishers.
 
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One event a function asked to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,10 +52,104 @@ pub enum PublishError {
     Unavailable(String),
 }
 
-/// Somewhere published events go.
+/// One `once(key, ttl)` claim of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceClaim {
+    /// The claiming function: keys are scoped to it.
+    pub function: String,
+    /// The key the function chose.
+    pub key: String,
+    /// The claiming invocation's token.
+    pub token: String,
+    /// How long the key is kept once the invocation succeeds.
+    pub ttl: Duration,
+    /// How long a pending claim lasts if the invocation never settles it (its host died).
+    pub lease: Duration,
+}
+
+/// Longest `once` key accepted.
+pub const MAX_ONCE_KEY_BYTES: usize = 512;
+/// Longest time to live a `once` key may ask for: 30 days.
+pub const MAX_ONCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl OnceClaim {
+    /// The value a pending claim holds.
+    pub fn pending_value(&self) -> String {
+        format!("pending:{}", self.token)
+    }
+
+    /// Checks the key and time to live a guest gave.
+    pub fn validate(&self) -> Result<(), PublishError> {
+        if self.key.is_empty() || self.key.len() > MAX_ONCE_KEY_BYTES {
+            return Err(PublishError::Invalid(format!(
+                "once key {:?}: expected 1 to {MAX_ONCE_KEY_BYTES} bytes",
+                self.key
+            )));
+        }
+        if self.ttl.is_zero() || self.ttl > MAX_ONCE_TTL {
+            return Err(PublishError::Invalid(format!(
+                "once ttl {} s: expected 1 to {} seconds",
+                self.ttl.as_secs(),
+                MAX_ONCE_TTL.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Somewhere published events go, and where `once` keys are kept.
 pub trait Publisher: Send + Sync {
     /// Publishes one event and returns its new id.
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError>;
+
+    /// Claims a `once` key for an invocation: true if it may go ahead (nobody holds the key,
+    /// or this invocation already does), false if another invocation did or is doing it.
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError>;
+
+    /// Ends an invocation's claims: kept for their time to live if it succeeded, released
+    /// otherwise so a retry can claim them again.
+    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool);
+}
+
+/// The `once` state machine over an in-memory map, for [`MemoryPublisher`].
+#[derive(Debug, Default)]
+pub struct OnceState {
+    keys: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+impl OnceState {
+    /// See [`Publisher::claim_once`].
+    pub fn claim(&self, claim: &OnceClaim, now: Instant) -> bool {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let id = (claim.function.clone(), claim.key.clone());
+        let pending = claim.pending_value();
+        match keys.get(&id) {
+            Some((value, until)) if *until > now => *value == pending,
+            _ => {
+                keys.insert(id, (pending, now + claim.lease));
+                true
+            }
+        }
+    }
+
+    /// See [`Publisher::settle_once`].
+    pub fn settle(&self, claims: &[OnceClaim], succeeded: bool, now: Instant) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        for claim in claims {
+            let id = (claim.function.clone(), claim.key.clone());
+            if keys
+                .get(&id)
+                .is_none_or(|(v, _)| *v != claim.pending_value())
+            {
+                continue;
+            }
+            if succeeded {
+                keys.insert(id, ("done".to_owned(), now + claim.ttl));
+            } else {
+                keys.remove(&id);
+            }
+        }
+    }
 }
 
 /// Longest stream name accepted; Redis allows more, but a longer name is surely a mistake.
@@ -87,6 +189,14 @@ impl AllowedStreams {
 }
 
 impl Publisher for AllowedStreams {
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        self.inner.claim_once(claim)
+    }
+
+    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        self.inner.settle_once(claims, succeeded)
+    }
+
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         if self.allowed.contains(&request.stream) {
             self.inner.publish(request)
@@ -115,6 +225,14 @@ impl Carrying {
 }
 
 impl Publisher for Carrying {
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        self.inner.claim_once(claim)
+    }
+
+    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        self.inner.settle_once(claims, succeeded)
+    }
+
     fn publish(&self, mut request: PublishRequest) -> Result<String, PublishError> {
         request.extensions.extend(self.carried.iter().cloned());
         self.inner.publish(request)
@@ -125,6 +243,7 @@ impl Publisher for Carrying {
 #[derive(Debug, Default)]
 pub struct MemoryPublisher {
     events: Mutex<Vec<(String, PublishRequest)>>,
+    once: OnceState,
 }
 
 impl MemoryPublisher {
@@ -138,6 +257,15 @@ impl MemoryPublisher {
 }
 
 impl Publisher for MemoryPublisher {
+    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        claim.validate()?;
+        Ok(self.once.claim(claim, Instant::now()))
+    }
+
+    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        self.once.settle(claims, succeeded, Instant::now())
+    }
+
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let id = format!("mem-{}", events.len() + 1);
@@ -168,6 +296,59 @@ mod tests {
             Err(PublishError::Denied(m)) if m.contains("payments")
         ));
         assert_eq!(memory.events().len(), 1);
+    }
+
+    fn claim(key: &str, token: &str) -> OnceClaim {
+        OnceClaim {
+            function: "payment".into(),
+            key: key.into(),
+            token: token.into(),
+            ttl: Duration::from_secs(60),
+            lease: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn once_keys_are_kept_on_success_and_released_on_failure() {
+        let state = OnceState::default();
+        let t0 = Instant::now();
+        let first = claim("charge:o-1", "a");
+        assert!(state.claim(&first, t0));
+        assert!(state.claim(&first, t0), "the holder may ask again");
+        assert!(!state.claim(&claim("charge:o-1", "b"), t0), "held by a");
+        // a fails: released, so the retry b gets it and succeeds: kept.
+        state.settle(std::slice::from_ref(&first), false, t0);
+        let retry = claim("charge:o-1", "b");
+        assert!(state.claim(&retry, t0));
+        state.settle(std::slice::from_ref(&retry), true, t0);
+        assert!(!state.claim(&claim("charge:o-1", "c"), t0 + Duration::from_secs(59)));
+        assert!(state.claim(&claim("charge:o-1", "d"), t0 + Duration::from_secs(61)));
+        // A pending claim whose holder died lapses after its lease.
+        let orphan = claim("reserve:o-2", "e");
+        assert!(state.claim(&orphan, t0));
+        assert!(!state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(4)));
+        assert!(state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(6)));
+        // The late settle of the orphan changes nothing.
+        state.settle(&[orphan], true, t0 + Duration::from_secs(7));
+        assert!(!state.claim(&claim("reserve:o-2", "g"), t0 + Duration::from_secs(7)));
+        // Keys are per function.
+        let other = OnceClaim {
+            function: "shipping".into(),
+            ..claim("charge:o-1", "h")
+        };
+        assert!(state.claim(&other, t0 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn once_keys_and_ttls_are_checked() {
+        assert!(claim("k", "t").validate().is_ok());
+        assert!(claim("", "t").validate().is_err());
+        assert!(claim(&"k".repeat(513), "t").validate().is_err());
+        let forever = OnceClaim {
+            ttl: MAX_ONCE_TTL + Duration::from_secs(1),
+            ..claim("k", "t")
+        };
+        assert!(matches!(forever.validate(), Err(PublishError::Invalid(m)) if m.contains("ttl")));
     }
 
     #[test]

@@ -1,0 +1,64 @@
+//! `once(key, ttl)` through a real host and Redis: a failed attempt releases its claim so the
+//! retry does the effect; once an attempt succeeds, duplicates of the event are skipped; the key
+//! is kept as `done` with the time to live the function asked for.
+
+use std::time::Duration;
+
+use eddy_tests::host::Host;
+use eddy_tests::redis_server::RedisServer;
+use eddy_tests::streams::{add, entries, eventually, group_exists, manifest, unique};
+
+#[test]
+fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("payments"), unique("records"));
+    manifest(
+        dir.path(),
+        "charge",
+        "record",
+        &format!(
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nonce = \"true\"\nstatus = \"500\"\nsucceed_on = \"2\"\n[[triggers.stream]]\nstream = {stream:?}\n[triggers.stream.retry]\ninitial = \"50ms\"\n"
+        ),
+    );
+    let _host = Host::start(&redis.url(), dir.path(), &[]);
+    eventually(Duration::from_secs(10), "the group", || {
+        group_exists(&mut conn, &stream, "charge").then_some(())
+    });
+    add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
+    eventually(Duration::from_secs(20), "the retry that succeeds", || {
+        (entries(&mut conn, &records).len() == 2).then_some(())
+    });
+    // The same event delivered twice more (a duplicate publish upstream).
+    add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
+    add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
+    let seen = eventually(Duration::from_secs(20), "the duplicates", || {
+        let found = entries(&mut conn, &records);
+        (found.len() == 4).then_some(found)
+    });
+    let summary: Vec<(String, u64)> = seen
+        .iter()
+        .map(|r| {
+            (
+                r.get("type").to_owned(),
+                r.data()["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("Attempt".to_owned(), 1),
+            ("Attempt".to_owned(), 2),
+            ("Skipped".to_owned(), 1),
+            ("Skipped".to_owned(), 1),
+        ],
+        "the failed first attempt released its claim; the duplicates were skipped"
+    );
+    let key = "eddy:once:{charge}:o-1";
+    let value: String = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+    assert_eq!(value, "done");
+    let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+    assert!((3500..=3600).contains(&ttl), "{ttl}");
+}
