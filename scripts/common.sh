@@ -52,6 +52,24 @@ install_browser_test_prerequisites() {
   fi
 }
 
+# The toolchains that build JavaScript and Python functions (`eddy deploy --build`), pinned:
+# componentize-py in a virtualenv outside the clone, componentize-js under sdk/js.
+EDDY_VENV="${EDDY_VENV:-$HOME/.cache/eddy/venv}"
+export EDDY_COMPONENTIZE_PY="$EDDY_VENV/bin/componentize-py"
+export EDDY_JS_TOOLS="$ROOT/sdk/js"
+install_function_toolchains() {
+  if ! "$EDDY_COMPONENTIZE_PY" --version 2>/dev/null | grep -q "0.25.1"; then
+    step "installing componentize-py 0.25.1 (pip, in $EDDY_VENV)"
+    python3 -m venv "$EDDY_VENV" || { apt_install "" python3-venv && python3 -m venv "$EDDY_VENV"; }
+    "$EDDY_VENV/bin/pip" install -q --disable-pip-version-check componentize-py==0.25.1
+  fi
+  if [ ! -d "$ROOT/sdk/js/node_modules/@bytecodealliance/componentize-js" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install "" nodejs npm
+    step "installing componentize-js 0.23.0 (npm ci in sdk/js)"
+    (cd "$ROOT/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 build_functions() {
   step "building functions and fixtures for wasm32-wasip2"
   (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)

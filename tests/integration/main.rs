@@ -8,6 +8,7 @@ mod deploy;
 mod dlq;
 mod engine;
 mod invoke;
+mod languages;
 mod metrics;
 mod once;
 mod order_functions;

@@ -25,8 +25,9 @@ pub struct DeployArgs {
     #[arg(default_value = ".")]
     pub path: PathBuf,
 
-    /// Build the function first: `cargo build --release --target wasm32-wasip2` in the
-    /// manifest's folder (a Rust function crate), with cargo's progress shown.
+    /// Build the function from source first, by its project kind: Rust (Cargo.toml: cargo),
+    /// JavaScript (package.json: componentize-js on app.js) or Python (app.py:
+    /// componentize-py). The result goes where the manifest's `component` points.
     #[arg(long)]
     pub build: bool,
 
@@ -39,37 +40,11 @@ pub struct DeployArgs {
     pub output: OutputFormat,
 }
 
-/// Builds the Rust function crate holding `manifest_path`.
-fn build(manifest_path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = manifest_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.join("Cargo.toml").is_file() {
-        anyhow::bail!(
-            "--build: no Cargo.toml next to {}: --build builds Rust function crates; build other \
-             functions yourself and point `component` at the result",
-            manifest_path.display()
-        );
-    }
-    eprintln!("building {} for wasm32-wasip2…", dir.display());
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(dir)
-            .status()
-            .context("running cargo (is the Rust toolchain installed?)")?;
-    if !status.success() {
-        anyhow::bail!("--build: cargo build failed ({status}); nothing was deployed");
-    }
-    Ok(())
-}
-
 /// Runs `eddy deploy`.
 pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     let manifest = manifest::load(&args.path)?;
     if args.build {
-        build(&manifest.path)?;
+        super::build::build(&manifest)?;
     }
     let text = std::fs::read_to_string(&manifest.path)?;
     let bytes = std::fs::read(&manifest.component).with_context(|| {

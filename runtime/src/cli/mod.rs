@@ -3,6 +3,7 @@
 //! One module per command, each thin over the library. Output meant for people goes to stdout;
 //! diagnostics go through `tracing` to stderr.
 
+pub mod build;
 pub mod client;
 pub mod cron;
 pub mod deploy;

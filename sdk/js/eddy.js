@@ -1,0 +1,129 @@
+// Eddy's JavaScript SDK: the thin layer between a JavaScript function and the Eddy host.
+//
+// A function module exports `handle(event)` returning a Response (or throwing) and imports
+// what it needs from "./eddy.js". `eddy deploy --build` runs componentize-js on it, with this
+// file beside it, into a component of the `eddy:function` world.
+//
+// Throwing maps to outcomes: `new Rejected(msg)` is a 400 (the event is bad: dead-lettered,
+// never retried); any other error is a 500 (retried with backoff) carrying its message.
+import { publish as hostPublish } from "eddy:function/publisher@0.1.1";
+import { once as hostOnce } from "eddy:function/idempotency@0.1.1";
+import { log as hostLog } from "eddy:function/logging@0.1.1";
+import { get as hostConfig } from "eddy:function/config@0.1.1";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Thrown by a function to reject a bad event: a 400, never retried. */
+export class Rejected extends Error {}
+
+/** A host call was refused: denied, invalid or unavailable. */
+export class HostError extends Error {}
+
+function reason(error) {
+  const payload = error && error.payload ? error.payload : error;
+  return payload && payload.tag ? `${payload.tag}: ${payload.val}` : String(error);
+}
+
+/** The event being handled: CloudEvents attributes, payload and delivery facts. */
+export class Event {
+  constructor(raw) {
+    this.raw = raw;
+    this.id = raw.id;
+    this.type = raw.type;
+    this.source = raw.source;
+    this.subject = raw.subject;
+    this.attempt = raw.delivery.attempt;
+    this.stream = raw.delivery.stream;
+  }
+
+  /** The payload as text. */
+  text() {
+    return decoder.decode(this.raw.data);
+  }
+
+  /** The payload parsed as JSON; a bad payload rejects the event. */
+  json() {
+    try {
+      return JSON.parse(this.text());
+    } catch (error) {
+      throw new Rejected(`event ${this.id}: data is not JSON: ${error.message}`);
+    }
+  }
+
+  /** An extension attribute (e.g. `correlationid`), or undefined. */
+  extension(name) {
+    const found = this.raw.extensions.find(([key]) => key === name);
+    return found ? found[1] : undefined;
+  }
+}
+
+/** A function's answer: the status is the outcome (2xx done, 4xx rejected, 5xx failed). */
+export class Response {
+  constructor(status = 200, body = "") {
+    this.status = status;
+    this.body = typeof body === "string" ? body : JSON.stringify(body);
+  }
+
+  /** 200, with `value` as a JSON body if given. */
+  static ok(value) {
+    return value === undefined ? new Response(200) : Response.json(200, value);
+  }
+
+  /** `status` with `value` as a JSON body. */
+  static json(status, value) {
+    return new Response(status, JSON.stringify(value));
+  }
+}
+
+/** Publishes an event of `type` with `value` as JSON to `stream`; returns its id. */
+export function publish(stream, type, value) {
+  try {
+    return hostPublish(stream, type, encoder.encode(JSON.stringify(value)));
+  } catch (error) {
+    throw new HostError(`publish ${type} to ${stream} failed: ${reason(error)}`);
+  }
+}
+
+/**
+ * True the first time `key` is claimed by this function (see the README's `once`): kept for
+ * `ttlSeconds` if this invocation succeeds, released if it fails.
+ */
+export function once(key, ttlSeconds) {
+  try {
+    return hostOnce(key, Math.max(1, Math.floor(ttlSeconds)));
+  } catch (error) {
+    throw new HostError(`once ${key} failed: ${reason(error)}`);
+  }
+}
+
+/** The function's setting `key` from its manifest's `[config]` table. */
+export function config(key, fallback) {
+  const value = hostConfig(key);
+  return value === undefined || value === null ? fallback : value;
+}
+
+/** Log lines kept in the host's logs and the invocation's record. */
+export const log = {
+  debug: (message) => hostLog("debug", String(message)),
+  info: (message) => hostLog("info", String(message)),
+  warn: (message) => hostLog("warn", String(message)),
+  error: (message) => hostLog("error", String(message)),
+};
+
+/** The component's export for `handle(event) -> Response`: what the build's entry exports. */
+export function handler(handle) {
+  return {
+    handle(raw) {
+      let response;
+      try {
+        response = handle(new Event(raw));
+      } catch (error) {
+        const status = error instanceof Rejected ? 400 : 500;
+        response = Response.json(status, { error: String(error.message || error) });
+      }
+      if (!response) response = new Response(200);
+      return { status: response.status, body: encoder.encode(response.body) };
+    },
+  };
+}
