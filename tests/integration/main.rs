@@ -15,6 +15,7 @@ mod order_functions;
 mod page;
 mod records;
 mod replay;
+mod saga;
 mod status;
 mod streams;
 mod telemetry;

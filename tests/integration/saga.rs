@@ -1,0 +1,305 @@
+//! The flagship example, `examples/order-saga`, end to end through a real host: five functions
+//! in three languages (payment and shipping in Rust, inventory in Python, the order-state
+//! projection in JavaScript, built from source by `eddy deploy --build`), choreographed by
+//! events. A good order completes; a declined payment and an out-of-stock order are both
+//! cancelled, the second refunded; a duplicate of every event changes nothing; the daily
+//! report's cronjob tick is answered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use eddy_tests::eddy_bin;
+use eddy_tests::host::Host;
+use eddy_tests::redis_server::RedisServer;
+use eddy_tests::streams::{StreamEntry, add, entries, eventually, group_exists, manifest};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const STREAMS: [&str; 4] = ["orders", "payments", "inventory", "shipping"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn eddy(args: &[&str], host: &str, redis: &RedisServer) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let functions_dir = eddy_tests::wasm("saga-payment")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = Command::new(eddy_bin())
+        .args(args)
+        .env("EDDY_HOST", host)
+        .env("EDDY_REDIS_URL", redis.url())
+        .env("EDDY_FUNCTIONS_DIR", functions_dir)
+        .env(
+            "EDDY_COMPONENTIZE_PY",
+            std::env::var("EDDY_COMPONENTIZE_PY")
+                .unwrap_or_else(|_| format!("{home}/.cache/eddy/venv/bin/componentize-py")),
+        )
+        .env(
+            "EDDY_JS_TOOLS",
+            std::env::var("EDDY_JS_TOOLS")
+                .unwrap_or_else(|_| repo().join("sdk/js").display().to_string()),
+        )
+        .env_remove("EDDY_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "eddy {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The events of `stream` about `order`, as (type, data).
+fn about(conn: &mut redis::Connection, stream: &str, order: &str) -> Vec<(String, Value)> {
+    entries(conn, stream)
+        .into_iter()
+        .filter(|e| e.data()["orderId"] == order)
+        .map(|e| (e.get("type").to_owned(), e.data()))
+        .collect()
+}
+
+fn statuses(conn: &mut redis::Connection, order: &str) -> Vec<String> {
+    about(conn, "order-status", order)
+        .into_iter()
+        .map(|(_, d)| d["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn types(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+/// Every consumer group of the saga has read and settled everything.
+fn settled(conn: &mut redis::Connection) -> bool {
+    STREAMS.iter().all(|stream| {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query(conn)
+            .unwrap_or_default();
+        groups.iter().all(|g| {
+            let n = |k: &str| {
+                g.get(k)
+                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                    .unwrap_or(-1)
+            };
+            n("lag") == 0 && n("pending") == 0
+        })
+    }) && redis::cmd("KEYS")
+        .arg("eddy:*retry:due")
+        .query::<Vec<String>>(conn)
+        .unwrap()
+        .iter()
+        .all(|k| redis::cmd("ZCARD").arg(k).query::<i64>(conn).unwrap() == 0)
+}
+
+fn counts(conn: &mut redis::Connection) -> BTreeMap<String, usize> {
+    STREAMS
+        .iter()
+        .chain(["order-status"].iter())
+        .map(|s| (s.to_string(), entries(conn, s).len()))
+        .collect()
+}
+
+#[test]
+fn the_order_saga_completes_compensates_and_ignores_duplicates() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle");
+    std::fs::create_dir(&idle).unwrap();
+    manifest(&idle, "idle", "echo", "");
+    // A copy, so the JavaScript and Python builds do not write into the repository.
+    let saga = dir.path().join("order-saga");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("examples/order-saga"))
+        .arg(&saga)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let mut host = Host::start(&redis.url(), &idle, &[]);
+    let url = host.api_url();
+    let at = |p: &str| saga.join(p).display().to_string();
+    for manifest in ["payment.toml", "shipping.toml", "daily-report.toml"] {
+        eddy(&["deploy", &at(manifest)], &url, &redis);
+    }
+    eddy(&["deploy", "--build", &at("inventory")], &url, &redis);
+    eddy(&["deploy", "--build", &at("order-state")], &url, &redis);
+    eventually(WAIT, "every trigger's group", || {
+        (group_exists(&mut conn, "orders", "payment")
+            && group_exists(&mut conn, "payments", "inventory")
+            && group_exists(&mut conn, "inventory", "shipping")
+            && STREAMS
+                .iter()
+                .all(|s| group_exists(&mut conn, s, "order-state")))
+        .then_some(())
+    });
+
+    for (id, file) in [
+        ("o-1001", "good-order.json"),
+        ("o-1002", "declined-order.json"),
+        ("o-1003", "out-of-stock-order.json"),
+    ] {
+        let data = std::fs::read_to_string(saga.join("events").join(file)).unwrap();
+        add(
+            &mut conn,
+            "orders",
+            &[
+                ("id", &format!("evt-{id}")),
+                ("type", "OrderPlaced"),
+                ("data", data.trim()),
+            ],
+        );
+    }
+    add(
+        &mut conn,
+        "orders",
+        &[
+            ("id", "evt-bad"),
+            ("type", "OrderPlaced"),
+            ("data", r#"{"orderId":"o-bad"}"#),
+        ],
+    );
+
+    // The good order completes, COMPLETED last.
+    let good = eventually(WAIT, "o-1001 completed", || {
+        let s = statuses(&mut conn, "o-1001");
+        (s.last().map(String::as_str) == Some("COMPLETED")).then_some(s)
+    });
+    let mut sorted = good.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "COMPLETED",
+            "PAYMENT_OK",
+            "PENDING",
+            "RESERVED",
+            "SCHEDULED"
+        ],
+        "{good:?}"
+    );
+    assert_eq!(
+        types(&about(&mut conn, "shipping", "o-1001")),
+        ["ShippingScheduled"]
+    );
+
+    // A declined payment cancels; nothing is reserved or shipped.
+    let declined = eventually(WAIT, "o-1002 cancelled", || {
+        let s = statuses(&mut conn, "o-1002");
+        s.contains(&"CANCELLED".to_owned()).then_some(s)
+    });
+    assert!(!declined.contains(&"PAYMENT_OK".to_owned()), "{declined:?}");
+    let payments = about(&mut conn, "payments", "o-1002");
+    assert_eq!(types(&payments), ["PaymentFailed"]);
+    assert!(
+        payments[0].1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("declined"),
+        "{payments:?}"
+    );
+
+    // Out of stock after payment: cancelled and refunded, never shipped.
+    eventually(WAIT, "o-1003 refunded", || {
+        types(&about(&mut conn, "payments", "o-1003"))
+            .contains(&"PaymentRefunded")
+            .then_some(())
+    });
+    let short = statuses(&mut conn, "o-1003");
+    assert!(short.contains(&"CANCELLED".to_owned()), "{short:?}");
+    assert!(!short.contains(&"RESERVED".to_owned()), "{short:?}");
+    let stock = about(&mut conn, "inventory", "o-1003");
+    assert_eq!(types(&stock), ["OutOfStock"]);
+    assert_eq!(stock[0].1["sku"], "chair");
+    assert_eq!(
+        types(&about(&mut conn, "orders", "o-1003")),
+        ["OrderPlaced", "OrderCancelled"]
+    );
+    assert!(about(&mut conn, "shipping", "o-1003").is_empty());
+
+    // The order without items is rejected by payment into the dead-letter stream.
+    let dead = eventually(WAIT, "the bad order dead-lettered", || {
+        entries(&mut conn, "orders.dlq").into_iter().next()
+    });
+    assert_eq!(dead.get("eddy.function"), "payment");
+    assert_eq!(dead.get("eddy.reason"), "rejected");
+
+    // Every event of the saga delivered a second time changes nothing.
+    eventually(WAIT, "the saga settled", || {
+        settled(&mut conn).then_some(())
+    });
+    let before = counts(&mut conn);
+    let originals: Vec<(String, Vec<StreamEntry>)> = STREAMS
+        .iter()
+        .map(|s| (s.to_string(), entries(&mut conn, s)))
+        .collect();
+    for (stream, events) in &originals {
+        for event in events {
+            let fields: Vec<(&str, &str)> = event
+                .fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            add(&mut conn, stream, &fields);
+        }
+    }
+    eventually(WAIT, "the duplicates settled", || {
+        settled(&mut conn).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = counts(&mut conn);
+    for stream in STREAMS {
+        assert_eq!(
+            after[stream],
+            2 * before[stream],
+            "{stream}: only the duplicates were added\n{}",
+            host.log()
+        );
+    }
+    assert_eq!(
+        after["order-status"], before["order-status"],
+        "no status changed twice"
+    );
+
+    // The daily report: a cronjob's tick (every second here, midnight in the example) answered.
+    eddy(
+        &[
+            "cron",
+            "create",
+            "daily-report",
+            "--schedule",
+            "* * * * * *",
+            "--stream",
+            "reports",
+            "--type",
+            "DailyReportRequired",
+        ],
+        &url,
+        &redis,
+    );
+    let report = eventually(WAIT, "a daily report", || {
+        entries(&mut conn, "reports")
+            .into_iter()
+            .find(|e| e.get("type") == "DailyReportGenerated")
+    });
+    assert!(
+        report.data()["tick"]
+            .as_str()
+            .unwrap()
+            .starts_with("cron:daily-report:")
+    );
+    eddy(&["cron", "rm", "daily-report"], &url, &redis);
+    host.terminate(WAIT);
+}
