@@ -34,6 +34,27 @@ const JS_ENTRY: &str = "// Written by `eddy deploy --build`: the component's exp
     import { handler as wrap } from \"./eddy.js\";\n\
     export const handler = wrap(handle);\n";
 
+/// Arguments of `eddy build`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    eddy build examples/order-saga/inventory      # Python: app.py -> app.wasm\n  \
+    eddy build sdk/templates/javascript           # JavaScript: app.js -> app.wasm\n  \
+    eddy build sdk/templates/rust                 # Rust: cargo for wasm32-wasip2\n\n\
+    The component goes where the manifest's `component` points; `eddy invoke FILE.wasm` runs\n\
+    it once locally, `eddy deploy` ships it.")]
+pub struct BuildArgs {
+    /// The manifest (eddy.toml) or a folder holding one.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+}
+
+/// Runs `eddy build`.
+pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
+    let manifest = crate::manifest::load(&args.path)?;
+    build(&manifest)?;
+    Ok(super::EXIT_OK)
+}
+
 /// What a function project is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -84,7 +105,7 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
     eprintln!("building {} ({}) …", dir.display(), kind.name());
     let started = std::time::Instant::now();
     match kind {
-        Kind::Rust => run(
+        Kind::Rust => run_tool(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args(["build", "--release", "--target", "wasm32-wasip2"])
                 .current_dir(&dir),
@@ -95,7 +116,7 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
             let sdk = scratch.path().join("sdk");
             std::fs::create_dir_all(&sdk)?;
             std::fs::write(sdk.join("eddy.py"), PYTHON_SDK)?;
-            run(
+            run_tool(
                 Command::new(tool("EDDY_COMPONENTIZE_PY", "componentize-py"))
                     .arg("-d")
                     .arg(wit_dir(&scratch)?)
@@ -124,7 +145,7 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
                 );
             }
             let out = std::path::absolute(&manifest.component)?;
-            run(
+            run_tool(
                 Command::new(tool("EDDY_NODE", "node"))
                     .arg(scratch.path().join("build.mjs"))
                     .arg(&dir)
@@ -162,7 +183,7 @@ fn tool(env_var: &str, name: &str) -> std::ffi::OsString {
     std::env::var_os(env_var).unwrap_or_else(|| name.into())
 }
 
-fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+fn run_tool(command: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("--build: cannot run {what}"))?;

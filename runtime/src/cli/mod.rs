@@ -113,6 +113,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// The cluster on one screen: hosts, functions, lag, dead letters, cronjobs.
     Status(status::StatusArgs),
+    /// Build a function from source (Rust, JavaScript or Python) without deploying it.
+    Build(build::BuildArgs),
     /// Deploy a function to the running hosts (no restart).
     Deploy(deploy::DeployArgs),
     /// List, show, remove or roll back deployed functions.
@@ -128,6 +130,7 @@ impl Cli {
             | Command::Cron(_)
             | Command::Publish(_)
             | Command::Deploy(_)
+            | Command::Build(_)
             | Command::Dlq(_)
             | Command::Status(_)
             | Command::Logs(_)
@@ -145,6 +148,7 @@ impl Cli {
             Command::Cron(args) => cron::run(args),
             Command::Publish(args) => publish::run(args),
             Command::Deploy(args) => deploy::run(args),
+            Command::Build(args) => build::run(args),
             Command::Dlq(args) => dlq::run(args),
             Command::Status(args) => status::run(args),
             Command::Logs(args) => logs::run_logs(args),
