@@ -6,14 +6,13 @@
 //! Run after `scripts/test` (which installs the toolchains and builds `eddy`):
 //! `cargo bench -p eddy-tests --bench languages`
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eddy::engine::{Engine, EngineConfig, FunctionSpec, MemoryPublisher, Outcome};
 use eddy::event::{Delivery, Event, TriggerKind};
-use eddy_tests::eddy_bin;
+use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
 
 fn event(data: &str) -> Event {
     Event {
@@ -39,8 +38,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let home = std::env::var("HOME").unwrap_or_default();
+    let repo = repo_dir();
     let events: usize = std::env::var("EDDY_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -77,19 +75,9 @@ fn main() {
         ("python", r#"{"orderId":"o-1"}"#),
     ] {
         let dir = templates.join(language);
-        let built = Command::new(eddy_bin())
+        let built = with_toolchains(&mut Command::new(eddy_bin()))
             .arg("build")
             .arg(&dir)
-            .env(
-                "EDDY_COMPONENTIZE_PY",
-                std::env::var("EDDY_COMPONENTIZE_PY")
-                    .unwrap_or_else(|_| format!("{home}/.cache/eddy/venv/bin/componentize-py")),
-            )
-            .env(
-                "EDDY_JS_TOOLS",
-                std::env::var("EDDY_JS_TOOLS")
-                    .unwrap_or_else(|_| repo.join("sdk/js").display().to_string()),
-            )
             .output()
             .unwrap();
         assert!(

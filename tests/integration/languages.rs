@@ -6,27 +6,20 @@
 //! The toolchains come from `scripts/test` (`EDDY_COMPONENTIZE_PY`, `EDDY_JS_TOOLS`); the
 //! defaults below are where it installs them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use eddy_tests::eddy_bin;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{add, entries, eventually, group_exists, unique};
+use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// Copies template `name` (not its build outputs) into `to`.
 fn copy_template(name: &str, to: &Path) {
-    let from = repo().join("sdk/templates").join(name);
+    let from = repo_dir().join("sdk/templates").join(name);
     let status = Command::new("cp")
         .arg("-r")
         .arg(format!("{}/.", from.display()))
@@ -36,17 +29,6 @@ fn copy_template(name: &str, to: &Path) {
     assert!(status.success());
 }
 
-fn toolchain_env(command: &mut Command) -> &mut Command {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let py = std::env::var("EDDY_COMPONENTIZE_PY")
-        .unwrap_or_else(|_| format!("{home}/.cache/eddy/venv/bin/componentize-py"));
-    let js = std::env::var("EDDY_JS_TOOLS")
-        .unwrap_or_else(|_| repo().join("sdk/js").display().to_string());
-    command
-        .env("EDDY_COMPONENTIZE_PY", py)
-        .env("EDDY_JS_TOOLS", js)
-}
-
 struct Case {
     template: &'static str,
     name: &'static str,
@@ -54,8 +36,8 @@ struct Case {
     good: &'static str,
     bad: &'static str,
     published_type: &'static str,
-    /// Rewrites the template's manifest for this test's streams.
-    manifest: fn(&str, &str, &str) -> String,
+    /// Where the build puts the component, as the manifest says it.
+    component: &'static str,
 }
 
 fn run(case: &Case) {
@@ -72,19 +54,22 @@ fn run(case: &Case) {
     if cargo_toml.exists() {
         // The template points at the SDK relative to its place in the repository.
         let text = std::fs::read_to_string(&cargo_toml).unwrap();
-        let sdk = format!("path = {:?}", repo().join("sdk").display().to_string());
+        let sdk = format!("path = {:?}", repo_dir().join("sdk").display().to_string());
         std::fs::write(&cargo_toml, text.replace("path = \"../..\"", &sdk)).unwrap();
     }
     let (input, output) = (unique("in"), unique("out"));
-    std::fs::write(
-        project.join("eddy.toml"),
-        (case.manifest)(case.name, &input, &output),
-    )
-    .unwrap();
+    // The template's manifest, pointed at this test's streams.
+    let manifest = format!(
+        "name = {:?}\ncomponent = {:?}\npublish = [{output:?}]\n[config]\n\
+         output_stream = {output:?}\n[[triggers.stream]]\nstream = {input:?}\n\
+         [triggers.stream.retry]\nmax_attempts = 1\n",
+        case.name, case.component
+    );
+    std::fs::write(project.join("eddy.toml"), manifest).unwrap();
 
     let mut host = Host::start(&redis.url(), &idle, &[]);
     let url = host.api_url();
-    let out = toolchain_env(&mut Command::new(eddy_bin()))
+    let out = with_toolchains(&mut Command::new(eddy_bin()))
         .args(["deploy", "--build"])
         .arg(&project)
         .args(["--host", &url])
@@ -165,13 +150,7 @@ fn a_rust_function_built_with_cargo() {
         good: r#"{"orderId":"o-1"}"#,
         bad: r#"{"total":3}"#,
         published_type: "ShippingScheduled",
-        manifest: |name, input, output| {
-            format!(
-                "name = {name:?}\ncomponent = \"${{CARGO_TARGET_DIR:-target}}/wasm32-wasip2/release/ship_order.wasm\"\n\
-                 publish = [{output:?}]\n[config]\noutput_stream = {output:?}\n\
-                 [[triggers.stream]]\nstream = {input:?}\n[triggers.stream.retry]\nmax_attempts = 1\n"
-            )
-        },
+        component: "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/ship_order.wasm",
     });
 }
 
@@ -184,13 +163,7 @@ fn a_python_function_built_with_componentize_py() {
         good: r#"{"orderId":"o-1"}"#,
         bad: r#"{"total":3}"#,
         published_type: "InventoryReserved",
-        manifest: |name, input, output| {
-            format!(
-                "name = {name:?}\ncomponent = \"app.wasm\"\npublish = [{output:?}]\n[config]\n\
-                 output_stream = {output:?}\n[[triggers.stream]]\nstream = {input:?}\n\
-                 [triggers.stream.retry]\nmax_attempts = 1\n"
-            )
-        },
+        component: "app.wasm",
     });
 }
 
@@ -203,12 +176,6 @@ fn a_javascript_function_built_with_componentize_js() {
         good: r#"{"orderId":"o-1","email":"a@example.com"}"#,
         bad: r#"{"orderId":"o-2"}"#,
         published_type: "EmailRequested",
-        manifest: |name, input, output| {
-            format!(
-                "name = {name:?}\ncomponent = \"app.wasm\"\npublish = [{output:?}]\n[config]\n\
-                 output_stream = {output:?}\n[[triggers.stream]]\nstream = {input:?}\n\
-                 [triggers.stream.retry]\nmax_attempts = 1\n"
-            )
-        },
+        component: "app.wasm",
     });
 }

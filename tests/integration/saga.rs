@@ -6,47 +6,28 @@
 //! report's cronjob tick is answered.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use eddy_tests::eddy_bin;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{StreamEntry, add, entries, eventually, group_exists, manifest};
+use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 const STREAMS: [&str; 4] = ["orders", "payments", "inventory", "shipping"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn eddy(args: &[&str], host: &str, redis: &RedisServer) -> String {
-    let home = std::env::var("HOME").unwrap_or_default();
     let functions_dir = eddy_tests::wasm("saga-payment")
         .parent()
         .unwrap()
         .to_path_buf();
-    let out = Command::new(eddy_bin())
+    let out = with_toolchains(&mut Command::new(eddy_bin()))
         .args(args)
         .env("EDDY_HOST", host)
         .env("EDDY_REDIS_URL", redis.url())
         .env("EDDY_FUNCTIONS_DIR", functions_dir)
-        .env(
-            "EDDY_COMPONENTIZE_PY",
-            std::env::var("EDDY_COMPONENTIZE_PY")
-                .unwrap_or_else(|_| format!("{home}/.cache/eddy/venv/bin/componentize-py")),
-        )
-        .env(
-            "EDDY_JS_TOOLS",
-            std::env::var("EDDY_JS_TOOLS")
-                .unwrap_or_else(|_| repo().join("sdk/js").display().to_string()),
-        )
         .env_remove("EDDY_TOKEN")
         .output()
         .unwrap();
@@ -123,7 +104,7 @@ fn the_order_saga_completes_compensates_and_ignores_duplicates() {
     let saga = dir.path().join("order-saga");
     let copied = Command::new("cp")
         .arg("-r")
-        .arg(repo().join("examples/order-saga"))
+        .arg(repo_dir().join("examples/order-saga"))
         .arg(&saga)
         .status()
         .unwrap();

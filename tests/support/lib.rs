@@ -117,3 +117,25 @@ pub fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
     std::fs::write(&path, bytes).expect("writing WAT fixture");
     path
 }
+
+/// The repository's root folder.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_path_buf()
+}
+
+/// Points `command` (an `eddy build` or `eddy deploy --build`) at the JavaScript and Python
+/// toolchains: `EDDY_COMPONENTIZE_PY` and `EDDY_JS_TOOLS` as `scripts/test` exports them, else
+/// where it installs them.
+pub fn with_toolchains(command: &mut Command) -> &mut Command {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let python = std::env::var("EDDY_COMPONENTIZE_PY")
+        .unwrap_or_else(|_| format!("{home}/.cache/eddy/venv/bin/componentize-py"));
+    let javascript = std::env::var("EDDY_JS_TOOLS")
+        .unwrap_or_else(|_| repo_dir().join("sdk/js").display().to_string());
+    command
+        .env("EDDY_COMPONENTIZE_PY", python)
+        .env("EDDY_JS_TOOLS", javascript)
+}
