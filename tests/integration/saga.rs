@@ -2,8 +2,8 @@
 //! in three languages (payment and shipping in Rust, inventory in Python, the order-state
 //! projection in JavaScript, built from source by `eddy deploy --build`), choreographed by
 //! events. A good order completes; a declined payment and an out-of-stock order are both
-//! cancelled, the second refunded; a duplicate of every event changes nothing; the daily
-//! report's cronjob tick is answered.
+//! cancelled, the second refunded; a duplicate of every event changes nothing, nor does
+//! `eddy replay` of the payment step; the daily report's cronjob tick is answered.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -253,6 +253,29 @@ fn the_order_saga_completes_compensates_and_ignores_duplicates() {
         after["order-status"], before["order-status"],
         "no status changed twice"
     );
+
+    // Re-running the deployed payment step over the whole of `orders` (its stream and group
+    // found from the deployed manifest) charges and refunds nothing again.
+    let replayed: Value = serde_json::from_str(&eddy(
+        &["replay", "payment", "--from", "-", "-o", "json"],
+        &url,
+        &redis,
+    ))
+    .unwrap();
+    assert_eq!(replayed["stream"], "orders");
+    assert_eq!(replayed["group"], "payment");
+    assert_eq!(replayed["read"], after["orders"]);
+    // Only the types payment's trigger takes (not OrderCompleted) are scheduled.
+    let taken = entries(&mut conn, "orders")
+        .iter()
+        .filter(|e| ["OrderPlaced", "OrderCancelled"].contains(&e.get("type")))
+        .count();
+    assert!(taken < after["orders"]);
+    assert_eq!(replayed["scheduled"], taken);
+    eventually(WAIT, "the replay settled", || {
+        settled(&mut conn).then_some(())
+    });
+    assert_eq!(counts(&mut conn), after, "the replay had an effect");
 
     // The daily report: a cronjob's tick (every second here, midnight in the example) answered.
     eddy(
