@@ -5,6 +5,9 @@
 //   OrderPlaced -> PENDING, PaymentProcessed -> PAYMENT_OK, InventoryReserved -> RESERVED,
 //   ShippingScheduled -> SCHEDULED (and it declares the saga done: OrderCompleted),
 //   OrderCompleted -> COMPLETED, PaymentFailed / OrderCancelled -> CANCELLED.
+// Events of one order arrive on four streams and can be folded out of order (OrderPlaced and
+// PaymentProcessed race), so each change carries its status's `rank`: a reader keeps the
+// highest-ranked status it has seen, and a late PENDING never undoes PAYMENT_OK.
 // It also compensates: OutOfStock after a payment publishes OrderCancelled, on which the payment
 // step refunds. Each (order, event type) counts once, so duplicates change nothing.
 import { Response, Rejected, config, once, publish, log } from "./eddy.js";
@@ -17,6 +20,14 @@ const STATUS = {
   OrderCompleted: "COMPLETED",
   PaymentFailed: "CANCELLED",
   OrderCancelled: "CANCELLED",
+};
+const RANK = {
+  PENDING: 1,
+  PAYMENT_OK: 2,
+  RESERVED: 3,
+  SCHEDULED: 4,
+  COMPLETED: 5,
+  CANCELLED: 9,
 };
 const WEEK = 7 * 24 * 3600;
 
@@ -43,6 +54,7 @@ export function handle(event) {
   publish(statusStream, "OrderStatusChanged", {
     orderId,
     status,
+    rank: RANK[status],
     cause: event.type,
     reason: data.reason,
   });
