@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 
 /// Records kept per function (older ones are trimmed).
 pub const RECORDS_PER_FUNCTION: usize = 1000;
+/// Records kept per flow (correlation id): the newest.
+pub const RECORDS_PER_TRACE: usize = 1000;
 /// How long a flow's records and event lookups are kept.
 pub const TRACE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Bytes of log lines kept in one record.
@@ -62,6 +64,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// When the invocation started, in microseconds since the Unix epoch (0 if unknown).
+    pub fn started_micros(&self) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.time)
+            .map(|t| t.timestamp_micros() - (self.duration_ms * 1000.0) as i64)
+            .unwrap_or(0)
+    }
+
     /// What tells two records apart, for showing each once.
     pub fn key(&self) -> String {
         format!(
@@ -120,6 +129,12 @@ async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceive
                 .arg(RECORDS_PER_FUNCTION - 1)
                 .ignore();
             pipe.cmd("RPUSH").arg(&trace).arg(&json).ignore();
+            // A client that reuses one correlation id must not grow a list without end.
+            pipe.cmd("LTRIM")
+                .arg(&trace)
+                .arg(-(RECORDS_PER_TRACE as i64))
+                .arg(-1)
+                .ignore();
             pipe.cmd("EXPIRE").arg(&trace).arg(ttl).ignore();
             pipe.cmd("SET")
                 .arg(format!("eddy:event:{}", record.event_id))
@@ -181,7 +196,11 @@ pub async fn trace<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     let correlation = correlation.unwrap_or_else(|| event_id.to_owned());
-    read_list(conn, &format!("eddy:trace:{correlation}")).await
+    let mut flow = read_list(conn, &format!("eddy:trace:{correlation}")).await?;
+    // Records land in the order invocations *ended*; a function can publish and keep working,
+    // so the event it caused may finish first. Ordering by start keeps cause before effect.
+    flow.sort_by_key(Record::started_micros);
+    Ok(flow)
 }
 
 /// The records in list `key`, skipping any that do not parse (written by a newer host).

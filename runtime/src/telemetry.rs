@@ -96,8 +96,9 @@ impl SpanExport {
         Self::default()
     }
 
-    /// Exports to the collector at `endpoint` (its base URL, e.g. `http://localhost:4318`, or
-    /// the full traces URL). Call outside an async runtime: the HTTP client is blocking.
+    /// Exports to the collector at `endpoint` (its http:// base URL, e.g.
+    /// `http://localhost:4318`, or the full traces URL). Call outside an async runtime: the
+    /// HTTP client is blocking.
     pub fn otlp(endpoint: &str, protocol: OtlpProtocol, host: &str) -> anyhow::Result<Self> {
         let url = traces_url(endpoint)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -209,10 +210,19 @@ impl SpanExport {
 /// The traces URL for a collector `endpoint`: its base URL gets [`TRACES_PATH`].
 fn traces_url(endpoint: &str) -> anyhow::Result<String> {
     let endpoint = endpoint.trim().trim_end_matches('/');
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+    if endpoint.starts_with("https://") {
+        // The exporter is built without a TLS stack (it would double the build): say so now
+        // rather than drop every span later.
         anyhow::bail!(
-            "--otlp-endpoint {endpoint:?}: expected an http:// or https:// URL of an OTLP/HTTP \
-             collector, e.g. http://localhost:4318"
+            "--otlp-endpoint {endpoint:?}: https is not supported; send spans over http to a \
+             collector or agent next to the host (e.g. http://localhost:4318), which can \
+             forward them over TLS"
+        );
+    }
+    if !endpoint.starts_with("http://") {
+        anyhow::bail!(
+            "--otlp-endpoint {endpoint:?}: expected the http:// URL of an OTLP/HTTP collector, \
+             e.g. http://localhost:4318"
         );
     }
     Ok(if endpoint.ends_with(TRACES_PATH) {
@@ -233,9 +243,11 @@ mod tests {
             "http://localhost:4318/v1/traces"
         );
         assert_eq!(
-            traces_url("https://c.example/v1/traces/").unwrap(),
-            "https://c.example/v1/traces"
+            traces_url("http://c.example/v1/traces/").unwrap(),
+            "http://c.example/v1/traces"
         );
+        let error = traces_url("https://c.example").unwrap_err().to_string();
+        assert!(error.contains("https is not supported"), "{error}");
         let error = traces_url("localhost:4318").unwrap_err().to_string();
         assert!(error.contains("--otlp-endpoint"), "{error}");
     }

@@ -86,8 +86,10 @@ export function publish(stream, type, value) {
 }
 
 /**
- * True the first time `key` is claimed by this function (see the README's `once`): kept for
- * `ttlSeconds` if this invocation succeeds, released if it fails.
+ * True the first time `key` is claimed by this function, false once an invocation that claimed
+ * it succeeded (see the README's `once`). Throws HostError while another invocation holds it:
+ * the invocation then fails and its retry finds it settled. Kept for `ttlSeconds` if this
+ * invocation succeeds, released if it fails.
  */
 export function once(key, ttlSeconds) {
   try {
@@ -118,6 +120,9 @@ export function handler(handle) {
       let response;
       try {
         response = handle(new Event(raw));
+        if (response && typeof response.then === "function") {
+          throw new Error("handle returned a Promise: an Eddy handle must be synchronous");
+        }
       } catch (error) {
         const status = error instanceof Rejected ? 400 : 500;
         response = Response.json(status, { error: String(error.message || error) });

@@ -115,8 +115,10 @@ def publish(stream, event_type, value):
 
 
 def once(key, ttl_seconds):
-    """True the first time ``key`` is claimed by this function (see the README's ``once``):
-    kept for ``ttl_seconds`` if this invocation succeeds, released if it fails."""
+    """True the first time ``key`` is claimed by this function, False once an invocation that
+    claimed it succeeded (see the README's ``once``). Raises HostError while another invocation
+    holds it: the invocation then fails and its retry finds it settled. Kept for
+    ``ttl_seconds`` if this invocation succeeds, released if it fails."""
     try:
         return _idempotency.once(key, max(1, int(ttl_seconds)))
     except Err as error:

@@ -40,9 +40,10 @@ pub fn publish<T: Serialize + ?Sized>(
 
 /// Claims `key` (scoped to this function) so an effect happens once even though an event can
 /// be delivered more than once. `Ok(true)`: go ahead. `Ok(false)`: an earlier invocation did
-/// it (or one running now is doing it): skip it. The claim is kept for `ttl` (whole seconds,
-/// 1 s to 30 days) if this invocation succeeds, and released if it fails, so a retry can do
-/// the effect then.
+/// it: skip it. `Err`: another invocation is doing it right now (or the host is unavailable);
+/// returned with `?` it fails this invocation, which is retried. The claim is kept for `ttl`
+/// (whole seconds, 1 s to 30 days) if this invocation succeeds, and released if it fails, so a
+/// retry can do the effect then.
 ///
 /// ```ignore
 /// if eddy_sdk::once(&format!("charge:{}", order.id), Duration::from_secs(86_400))? {

@@ -62,3 +62,49 @@ fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
     let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
     assert!((3500..=3600).contains(&ttl), "{ttl}");
 }
+
+#[test]
+fn a_duplicate_running_at_the_same_time_is_retried_not_skipped() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("payments"), unique("records"));
+    // Each attempt works for 400 ms while holding its claim; two deliveries of one event run
+    // side by side.
+    manifest(
+        dir.path(),
+        "charge",
+        "record",
+        &format!(
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nonce = \"true\"\nwork_ms = \"400\"\n[[triggers.stream]]\nstream = {stream:?}\nconcurrency = 4\n[triggers.stream.retry]\ninitial = \"600ms\"\n"
+        ),
+    );
+    let host = Host::start(&redis.url(), dir.path(), &[]);
+    eventually(Duration::from_secs(10), "the group", || {
+        group_exists(&mut conn, &stream, "charge").then_some(())
+    });
+    add(&mut conn, &stream, &[("id", "o-7"), ("data", "{}")]);
+    add(&mut conn, &stream, &[("id", "o-7"), ("data", "{}")]);
+    let seen = eventually(Duration::from_secs(20), "both deliveries settled", || {
+        let found = entries(&mut conn, &records);
+        (found.len() == 2).then_some(found)
+    });
+    let types: Vec<&str> = seen.iter().map(|r| r.get("type")).collect();
+    assert_eq!(
+        types,
+        ["Attempt", "Skipped"],
+        "the effect happened once; the duplicate waited for it"
+    );
+    // How many retries it took depends on how busy the machine is; that it was retried does not.
+    assert!(
+        seen[1].data()["attempt"].as_u64().unwrap() >= 2,
+        "the duplicate failed while the claim was held, then was retried: {:?}",
+        seen[1].data()
+    );
+    assert!(
+        host.log()
+            .contains("another invocation running now holds this once key"),
+        "{}",
+        host.log()
+    );
+}

@@ -258,12 +258,16 @@ fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiErr
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(given) = header.and_then(presented_token) else {
+    // Basic credentials are what a browser resends by itself, to any request for this host,
+    // even one another site's page makes: they may only read (the page's GETs), never change.
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    let given = header.and_then(|h| presented_token(h, reading));
+    let Some(given) = given else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing bearer token: send `Authorization: Bearer <token>` (a browser: the token \
-             as the password)",
+            "missing bearer token: send `Authorization: Bearer <token>` (a browser reading the \
+             page: the token as the password)",
         ));
     };
     if bool::from(token_digest(&given).ct_eq(expected)) {
@@ -277,13 +281,14 @@ fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiErr
     }
 }
 
-/// The token in an `Authorization` header: `Bearer <token>`, or HTTP Basic with the token as
-/// the password (any user name), which is what a browser can send for the web page.
-fn presented_token(header: &str) -> Option<String> {
+/// The token in an `Authorization` header: `Bearer <token>`, or, for reads only, HTTP Basic
+/// with the token as the password (any user name), which is what a browser can send for the
+/// web page.
+fn presented_token(header: &str, allow_basic: bool) -> Option<String> {
     if let Some(token) = header.strip_prefix("Bearer ") {
         return Some(token.to_owned());
     }
-    let encoded = header.strip_prefix("Basic ")?;
+    let encoded = header.strip_prefix("Basic ").filter(|_| allow_basic)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;

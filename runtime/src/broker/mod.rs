@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::engine::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
+use crate::engine::{
+    Claimed, OnceClaim, PublishError, PublishRequest, Publisher, validate_publish,
+};
 use crate::triggers::streams::wire;
 
 /// How long a short command may wait for its reply before it counts as failed.
@@ -94,7 +96,8 @@ impl RedisPublisher {
     }
 }
 
-/// KEYS: the once key. ARGV: pending value, lease ms. 1 if the claim is this invocation's.
+/// KEYS: the once key. ARGV: pending value, lease ms. 1: this invocation's claim; 0: done;
+/// 2: held by another invocation.
 static CLAIM_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -104,7 +107,8 @@ static CLAIM_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
             return 1
         end
         if held == ARGV[1] then return 1 end
-        return 0
+        if held == 'done' then return 0 end
+        return 2
         ",
     )
 });
@@ -142,9 +146,12 @@ impl Publisher for RedisPublisher {
         let claimed: redis::RedisResult<i64> = self
             .runtime
             .block_on(async move { invocation.invoke_async(&mut conn).await });
-        claimed
-            .map(|c| c == 1)
-            .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))
+        match claimed.map_err(|e| PublishError::Unavailable(format!("redis: {e}")))? {
+            1 => Claimed::Yes,
+            0 => Claimed::AlreadyDone,
+            _ => Claimed::HeldElsewhere,
+        }
+        .answer()
     }
 
     fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {

@@ -120,10 +120,11 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
                 Command::new(tool("EDDY_COMPONENTIZE_PY", "componentize-py"))
                     .arg("-d")
                     .arg(wit_dir(&scratch)?)
+                    // The SDK first, so a stale copy of eddy.py in the project cannot shadow it.
                     .args(["-w", WORLD, "componentize", "-p"])
-                    .arg(&dir)
-                    .arg("-p")
                     .arg(&sdk)
+                    .arg("-p")
+                    .arg(&dir)
                     .arg("app")
                     .arg("-o")
                     .arg(&manifest.component),

@@ -21,7 +21,8 @@ use crate::triggers::streams::wire;
     eddy replay order-projection --from 1795542342286-0 --dry-run\n\n\
     The entries go to the function's own consumer group only (its retry schedule, due now, with\n\
     a replayedfrom=history extension); other groups of the stream do not see them again, and the\n\
-    group's position in the stream does not move. Hosts running the function must be up.")]
+    group's position in the stream does not move. The range ends at that position: entries the\n\
+    group has not read yet reach it as usual. Hosts running the function must be up.")]
 pub struct ReplayArgs {
     /// The function to re-run.
     pub name: String,
@@ -51,6 +52,8 @@ struct Target {
     stream: String,
     group: String,
     types: Option<Vec<String>>,
+    /// The group's position: entries after it are still to be delivered normally.
+    last_delivered: String,
 }
 
 /// Finds the stream and group: from the flags, checked against the deployed manifest if any.
@@ -95,32 +98,32 @@ async fn target(
         .clone()
         .or_else(|| chosen.map(|t| t.group.clone()))
         .unwrap_or_else(|| args.name.clone());
-    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(&stream)
         .query_async(conn)
         .await
         .unwrap_or_default();
-    let exists = groups.iter().any(|g| {
-        let redis::Value::Array(fields) = g else {
-            return false;
-        };
-        fields.chunks(2).any(|kv| {
-            matches!(&kv[0], redis::Value::BulkString(k) if k == b"name")
-                && matches!(kv.get(1), Some(redis::Value::BulkString(v)) if v == group.as_bytes())
-        })
-    });
-    if !exists {
+    let text = |g: &std::collections::HashMap<String, redis::Value>, field: &str| {
+        g.get(field)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+    };
+    let Some(last_delivered) = groups
+        .iter()
+        .find(|g| text(g, "name").as_deref() == Some(group.as_str()))
+        .and_then(|g| text(g, "last-delivered-id"))
+    else {
         bail!(
             "stream {stream:?} has no consumer group {group:?}: no host has run function {:?} \
              on it (start one, or name the group with --group)",
             args.name
         );
-    }
+    };
     Ok(Target {
         stream,
         group,
         types: chosen.and_then(|t| t.types.clone()),
+        last_delivered,
     })
 }
 
@@ -132,6 +135,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
     super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
         let target = target(&mut conn, &args).await?;
+        let to = history::cap_end(&to, &target.last_delivered);
         let human = args.redis.output == OutputFormat::Human;
         let (mut read, mut selected, mut scheduled) = (0usize, 0usize, 0usize);
         let mut start = from.clone();

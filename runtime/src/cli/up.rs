@@ -117,6 +117,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             args.max_instances
         );
     }
+    if args.claim_margin < crate::engine::MIN_CLAIM_MARGIN {
+        anyhow::bail!(
+            "--claim-margin {:?}: expected at least {:?}, so an abandoned entry is only claimed \
+             after its once() keys have lapsed",
+            args.claim_margin,
+            crate::engine::MIN_CLAIM_MARGIN
+        );
+    }
     let functions = host::load_functions(&engine, &args.functions)?;
     let token = match &args.token_file {
         Some(path) => Some(

@@ -9,7 +9,9 @@
 //! a `replayedfrom` extension (`history`) so a function can tell a re-run from a first run.
 //!
 //! An entry already waiting in the schedule (a retry in progress, or an earlier replay not yet
-//! run) is left as it is rather than scheduled twice.
+//! run) is left as it is rather than scheduled twice. The range ends at the group's position
+//! ([`cap_end`]): entries the group has not read yet will reach it anyway, and the end is fixed
+//! before paging, so a busy stream cannot keep a replay running.
 
 use std::sync::LazyLock;
 
@@ -128,9 +130,50 @@ pub fn position(input: &str, now_ms: i64) -> Result<String, String> {
     ))
 }
 
+/// An `XRANGE` bound as a comparable `(ms, seq)`: `ms` alone as an end means its last entry.
+fn bound(position: &str) -> Option<(u64, u64)> {
+    match position {
+        "-" => Some((0, 0)),
+        "+" => Some((u64::MAX, u64::MAX)),
+        _ => {
+            let (ms, seq) = position.split_once('-').unwrap_or((position, ""));
+            let ms = ms.parse().ok()?;
+            let seq = if seq.is_empty() {
+                u64::MAX
+            } else {
+                seq.parse().ok()?
+            };
+            Some((ms, seq))
+        }
+    }
+}
+
+/// The end of a replay: `to`, or the group's last-delivered id if that comes first.
+pub fn cap_end(to: &str, last_delivered: &str) -> String {
+    match (bound(to), bound(last_delivered)) {
+        (Some(end), Some(delivered)) if delivered < end => last_delivered.to_owned(),
+        _ => to.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_ends_at_the_group_position() {
+        assert_eq!(cap_end("+", "1700000000000-3"), "1700000000000-3");
+        assert_eq!(
+            cap_end("1700000000000", "1700000000000-3"),
+            "1700000000000-3"
+        );
+        assert_eq!(cap_end("1600000000000", "1700000000000-3"), "1600000000000");
+        assert_eq!(
+            cap_end("1700000000000-2", "1700000000000-3"),
+            "1700000000000-2"
+        );
+        assert_eq!(cap_end("+", "0-0"), "0-0");
+    }
 
     #[test]
     fn positions_from_ids_times_and_durations() {

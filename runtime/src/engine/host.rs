@@ -85,8 +85,8 @@ pub struct InvocationState {
     publisher: Arc<dyn Publisher>,
     /// This invocation's token for `once` claims.
     token: String,
-    /// How long its `once` claims last unsettled.
-    lease: std::time::Duration,
+    /// When its `once` claims lapse if never settled: its deadline plus a little.
+    claims_lapse: std::time::Instant,
     /// The `once` keys it claimed, settled when it ends.
     pub claims: Vec<OnceClaim>,
 }
@@ -100,7 +100,7 @@ impl InvocationState {
         capture: OutputCapture,
         config: Arc<BTreeMap<String, String>>,
         publisher: Arc<dyn Publisher>,
-        lease: std::time::Duration,
+        claims_lapse: std::time::Instant,
     ) -> Self {
         // The builder's defaults already give no preopens, no env, no args and denied network
         // addresses; TCP/UDP are switched off too so socket creation itself fails.
@@ -121,7 +121,7 @@ impl InvocationState {
             config,
             publisher,
             token: uuid::Uuid::new_v4().simple().to_string(),
-            lease,
+            claims_lapse,
             claims: Vec::new(),
         }
     }
@@ -201,17 +201,21 @@ impl idempotency::Host for InvocationState {
             key,
             token: self.token.clone(),
             ttl: std::time::Duration::from_secs(u64::from(ttl_seconds)),
-            lease: self.lease,
+            lease: self
+                .claims_lapse
+                .saturating_duration_since(std::time::Instant::now())
+                .max(std::time::Duration::from_millis(1)),
         };
-        let claimed = self.publisher.claim_once(&claim).map_err(|e| match e {
+        // Remembered before asking: if the answer is lost after Redis took the claim, settling
+        // still releases it (settling only touches a key this invocation's token holds).
+        if !self.claims.iter().any(|c| c.key == claim.key) {
+            self.claims.push(claim.clone());
+        }
+        self.publisher.claim_once(&claim).map_err(|e| match e {
             PublishError::Denied(m) => wit::Error::Denied(m),
             PublishError::Invalid(m) => wit::Error::Invalid(m),
             PublishError::Unavailable(m) => wit::Error::Unavailable(m),
-        })?;
-        if claimed && !self.claims.contains(&claim) {
-            self.claims.push(claim);
-        }
-        Ok(claimed)
+        })
     }
 }
 

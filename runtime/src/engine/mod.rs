@@ -32,8 +32,9 @@ pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use limits::*;
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
-    AllowedStreams, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL, MAX_STREAM_NAME_BYTES, MemoryPublisher,
-    OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
+    AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL,
+    MAX_STREAM_NAME_BYTES, MemoryPublisher, OnceClaim, OnceState, PublishError, PublishRequest,
+    Publisher, validate_publish,
 };
 pub use workers::{Submitted, Workers, default_workers};
 
@@ -200,11 +201,14 @@ impl Engine {
     }
 }
 
-/// How much longer than the function's timeout an unsettled `once` claim lasts: the
-/// invocation is stopped at its timeout, so a claim still pending after this belongs to a host
-/// that died, and the event's redelivery (after the timeout plus the claim margin) finds it
-/// lapsed and may claim it again.
-pub const ONCE_LEASE_SLACK: Duration = Duration::from_millis(250);
+/// How long after the invocation's deadline (its start plus its timeout) an unsettled `once`
+/// claim lasts. The invocation is stopped at the deadline, so a claim still pending after this
+/// belongs to a host that died; its event is redelivered no sooner than half the claim margin
+/// after the deadline, so the claim has lapsed by then as long as the margin is at least
+/// [`MIN_CLAIM_MARGIN`].
+pub const ONCE_LEASE_SLACK: Duration = Duration::from_millis(100);
+/// The smallest claim margin that keeps [`ONCE_LEASE_SLACK`]'s promise, with room to spare.
+pub const MIN_CLAIM_MARGIN: Duration = Duration::from_millis(250);
 
 /// The one way a store is made, for the load-time check and for every event alike: fresh
 /// state, the memory limiter and the wall-time deadline from `limits`.
@@ -224,7 +228,7 @@ fn new_store(
         capture,
         config,
         publisher,
-        limits.timeout + ONCE_LEASE_SLACK,
+        Instant::now() + limits.timeout + ONCE_LEASE_SLACK,
     );
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);

@@ -6,9 +6,11 @@
 //! [`MemoryPublisher`], which keeps both in memory.
 //!
 //! A `once` key is in one of two states: *pending* (held by a running invocation, named by its
-//! token, for at most the invocation's timeout) or *done* (an invocation that claimed it
-//! succeeded; kept for the time to live it asked for). [`OnceState`] is that logic, shared by
-//! both publishers.
+//! token, until that invocation's deadline) or *done* (an invocation that claimed it succeeded;
+//! kept for the time to live it asked for). A claim answers true (claimed: go ahead), false
+//! (done: skip), or fails as *unavailable* while another invocation holds it: skipping then could
+//! lose the effect if that invocation fails, so this one fails and is retried instead.
+//! [`OnceState`] is that logic for the in-memory publisher; the Redis one runs it in Lua.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -103,12 +105,39 @@ pub trait Publisher: Send + Sync {
     fn publish(&self, request: PublishRequest) -> Result<String, PublishError>;
 
     /// Claims a `once` key for an invocation: true if it may go ahead (nobody holds the key,
-    /// or this invocation already does), false if another invocation did or is doing it.
+    /// or this invocation already does), false if an invocation that claimed it succeeded, and
+    /// [`PublishError::Unavailable`] ([`HELD_ELSEWHERE`]) while another invocation holds it.
     fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError>;
 
     /// Ends an invocation's claims: kept for their time to live if it succeeded, released
     /// otherwise so a retry can claim them again.
     fn settle_once(&self, claims: &[OnceClaim], succeeded: bool);
+}
+
+/// Why a claim failed while another invocation holds the key.
+pub const HELD_ELSEWHERE: &str =
+    "another invocation running now holds this once key; retry after it ends";
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Nobody held the key, or this invocation already did: go ahead.
+    Yes,
+    /// An invocation that claimed it succeeded: skip the effect.
+    AlreadyDone,
+    /// Another invocation holds it now.
+    HeldElsewhere,
+}
+
+impl Claimed {
+    /// As the answer to the guest's `once`.
+    pub fn answer(self) -> Result<bool, PublishError> {
+        match self {
+            Self::Yes => Ok(true),
+            Self::AlreadyDone => Ok(false),
+            Self::HeldElsewhere => Err(PublishError::Unavailable(HELD_ELSEWHERE.to_owned())),
+        }
+    }
 }
 
 /// The `once` state machine over an in-memory map, for [`MemoryPublisher`].
@@ -119,15 +148,23 @@ pub struct OnceState {
 
 impl OnceState {
     /// See [`Publisher::claim_once`].
-    pub fn claim(&self, claim: &OnceClaim, now: Instant) -> bool {
+    pub fn claim(&self, claim: &OnceClaim, now: Instant) -> Claimed {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let id = (claim.function.clone(), claim.key.clone());
         let pending = claim.pending_value();
         match keys.get(&id) {
-            Some((value, until)) if *until > now => *value == pending,
+            Some((value, until)) if *until > now => {
+                if *value == pending {
+                    Claimed::Yes
+                } else if value == "done" {
+                    Claimed::AlreadyDone
+                } else {
+                    Claimed::HeldElsewhere
+                }
+            }
             _ => {
                 keys.insert(id, (pending, now + claim.lease));
-                true
+                Claimed::Yes
             }
         }
     }
@@ -259,7 +296,7 @@ impl MemoryPublisher {
 impl Publisher for MemoryPublisher {
     fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
         claim.validate()?;
-        Ok(self.once.claim(claim, Instant::now()))
+        self.once.claim(claim, Instant::now()).answer()
     }
 
     fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
@@ -313,30 +350,57 @@ mod tests {
         let state = OnceState::default();
         let t0 = Instant::now();
         let first = claim("charge:o-1", "a");
-        assert!(state.claim(&first, t0));
-        assert!(state.claim(&first, t0), "the holder may ask again");
-        assert!(!state.claim(&claim("charge:o-1", "b"), t0), "held by a");
+        assert_eq!(state.claim(&first, t0), Claimed::Yes);
+        assert_eq!(
+            state.claim(&first, t0),
+            Claimed::Yes,
+            "the holder may ask again"
+        );
+        assert_eq!(
+            state.claim(&claim("charge:o-1", "b"), t0),
+            Claimed::HeldElsewhere,
+            "held by a: b must not skip, since a may still fail"
+        );
         // a fails: released, so the retry b gets it and succeeds: kept.
         state.settle(std::slice::from_ref(&first), false, t0);
         let retry = claim("charge:o-1", "b");
-        assert!(state.claim(&retry, t0));
+        assert_eq!(state.claim(&retry, t0), Claimed::Yes);
         state.settle(std::slice::from_ref(&retry), true, t0);
-        assert!(!state.claim(&claim("charge:o-1", "c"), t0 + Duration::from_secs(59)));
-        assert!(state.claim(&claim("charge:o-1", "d"), t0 + Duration::from_secs(61)));
+        assert_eq!(
+            state.claim(&claim("charge:o-1", "c"), t0 + Duration::from_secs(59)),
+            Claimed::AlreadyDone
+        );
+        assert_eq!(
+            state.claim(&claim("charge:o-1", "d"), t0 + Duration::from_secs(61)),
+            Claimed::Yes
+        );
         // A pending claim whose holder died lapses after its lease.
         let orphan = claim("reserve:o-2", "e");
-        assert!(state.claim(&orphan, t0));
-        assert!(!state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(4)));
-        assert!(state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(6)));
+        assert_eq!(state.claim(&orphan, t0), Claimed::Yes);
+        assert_eq!(
+            state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(4)),
+            Claimed::HeldElsewhere
+        );
+        assert_eq!(
+            state.claim(&claim("reserve:o-2", "f"), t0 + Duration::from_secs(6)),
+            Claimed::Yes
+        );
         // The late settle of the orphan changes nothing.
         state.settle(&[orphan], true, t0 + Duration::from_secs(7));
-        assert!(!state.claim(&claim("reserve:o-2", "g"), t0 + Duration::from_secs(7)));
+        assert_eq!(
+            state.claim(&claim("reserve:o-2", "g"), t0 + Duration::from_secs(7)),
+            Claimed::HeldElsewhere,
+            "still f's"
+        );
         // Keys are per function.
         let other = OnceClaim {
             function: "shipping".into(),
             ..claim("charge:o-1", "h")
         };
-        assert!(state.claim(&other, t0 + Duration::from_secs(30)));
+        assert_eq!(
+            state.claim(&other, t0 + Duration::from_secs(30)),
+            Claimed::Yes
+        );
     }
 
     #[test]
