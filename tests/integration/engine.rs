@@ -184,3 +184,38 @@ fn concurrent_loads_of_one_component_leave_a_sound_cache_entry() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].ends_with(".cwasm"), "{files:?}");
 }
+
+#[test]
+fn a_component_built_against_the_0_1_0_contract_still_runs() {
+    // functions/fixtures/wit-0-1-0 imports and exports the @0.1.0 interfaces; the host links
+    // @0.1.1, which semver-matches them.
+    let spec = FunctionSpec {
+        config: [("stream".to_owned(), "seen".to_owned())].into(),
+        ..FunctionSpec::new("old")
+    };
+    let function = engine().load(spec, &wasm_bytes("wit-0-1-0")).unwrap();
+    let publisher = Arc::new(MemoryPublisher::default());
+    let result = function.invoke(&event("e-1", "{}"), publisher.clone());
+    assert_eq!(result.outcome, Outcome::Done, "{result:?}");
+    assert_eq!(result.body_text(), "e-1");
+    let published = publisher.events();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].1.stream, "seen");
+    assert_eq!(published[0].1.event_type, "Seen");
+    assert!(
+        result
+            .output
+            .logs
+            .iter()
+            .any(|l| l.message.contains("0.1.0 fixture saw e-1")),
+        "{:?}",
+        result.output.logs
+    );
+    let bad = Event {
+        event_type: "Bad".into(),
+        ..event("e-2", "{}")
+    };
+    let rejected = function.invoke(&bad, Arc::new(MemoryPublisher::default()));
+    assert_eq!(rejected.outcome, Outcome::Rejected);
+    assert_eq!(rejected.status, Some(400));
+}
