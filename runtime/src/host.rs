@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::broker::{Broker, RedisPublisher};
-use crate::engine::{AllowedStreams, Engine, Function, FunctionSpec, Publisher, Workers};
+use crate::engine::{AllowedStreams, Engine, Function, Publisher, Workers};
 use crate::manifest::{self, Manifest};
 use crate::registry;
 use crate::triggers::cron;
@@ -133,12 +133,7 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 manifest.component.display()
             )
         })?;
-        let spec = FunctionSpec {
-            name: manifest.name.clone(),
-            limits: manifest.limits,
-            config: manifest.config.clone(),
-            version: None,
-        };
+        let spec = manifest.function_spec(None);
         let function = engine.load(spec, &bytes).with_context(|| {
             format!(
                 "{}: cannot load component {}",
@@ -302,12 +297,7 @@ async fn load_deployed(
     let bytes = registry::get_component(conn, &version.digest)
         .await?
         .with_context(|| format!("component {} is missing from the registry", version.digest))?;
-    let spec = FunctionSpec {
-        name: manifest.name.clone(),
-        limits: manifest.limits,
-        config: manifest.config.clone(),
-        version: Some(version.version),
-    };
+    let spec = manifest.function_spec(Some(version.version));
     let engine = engine.clone();
     // Compiling (or reading the compile cache) blocks: keep it off the async workers.
     let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))

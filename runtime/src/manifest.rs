@@ -51,7 +51,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
-use crate::engine::{Limits, MAX_MEMORY_BYTES, MAX_STREAM_NAME_BYTES};
+use crate::engine::{FunctionSpec, Limits, MAX_MEMORY_BYTES, MAX_STREAM_NAME_BYTES};
 use crate::triggers::cron::{CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, tick_stream};
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
@@ -83,6 +83,19 @@ pub struct Manifest {
     pub streams: Vec<StreamTriggerConfig>,
     /// Its cron triggers' tickers.
     pub tickers: Vec<Ticker>,
+}
+
+impl Manifest {
+    /// What the engine needs to load this function: name, limits, settings, and the deployed
+    /// `version` if it came from the registry.
+    pub fn function_spec(&self, version: Option<u32>) -> FunctionSpec {
+        FunctionSpec {
+            name: self.name.clone(),
+            limits: self.limits,
+            config: self.config.clone(),
+            version,
+        }
+    }
 }
 
 /// Why a manifest was refused.

@@ -6,7 +6,7 @@
 //! [`RECORD_LOG_BYTES`]). Records go to `eddy:records:<function>` (the newest
 //! [`RECORDS_PER_FUNCTION`] are kept) and to `eddy:trace:<correlation id>` (a flow's records in
 //! order, kept [`TRACE_TTL`]); `eddy:event:<id>` maps an event to its correlation id;
-//! [`FUNCTIONS_KEY`] lists the functions with records, for the failures across all. A host
+//! [`FAILURES_KEY`] keeps the newest failures across functions, for the web page. A host
 //! writes them from a background task in pipelined batches, off the invocation path.
 
 use std::time::Duration;
@@ -23,8 +23,10 @@ pub const RECORDS_PER_TRACE: usize = 1000;
 pub const TRACE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Bytes of log lines kept in one record.
 pub const RECORD_LOG_BYTES: usize = 2048;
-/// The set of functions that have records.
-pub const FUNCTIONS_KEY: &str = "eddy:record-functions";
+/// The newest failed or rejected invocations across all functions, newest first.
+pub const FAILURES_KEY: &str = "eddy:failures";
+/// How many of those are kept.
+pub const RECENT_FAILURES: usize = 200;
 /// Records written per pipeline at most.
 const BATCH: usize = 256;
 
@@ -112,12 +114,7 @@ async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceive
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let ttl = TRACE_TTL.as_secs();
-        let functions: std::collections::BTreeSet<String> =
-            batch.iter().map(|r| r.function.clone()).collect();
-        pipe.cmd("SADD")
-            .arg(FUNCTIONS_KEY)
-            .arg(functions.into_iter().collect::<Vec<_>>())
-            .ignore();
+        let mut failed = false;
         for record in batch.drain(..) {
             let json = serde_json::to_string(&record).expect("a record serializes");
             let by_function = format!("eddy:records:{}", record.function);
@@ -128,6 +125,10 @@ async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceive
                 .arg(0)
                 .arg(RECORDS_PER_FUNCTION - 1)
                 .ignore();
+            if record.outcome != "done" {
+                pipe.cmd("LPUSH").arg(FAILURES_KEY).arg(&json).ignore();
+                failed = true;
+            }
             pipe.cmd("RPUSH").arg(&trace).arg(&json).ignore();
             // A client that reuses one correlation id must not grow a list without end.
             pipe.cmd("LTRIM")
@@ -141,6 +142,13 @@ async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceive
                 .arg(&record.correlation_id)
                 .arg("EX")
                 .arg(ttl)
+                .ignore();
+        }
+        if failed {
+            pipe.cmd("LTRIM")
+                .arg(FAILURES_KEY)
+                .arg(0)
+                .arg(RECENT_FAILURES - 1)
                 .ignore();
         }
         if let Err(error) = pipe.query_async::<()>(&mut conn).await {
@@ -157,7 +165,7 @@ pub async fn logs<C: ConnectionLike>(
     failed_only: bool,
     event: Option<&str>,
 ) -> redis::RedisResult<Vec<Record>> {
-    Ok(read_list(conn, &format!("eddy:records:{function}"))
+    Ok(read_list(conn, &format!("eddy:records:{function}"), -1)
         .await?
         .into_iter()
         .filter(|r| !failed_only || r.outcome != "done")
@@ -165,25 +173,15 @@ pub async fn logs<C: ConnectionLike>(
         .collect())
 }
 
-/// The newest `limit` invocations that did not succeed, across every function, newest first.
+/// The newest `limit` (at most [`RECENT_FAILURES`]) invocations that did not succeed, across
+/// every function, newest first: one list, kept as records are written, so the web page's
+/// poll reads only what it shows.
 pub async fn recent_failures<C: ConnectionLike>(
     conn: &mut C,
     limit: usize,
 ) -> redis::RedisResult<Vec<Record>> {
-    let functions: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(FUNCTIONS_KEY)
-        .query_async(conn)
-        .await?;
-    let mut failures = Vec::new();
-    for function in functions {
-        let mut found = logs(conn, &function, true, None).await?;
-        found.truncate(limit);
-        failures.append(&mut found);
-    }
-    // RFC 3339 UTC times with the same precision sort as text.
-    failures.sort_by(|a, b| b.time.cmp(&a.time));
-    failures.truncate(limit);
-    Ok(failures)
+    let last = limit.clamp(1, RECENT_FAILURES) as isize - 1;
+    read_list(conn, FAILURES_KEY, last).await
 }
 
 /// Every recorded invocation of the flow `event_id` belongs to, in order.
@@ -196,19 +194,24 @@ pub async fn trace<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     let correlation = correlation.unwrap_or_else(|| event_id.to_owned());
-    let mut flow = read_list(conn, &format!("eddy:trace:{correlation}")).await?;
+    let mut flow = read_list(conn, &format!("eddy:trace:{correlation}"), -1).await?;
     // Records land in the order invocations *ended*; a function can publish and keep working,
     // so the event it caused may finish first. Ordering by start keeps cause before effect.
     flow.sort_by_key(Record::started_micros);
     Ok(flow)
 }
 
-/// The records in list `key`, skipping any that do not parse (written by a newer host).
-async fn read_list<C: ConnectionLike>(conn: &mut C, key: &str) -> redis::RedisResult<Vec<Record>> {
+/// The records of list `key` up to index `last` (-1: all), skipping any that do not parse
+/// (written by a newer host).
+async fn read_list<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    last: isize,
+) -> redis::RedisResult<Vec<Record>> {
     let raw: Vec<String> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)
-        .arg(-1)
+        .arg(last)
         .query_async(conn)
         .await?;
     Ok(raw

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy::engine::{Engine, EngineConfig, FunctionSpec, MemoryPublisher, Outcome};
+use eddy::engine::{Engine, EngineConfig, MemoryPublisher, Outcome};
 use eddy::event::{Delivery, Event, TriggerKind};
 use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
 
@@ -88,16 +88,7 @@ fn main() {
         let manifest = eddy::manifest::load(&dir).unwrap();
         let bytes = std::fs::read(&manifest.component).unwrap();
         let started = Instant::now();
-        let function = engine
-            .load(
-                FunctionSpec {
-                    config: manifest.config.clone(),
-                    limits: manifest.limits,
-                    ..FunctionSpec::new(language)
-                },
-                &bytes,
-            )
-            .unwrap();
+        let function = engine.load(manifest.function_spec(None), &bytes).unwrap();
         let compile = started.elapsed();
         let event = event(payload);
         let mut times = Vec::with_capacity(events);

@@ -134,12 +134,7 @@ pub async fn deploy(
                 format!("no component {digest}: upload it first (PUT /v1/components/{digest})"),
             )
         })?;
-    let spec = FunctionSpec {
-        name: manifest.name.clone(),
-        limits: manifest.limits,
-        config: manifest.config.clone(),
-        version: None,
-    };
+    let spec = manifest.function_spec(None);
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
         .await
@@ -326,12 +321,7 @@ pub async fn invoke(
             attempt: 1,
         },
     };
-    let spec = FunctionSpec {
-        name: manifest.name.clone(),
-        limits: manifest.limits,
-        config: manifest.config.clone(),
-        version: Some(version.version),
-    };
+    let spec = manifest.function_spec(Some(version.version));
     let publisher: std::sync::Arc<dyn crate::engine::Publisher> = std::sync::Arc::new(
         crate::engine::AllowedStreams::new(state.publisher.clone(), manifest.publish.clone()),
     );

@@ -14,8 +14,8 @@ use super::{ApiError, ApiState, json_response};
 
 /// Failures shown when the page does not say how many.
 pub const DEFAULT_FAILURES: usize = 20;
-/// The most failures one request returns.
-pub const MAX_FAILURES: usize = 200;
+/// The most failures one request returns: all that are kept.
+pub const MAX_FAILURES: usize = crate::records::RECENT_FAILURES;
 
 const PAGE: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");

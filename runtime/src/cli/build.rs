@@ -22,8 +22,6 @@ use crate::manifest::Manifest;
 
 /// The componentize-py release the Python SDK is written and tested against.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
-/// The componentize-js release the JavaScript SDK is written and tested against.
-pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 
 const WIT: &str = include_str!("../../../wit/eddy.wit");
 const PYTHON_SDK: &str = include_str!("../../../sdk/python/eddy.py");

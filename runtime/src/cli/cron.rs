@@ -2,13 +2,10 @@
 //! involved. They live in Redis (the `eddy:cronjobs` hash), so every host runs them and they
 //! survive restarts; hosts pick up a change within a second.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::{EXIT_OK, OutputFormat};
-use crate::broker::embedded::DEFAULT_DATA_DIR;
+use super::{EXIT_OK, OutputFormat, RedisArgs};
 use crate::triggers::cron::store::{self, StoreError};
 use crate::triggers::cron::{CatchUp, CronJob};
 
@@ -19,17 +16,9 @@ pub struct CronArgs {
     #[command(subcommand)]
     pub command: CronCommand,
 
-    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
-    #[arg(long, global = true, env = "EDDY_REDIS_URL", value_name = "URL")]
-    pub redis: Option<String>,
-
-    /// Where a host without --redis keeps its private Redis.
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
+    /// Where the hosts' Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// The cron subcommands.
@@ -75,8 +64,7 @@ pub enum CronCommand {
 
 /// Runs `eddy cron`.
 pub fn run(args: CronArgs) -> anyhow::Result<u8> {
-    let (redis, data_dir) = (args.redis.clone(), args.data_dir.clone());
-    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
+    super::with_redis(args.redis.clone(), |mut conn| async move {
         match args.command {
             CronCommand::Create {
                 name,
@@ -101,7 +89,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     }
                     other => other?,
                 };
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => println!("{created}"),
                     OutputFormat::Human => println!(
                         "created cronjob {name}: {} ({}) -> {} {}; next {}",
@@ -120,7 +108,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     }
                     other => other?,
                 }
-                if args.output == OutputFormat::Human {
+                if args.redis.output == OutputFormat::Human {
                     println!("removed cronjob {name}");
                 } else {
                     println!("{}", serde_json::json!({ "removed": name }));
@@ -128,7 +116,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
             }
             CronCommand::Ls => {
                 let rows = store::list(&mut conn).await?;
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => println!("{}", serde_json::Value::Array(rows)),
                     OutputFormat::Human if rows.is_empty() => println!("no cronjobs"),
                     OutputFormat::Human => {

@@ -2,14 +2,12 @@
 //! fixed. Talks to Redis directly (`--redis`, or the private Redis of a host in `--data-dir`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{EXIT_OK, OutputFormat};
-use crate::broker::embedded::DEFAULT_DATA_DIR;
+use super::{EXIT_OK, OutputFormat, RedisArgs};
 use crate::delivery::replay::{self, StoredLetter};
 
 /// Arguments of `eddy dlq`.
@@ -27,17 +25,9 @@ pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
 
-    /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
-    #[arg(long, global = true, env = "EDDY_REDIS_URL", value_name = "URL")]
-    pub redis: Option<String>,
-
-    /// Where a host without --redis keeps its private Redis.
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
+    /// Where the hosts' Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// The dlq subcommands.
@@ -85,8 +75,7 @@ pub enum DlqCommand {
 
 /// Runs `eddy dlq`.
 pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
-    let (redis, data_dir) = (args.redis.clone(), args.data_dir.clone());
-    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
+    super::with_redis(args.redis.clone(), |mut conn| async move {
         match &args.command {
             DlqCommand::Ls { name } => {
                 let letters = replay::letters(&mut conn, name.as_deref()).await?;
@@ -118,7 +107,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                         })
                     })
                     .collect();
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => println!("{}", serde_json::Value::Array(rows)),
                     OutputFormat::Human if rows.is_empty() => println!("no dead letters"),
                     OutputFormat::Human => {
@@ -147,7 +136,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                     .iter()
                     .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
                     .collect();
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => println!(
                         "{}",
                         json!({ "stream": letter.stream, "entry": letter.id, "fields": fields })
@@ -179,10 +168,10 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 }
                 let total = letters.len();
                 let mut replayed = 0;
-                let progress = args.output == OutputFormat::Human && total > 1 && !*dry_run;
+                let progress = args.redis.output == OutputFormat::Human && total > 1 && !*dry_run;
                 for (i, letter) in letters.iter().enumerate() {
                     if *dry_run {
-                        if args.output == OutputFormat::Human {
+                        if args.redis.output == OutputFormat::Human {
                             println!(
                                 "would replay {} ({})",
                                 letter.id,
@@ -202,7 +191,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 if progress {
                     eprintln!();
                 }
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => println!(
                         "{}",
                         json!({ "function": name, "selected": total, "replayed": replayed, "dry_run": dry_run })
@@ -231,7 +220,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                         purged += 1;
                     }
                 }
-                match args.output {
+                match args.redis.output {
                     OutputFormat::Json => {
                         println!("{}", json!({ "function": name, "purged": purged }))
                     }

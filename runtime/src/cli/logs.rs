@@ -72,8 +72,7 @@ fn print(record: &Record, output: OutputFormat) {
 
 /// Runs `eddy logs`.
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
-    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
-    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
+    super::with_redis(args.redis.clone(), |mut conn| async move {
         // Records from several hosts can land out of time order, so following remembers
         // what it printed rather than the newest time it saw.
         let mut seen: Option<HashSet<String>> = None;
@@ -101,8 +100,7 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
 
 /// Runs `eddy trace`.
 pub fn run_trace(args: TraceArgs) -> anyhow::Result<u8> {
-    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
-    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
+    super::with_redis(args.redis.clone(), |mut conn| async move {
         let found = records::trace(&mut conn, &args.event_id).await?;
         if found.is_empty() {
             anyhow::bail!(

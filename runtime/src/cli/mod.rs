@@ -58,19 +58,20 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-/// Where the hosts' Redis is, and how to print: the arguments of every Redis-direct command.
+/// Where the hosts' Redis is, and how to print: the arguments of every Redis-direct command
+/// (global, so commands with subcommands take them after the subcommand too).
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// The Redis the hosts use. Default: the private one of a host started in --data-dir.
-    #[arg(long, env = "EDDY_REDIS_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "EDDY_REDIS_URL", value_name = "URL")]
     pub redis: Option<String>,
 
     /// Where a host without --redis keeps its private Redis.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 }
 
@@ -197,17 +198,13 @@ pub fn parse_key_value(input: &str) -> Result<(String, String), String> {
 pub use crate::units::{parse_bytes, parse_duration};
 
 /// Runs `work` on a connection to the hosts' Redis (`--redis`, else the private one in
-/// `data_dir`), in a small runtime of its own: what every Redis-direct command does.
-pub fn with_redis<T, F, Fut>(
-    redis: Option<&str>,
-    data_dir: &std::path::Path,
-    work: F,
-) -> anyhow::Result<T>
+/// `--data-dir`), in a small runtime of its own: what every Redis-direct command does.
+pub fn with_redis<T, F, Fut>(target: RedisArgs, work: F) -> anyhow::Result<T>
 where
     F: FnOnce(redis::aio::ConnectionManager) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let url = redis_url(redis, data_dir)?;
+    let url = redis_url(target.redis.as_deref(), &target.data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -132,8 +132,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now().timestamp_millis();
     let from = history::position(&args.from, now).map_err(|e| anyhow::anyhow!("--from {e}"))?;
     let to = history::position(&args.to, now).map_err(|e| anyhow::anyhow!("--to {e}"))?;
-    let (redis, data_dir) = (args.redis.redis.clone(), args.redis.data_dir.clone());
-    super::with_redis(redis.as_deref(), &data_dir, |mut conn| async move {
+    super::with_redis(args.redis.clone(), |mut conn| async move {
         let target = target(&mut conn, &args).await?;
         let to = history::cap_end(&to, &target.last_delivered);
         let human = args.redis.output == OutputFormat::Human;

@@ -16,11 +16,9 @@ pub struct StatusArgs {
 
 /// Runs `eddy status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let status = super::with_redis(
-        args.redis.redis.as_deref(),
-        &args.redis.data_dir,
-        |mut conn| async move { anyhow::Ok(crate::status::status(&mut conn).await?) },
-    )?;
+    let status = super::with_redis(args.redis.clone(), |mut conn| async move {
+        anyhow::Ok(crate::status::status(&mut conn).await?)
+    })?;
     if args.redis.output == OutputFormat::Json {
         println!("{status}");
         return Ok(EXIT_OK);

@@ -81,11 +81,6 @@ pub fn carried(
     out
 }
 
-/// The trace id of a traceparent header value, if it is well formed.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    parse_traceparent(traceparent).map(|parsed| parsed.trace)
-}
-
 struct Traceparent<'a> {
     trace: &'a str,
     parent: &'a str,
@@ -129,6 +124,10 @@ fn random_hex(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trace_id(traceparent: &str) -> Option<&str> {
+        parse_traceparent(traceparent).map(|parsed| parsed.trace)
+    }
 
     fn ext(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
