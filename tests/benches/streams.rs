@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{eventually, group_exists, manifest, unique};
+use eddy_tests::streams::{eventually, group_exists, manifest, record_function, unique};
 use redis::Commands as _;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -145,14 +145,7 @@ fn latency(redis: &RedisServer, rate: u64, seconds: u64) -> Vec<Duration> {
     let stream = unique("lat");
     let records = unique("lat-records");
     let dir = tempfile::tempdir().unwrap();
-    manifest(
-        dir.path(),
-        "rec",
-        "record",
-        &format!(
-            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
-        ),
-    );
+    record_function(dir.path(), "rec", &stream, &records, "", "");
     let _host = Host::start(&redis.url(), dir.path(), &[]);
     eventually(Duration::from_secs(30), "the group", || {
         group_exists(&mut conn, &stream, "rec").then_some(())

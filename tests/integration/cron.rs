@@ -6,24 +6,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use eddy_tests::eddy_bin;
+use eddy_tests::eddy_redis;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{StreamEntry, entries, eventually, manifest, unique};
 use redis::Commands as _;
 
 fn cron(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(eddy_bin())
-        .arg("cron")
-        .args(args)
-        .args(["--redis", &redis.url()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    eddy_redis(&[&["cron"], args].concat(), &redis.url()).into_parts()
 }
 
 /// The scheduled unix second of a tick event, from its deterministic id.

@@ -11,20 +11,14 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{add, entries, eventually, manifest, unique};
-use eddy_tests::{eddy_bin, wasm};
+use eddy_tests::{eddy_bin, run, wasm};
 
 fn eddy(host: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(eddy_bin())
+    run(Command::new(eddy_bin())
         .args(args)
         .args(["--host", host])
-        .env_remove("EDDY_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env_remove("EDDY_TOKEN"))
+    .into_parts()
 }
 
 #[test]

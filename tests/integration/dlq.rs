@@ -4,23 +4,13 @@
 
 use std::time::Duration;
 
-use eddy_tests::eddy_bin;
+use eddy_tests::eddy_redis;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{StreamEntry, add, entries, eventually, manifest, unique};
+use eddy_tests::streams::{StreamEntry, add, entries, eventually, record_function, unique};
 
 fn dlq(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(eddy_bin())
-        .arg("dlq")
-        .args(args)
-        .args(["--redis", &redis.url()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    eddy_redis(&[&["dlq"], args].concat(), &redis.url()).into_parts()
 }
 
 #[test]
@@ -30,13 +20,13 @@ fn dead_letters_are_listed_shown_replayed_once_and_purged() {
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
     let write = |status: &str| {
-        manifest(
+        record_function(
             dir.path(),
             "rec",
-            "record",
-            &format!(
-                "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nstatus = \"{status}\"\n[[triggers.stream]]\nstream = {stream:?}\n[triggers.stream.retry]\nmax_attempts = 1\n"
-            ),
+            &stream,
+            &records,
+            &format!("status = \"{status}\""),
+            "[triggers.stream.retry]\nmax_attempts = 1",
         );
     };
     write("500");

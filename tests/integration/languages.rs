@@ -13,7 +13,7 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{add, entries, eventually, group_exists, unique};
-use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
+use eddy_tests::{eddy_bin, repo_dir, run, with_toolchains};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -40,7 +40,7 @@ struct Case {
     component: &'static str,
 }
 
-fn run(case: &Case) {
+fn build_deploy_and_send(case: &Case) {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
@@ -69,20 +69,16 @@ fn run(case: &Case) {
 
     let mut host = Host::start(&redis.url(), &idle, &[]);
     let url = host.api_url();
-    let out = with_toolchains(&mut Command::new(eddy_bin()))
+    let out = run(with_toolchains(&mut Command::new(eddy_bin()))
         .args(["deploy", "--build"])
         .arg(&project)
-        .args(["--host", &url])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}: {}\n{stderr}",
-        case.template,
-        String::from_utf8_lossy(&out.stdout)
+        .args(["--host", &url]));
+    assert_eq!(
+        out.code, 0,
+        "{}: {}\n{}",
+        case.template, out.stdout, out.stderr
     );
-    assert!(stderr.contains("built "), "{stderr}");
+    assert!(out.stderr.contains("built "), "{}", out.stderr);
     eventually(WAIT, "the deployed trigger", || {
         group_exists(&mut conn, &input, case.name).then_some(())
     });
@@ -143,7 +139,7 @@ fn run(case: &Case) {
 
 #[test]
 fn a_rust_function_built_with_cargo() {
-    run(&Case {
+    build_deploy_and_send(&Case {
         template: "rust",
         name: "ship-order",
         event_type: "PaymentProcessed",
@@ -156,7 +152,7 @@ fn a_rust_function_built_with_cargo() {
 
 #[test]
 fn a_python_function_built_with_componentize_py() {
-    run(&Case {
+    build_deploy_and_send(&Case {
         template: "python",
         name: "reserve-stock",
         event_type: "OrderPlaced",
@@ -169,7 +165,7 @@ fn a_python_function_built_with_componentize_py() {
 
 #[test]
 fn a_javascript_function_built_with_componentize_js() {
-    run(&Case {
+    build_deploy_and_send(&Case {
         template: "javascript",
         name: "send-confirmation",
         event_type: "OrderPlaced",

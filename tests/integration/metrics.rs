@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{add, entries, eventually, manifest, pending, unique};
+use eddy_tests::streams::{add, entries, eventually, pending, record_function, unique};
 
 /// The samples of a Prometheus text exposition: `name{labels}` → value.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -35,13 +35,13 @@ fn metrics_count_known_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
     for (name, status) in [("good", "200"), ("picky", "422")] {
-        manifest(
+        record_function(
             dir.path(),
             name,
-            "record",
-            &format!(
-                "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nstatus = \"{status}\"\n[[triggers.stream]]\nstream = {stream:?}\n"
-            ),
+            &stream,
+            &records,
+            &format!("status = \"{status}\""),
+            "",
         );
     }
     let mut host = Host::start(&redis.url(), dir.path(), &[]);

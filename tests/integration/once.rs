@@ -6,26 +6,53 @@ use std::time::Duration;
 
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{add, entries, eventually, group_exists, manifest, unique};
+use eddy_tests::streams::{add, entries, eventually, group_exists, record_function, unique};
 
-#[test]
-fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
+/// A running `charge` function (the `record` fixture using `once`) with `settings` and
+/// `trigger`, its group created.
+struct Charge {
+    _redis: RedisServer,
+    conn: redis::Connection,
+    _dir: tempfile::TempDir,
+    host: Host,
+    stream: String,
+    records: String,
+}
+
+fn charge(settings: &str, trigger: &str) -> Charge {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("payments"), unique("records"));
-    manifest(
-        dir.path(),
-        "charge",
-        "record",
-        &format!(
-            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nonce = \"true\"\nstatus = \"500\"\nsucceed_on = \"2\"\n[[triggers.stream]]\nstream = {stream:?}\n[triggers.stream.retry]\ninitial = \"50ms\"\n"
-        ),
-    );
-    let _host = Host::start(&redis.url(), dir.path(), &[]);
+    record_function(dir.path(), "charge", &stream, &records, settings, trigger);
+    let host = Host::start(&redis.url(), dir.path(), &[]);
     eventually(Duration::from_secs(10), "the group", || {
         group_exists(&mut conn, &stream, "charge").then_some(())
     });
+    Charge {
+        _redis: redis,
+        conn,
+        _dir: dir,
+        host,
+        stream,
+        records,
+    }
+}
+
+#[test]
+fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
+    // Every field bound: the Redis, folder and host must live to the end of the test.
+    let Charge {
+        _redis,
+        mut conn,
+        _dir,
+        host: _host,
+        stream,
+        records,
+    } = charge(
+        "once = \"true\"\nstatus = \"500\"\nsucceed_on = \"2\"",
+        "[triggers.stream.retry]\ninitial = \"50ms\"",
+    );
     add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
     eventually(Duration::from_secs(20), "the retry that succeeds", || {
         (entries(&mut conn, &records).len() == 2).then_some(())
@@ -65,24 +92,19 @@ fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
 
 #[test]
 fn a_duplicate_running_at_the_same_time_is_retried_not_skipped() {
-    let redis = RedisServer::start();
-    let mut conn = redis.conn();
-    let dir = tempfile::tempdir().unwrap();
-    let (stream, records) = (unique("payments"), unique("records"));
     // Each attempt works for 400 ms while holding its claim; two deliveries of one event run
     // side by side.
-    manifest(
-        dir.path(),
-        "charge",
-        "record",
-        &format!(
-            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\nonce = \"true\"\nwork_ms = \"400\"\n[[triggers.stream]]\nstream = {stream:?}\nconcurrency = 4\n[triggers.stream.retry]\ninitial = \"600ms\"\n"
-        ),
+    let Charge {
+        _redis,
+        mut conn,
+        _dir,
+        host,
+        stream,
+        records,
+    } = charge(
+        "once = \"true\"\nwork_ms = \"400\"",
+        "concurrency = 4\n[triggers.stream.retry]\ninitial = \"600ms\"",
     );
-    let host = Host::start(&redis.url(), dir.path(), &[]);
-    eventually(Duration::from_secs(10), "the group", || {
-        group_exists(&mut conn, &stream, "charge").then_some(())
-    });
     add(&mut conn, &stream, &[("id", "o-7"), ("data", "{}")]);
     add(&mut conn, &stream, &[("id", "o-7"), ("data", "{}")]);
     let seen = eventually(Duration::from_secs(20), "both deliveries settled", || {

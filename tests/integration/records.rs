@@ -3,27 +3,20 @@
 
 use std::time::Duration;
 
-use eddy_tests::eddy_bin;
+use eddy_tests::eddy_redis;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{add, eventually, group_exists, manifest, unique};
+use eddy_tests::streams::{add, eventually, group_exists, record_function, unique};
 use serde_json::Value;
 
 fn eddy(redis: &RedisServer, args: &[&str]) -> (i32, Vec<Value>, String) {
-    let out = std::process::Command::new(eddy_bin())
-        .args(args)
-        .args(["--output", "json", "--redis", &redis.url()])
-        .output()
-        .unwrap();
-    let lines = String::from_utf8_lossy(&out.stdout)
+    let run = eddy_redis(&[args, &["--output", "json"]].concat(), &redis.url());
+    let lines = run
+        .stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (run.code, lines, run.stderr)
 }
 
 #[test]
@@ -32,21 +25,14 @@ fn logs_and_traces_show_what_happened_to_an_event() {
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, hop, sink) = (unique("orders"), unique("hop"), unique("sink"));
-    manifest(
-        dir.path(),
-        "first",
-        "record",
-        &format!(
-            "publish = [{hop:?}]\n[config]\nrecord_stream = {hop:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
-        ),
-    );
-    manifest(
+    record_function(dir.path(), "first", &stream, &hop, "", "");
+    record_function(
         dir.path(),
         "second",
-        "record",
-        &format!(
-            "publish = [{sink:?}]\n[config]\nrecord_stream = {sink:?}\nstatus = \"500\"\n[[triggers.stream]]\nstream = {hop:?}\n[triggers.stream.retry]\nmax_attempts = 2\ninitial = \"50ms\"\n"
-        ),
+        &hop,
+        &sink,
+        "status = \"500\"",
+        "[triggers.stream.retry]\nmax_attempts = 2\ninitial = \"50ms\"",
     );
     let _host = Host::start(&redis.url(), dir.path(), &[]);
     eventually(Duration::from_secs(10), "the groups", || {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{StreamEntry, add, entries, eventually, group_exists, manifest};
-use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
+use eddy_tests::{eddy_bin, repo_dir, run, with_toolchains};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,21 +23,14 @@ fn eddy(args: &[&str], host: &str, redis: &RedisServer) -> String {
         .parent()
         .unwrap()
         .to_path_buf();
-    let out = with_toolchains(&mut Command::new(eddy_bin()))
+    let out = run(with_toolchains(&mut Command::new(eddy_bin()))
         .args(args)
         .env("EDDY_HOST", host)
         .env("EDDY_REDIS_URL", redis.url())
         .env("EDDY_FUNCTIONS_DIR", functions_dir)
-        .env_remove("EDDY_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "eddy {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .env_remove("EDDY_TOKEN"));
+    assert_eq!(out.code, 0, "eddy {args:?}: {}\n{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// The events of `stream` about `order`, as (type, data).

@@ -5,7 +5,7 @@ use std::time::Duration;
 use eddy_tests::eddy_bin;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{eventually, manifest, unique};
+use eddy_tests::streams::{eventually, record_function, unique};
 use serde_json::Value;
 
 fn status(redis: &RedisServer) -> Value {
@@ -26,14 +26,7 @@ fn status_shows_hosts_groups_and_cronjobs_and_a_dead_host() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
-    manifest(
-        dir.path(),
-        "rec",
-        "record",
-        &format!(
-            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
-        ),
-    );
+    record_function(dir.path(), "rec", &stream, &records, "", "");
     let _survivor = Host::start(&redis.url(), dir.path(), &["--consumer", "survivor"]);
     let mut victim = Host::start(&redis.url(), dir.path(), &["--consumer", "victim"]);
     let cron = std::process::Command::new(eddy_bin())

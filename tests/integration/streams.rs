@@ -8,8 +8,8 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
-    StreamEntry, add, entries, eventually, group_exists, manifest, pending, scheduled_retries,
-    unique,
+    StreamEntry, add, entries, eventually, group_exists, manifest, pending, record_function,
+    scheduled_retries, unique,
 };
 use redis::Commands as _;
 
@@ -39,14 +39,13 @@ impl Setup {
     /// A `record` function on the test stream with `settings` (more `[config]` lines) and
     /// `trigger` (more `[[triggers.stream]]` lines).
     fn record(&self, name: &str, settings: &str, trigger: &str) {
-        manifest(
+        record_function(
             self.dir.path(),
             name,
-            "record",
-            &format!(
-                "publish = [{:?}]\n[config]\nrecord_stream = {:?}\n{settings}\n[[triggers.stream]]\nstream = {:?}\n{trigger}\n",
-                self.records, self.records, self.stream
-            ),
+            &self.stream,
+            &self.records,
+            settings,
+            trigger,
         );
     }
 
@@ -192,15 +191,7 @@ fn start_earliest_replays_history_and_latest_does_not() {
         s.add(&[("data", &format!("{{\"n\":{n}}}"))]);
     }
     s.record("replay", "", "start = \"earliest\"");
-    manifest(
-        s.dir.path(),
-        "late",
-        "record",
-        &format!(
-            "publish = [{late_records:?}]\n[config]\nrecord_stream = {late_records:?}\n[[triggers.stream]]\nstream = {:?}\n",
-            s.stream
-        ),
-    );
+    record_function(s.dir.path(), "late", &s.stream, &late_records, "", "");
     let _host = s.host();
     s.wait_group("late");
     s.add(&[("data", "{\"n\":3}")]);
@@ -602,15 +593,7 @@ fn a_chain_of_three_functions_shares_one_trace_and_correlation_id() {
     // one -> hops[0] -> two -> hops[1] -> three -> hops[2]
     let sources = [s.stream.clone(), hops[0].clone(), hops[1].clone()];
     for (i, name) in ["one", "two", "three"].iter().enumerate() {
-        manifest(
-            s.dir.path(),
-            name,
-            "record",
-            &format!(
-                "publish = [{:?}]\n[config]\nrecord_stream = {:?}\n[[triggers.stream]]\nstream = {:?}\n",
-                hops[i], hops[i], sources[i]
-            ),
-        );
+        record_function(s.dir.path(), name, &sources[i], &hops[i], "", "");
     }
     let _host = s.host();
     s.wait_group("one");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use eddy_tests::collector::Collector;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{add, entries, eventually, group_exists, manifest, unique};
+use eddy_tests::streams::{add, entries, eventually, group_exists, record_function, unique};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -40,15 +40,7 @@ fn a_chain_of_three_functions_is_one_exported_trace() {
     let sources = [orders.clone(), hops[0].clone(), hops[1].clone()];
     let names = ["payment", "inventory", "shipping"];
     for (i, name) in names.iter().enumerate() {
-        manifest(
-            dir.path(),
-            name,
-            "record",
-            &format!(
-                "publish = [{:?}]\n[config]\nrecord_stream = {:?}\n[[triggers.stream]]\nstream = {:?}\n",
-                hops[i], hops[i], sources[i]
-            ),
-        );
+        record_function(dir.path(), name, &sources[i], &hops[i], "", "");
     }
     let collector = Collector::start();
     let mut host = Host::start(

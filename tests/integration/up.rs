@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use eddy_tests::host::{Host, shared_cache};
-use eddy_tests::streams::{add, entries, eventually, manifest, unique};
+use eddy_tests::streams::{add, entries, eventually, manifest, record_function, unique};
 use eddy_tests::{eddy_bin, wasm};
 
 /// Runs `eddy up` on the manifests in `dir` against an unreachable Redis: loading fails first.
@@ -183,14 +183,7 @@ fn without_a_url_the_host_runs_its_own_redis_and_keeps_its_data() {
     let fns = tempfile::tempdir().unwrap();
     let stream = unique("orders");
     let records = unique("records");
-    manifest(
-        fns.path(),
-        "rec",
-        "record",
-        &format!(
-            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n[[triggers.stream]]\nstream = {stream:?}\n"
-        ),
-    );
+    record_function(fns.path(), "rec", &stream, &records, "", "");
     let data_dir = data.path().to_str().unwrap().to_owned();
     let url = format!("unix://{}/redis.sock", data_dir);
     for round in 1..=2 {

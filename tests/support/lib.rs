@@ -87,6 +87,11 @@ impl Run {
         }
     }
 
+    /// The exit code, stdout and stderr.
+    pub fn into_parts(self) -> (i32, String, String) {
+        (self.code, self.stdout, self.stderr)
+    }
+
     /// stdout parsed as JSON (for `--output json`).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -100,9 +105,22 @@ impl Run {
 
 /// Runs `eddy` with `args`, using `cache` as its compile cache.
 pub fn eddy(args: &[&str], cache: &Path) -> Run {
-    let output = Command::new(eddy_bin())
+    run(Command::new(eddy_bin())
         .args(args)
-        .env("XDG_CACHE_HOME", cache)
+        .env("XDG_CACHE_HOME", cache))
+}
+
+/// Runs a Redis-direct `eddy` command (`cron`, `dlq`, `logs`, `replay`, …) with `args`
+/// against the Redis at `redis_url`.
+pub fn eddy_redis(args: &[&str], redis_url: &str) -> Run {
+    run(Command::new(eddy_bin())
+        .args(args)
+        .args(["--redis", redis_url]))
+}
+
+/// Runs `command` (an `eddy` one) to its end, without the caller's log settings.
+pub fn run(command: &mut Command) -> Run {
+    let output = command
         .env_remove("RUST_LOG")
         .env_remove("RUST_BACKTRACE")
         .output()

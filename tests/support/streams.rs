@@ -38,6 +38,28 @@ pub fn manifest(dir: &Path, name: &str, component: &str, rest: &str) -> PathBuf 
     path
 }
 
+/// Writes the manifest of a `record` fixture function `name` (see functions/fixtures/record)
+/// reading `stream` and recording every attempt into `records`; `settings` adds `[config]`
+/// lines, `trigger` adds lines to its `[[triggers.stream]]`.
+pub fn record_function(
+    dir: &Path,
+    name: &str,
+    stream: &str,
+    records: &str,
+    settings: &str,
+    trigger: &str,
+) -> PathBuf {
+    manifest(
+        dir,
+        name,
+        "record",
+        &format!(
+            "publish = [{records:?}]\n[config]\nrecord_stream = {records:?}\n{settings}\n\
+             [[triggers.stream]]\nstream = {stream:?}\n{trigger}\n"
+        ),
+    )
+}
+
 /// One stream entry: its id and fields (values as text, lossily).
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
