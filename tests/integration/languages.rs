@@ -102,6 +102,12 @@ fn build_deploy_and_send(case: &Case) {
         case.template
     );
     assert_eq!(published.get("causationid"), "e-1");
+    // The event publishes before its invocation ends and settles its `once` claim. A duplicate
+    // arriving while the claim is still held fails (and with one attempt allowed would be
+    // dead-lettered), so the duplicate is sent only after the first delivery is acknowledged.
+    eventually(WAIT, "the first delivery acknowledged", || {
+        (eddy_tests::streams::pending(&mut conn, &input, case.name) == 0).then_some(())
+    });
     // The same event again: `once` skips the effect.
     add(
         &mut conn,

@@ -57,6 +57,13 @@ fn a_duplicate_is_skipped_but_a_failed_attempt_is_redone() {
     eventually(Duration::from_secs(20), "the retry that succeeds", || {
         (entries(&mut conn, &records).len() == 2).then_some(())
     });
+    // Its claim is settled before the entry is acknowledged; a duplicate sent earlier would
+    // find the claim still held and fail once before being skipped.
+    eventually(Duration::from_secs(20), "the retry acknowledged", || {
+        (eddy_tests::streams::pending(&mut conn, &stream, "charge") == 0
+            && eddy_tests::streams::scheduled_retries(&mut conn, &stream, "charge") == 0)
+            .then_some(())
+    });
     // The same event delivered twice more (a duplicate publish upstream).
     add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
     add(&mut conn, &stream, &[("id", "o-1"), ("data", "{}")]);
