@@ -194,8 +194,15 @@ pub async fn run(
         spans: config.spans.clone(),
     };
     let mut triggers = JoinSet::new();
+    let mut subscriptions = Vec::new();
     for loaded in &functions {
-        start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
+        let (_, subscribed) = start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
+        subscriptions.push(subscribed);
+    }
+    // "Ready" promises that events added from now on reach every function: wait for the groups.
+    tokio::select! {
+        _ = async { for subscribed in subscriptions { subscribed.await } } => {}
+        _ = shutdown.cancelled() => {}
     }
     triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
     triggers.spawn(crate::status::heartbeat(
@@ -236,13 +243,15 @@ pub async fn run(
 
 /// Starts every trigger of one function (stream triggers and cron tickers) under `stop`:
 /// cancelling it stops their reads; invocations in flight finish and are settled. Returns the
-/// cell the triggers read the function from, to swap in a new version with the same triggers.
+/// cell the triggers read the function from, to swap in a new version with the same triggers,
+/// and a future that ends when every stream trigger's consumer group exists (or a trigger
+/// stopped before that).
 fn start_function(
     loaded: &LoadedFunction,
     ctx: &HostContext,
     stop: CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> FunctionCell {
+) -> (FunctionCell, impl Future<Output = ()> + use<>) {
     let cell: FunctionCell = Arc::new(std::sync::RwLock::new(loaded.function.clone()));
     let publisher: Arc<dyn Publisher> = Arc::new(AllowedStreams::new(
         ctx.publisher.clone(),
@@ -252,18 +261,28 @@ fn start_function(
         shutdown: stop.clone(),
         ..ctx.clone()
     };
+    let mut subscriptions = Vec::new();
     for trigger in &loaded.manifest.streams {
+        let (subscribed, on_subscribed) = tokio::sync::oneshot::channel();
+        subscriptions.push(on_subscribed);
         tasks.spawn(streams::run(
             cell.clone(),
             publisher.clone(),
             trigger.clone(),
             ctx.clone(),
+            subscribed,
         ));
     }
     for ticker in &loaded.manifest.tickers {
         tasks.spawn(ticker.clone().run(ctx.broker.shared(), stop.clone()));
     }
-    cell
+    // A trigger that stopped first drops its sender; that ends the wait as well.
+    let subscribed = async move {
+        for on_subscribed in subscriptions {
+            let _ = on_subscribed.await;
+        }
+    };
+    (cell, subscribed)
 }
 
 /// Whether two versions of a function read the same triggers and publish to the same streams,
@@ -373,7 +392,13 @@ async fn follow_deployments(
                         }
                         _ => {
                             let stop_new = stop.child_token();
-                            let cell = start_function(&loaded, &ctx, stop_new.clone(), &mut tasks);
+                            let (cell, subscribed) =
+                                start_function(&loaded, &ctx, stop_new.clone(), &mut tasks);
+                            // Announced as running once its groups exist, and only then.
+                            tokio::select! {
+                                _ = subscribed => {}
+                                _ = stop.cancelled() => {}
+                            }
                             let fresh = Running {
                                 version,
                                 manifest: loaded.manifest,

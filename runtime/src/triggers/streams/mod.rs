@@ -121,11 +121,13 @@ enum Work {
 
 /// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
 /// function's published events go (the host's, behind the function's allow-list).
+/// `subscribed` fires once the consumer group exists, so a caller can say "ready" truthfully.
 pub async fn run(
     function: FunctionCell,
     publisher: Arc<dyn Publisher>,
     config: StreamTriggerConfig,
     ctx: HostContext,
+    subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
     let conn = ctx.broker.shared();
     let acker = Acker::spawn(
@@ -166,6 +168,8 @@ pub async fn run(
         tracing::warn!(%error, "recording the dead-letter stream failed");
     }
     if trigger.ensure_group().await {
+        // From here no entry added to the stream is missed, whatever the group's start.
+        let _ = subscribed.send(());
         let retries = tokio::spawn(trigger.clone().retry_loop());
         trigger.clone().read_loop().await;
         let _ = retries.await;
