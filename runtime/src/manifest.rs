@@ -446,6 +446,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             event_type: TICK_TYPE.to_owned(),
             data: None,
             trim: true,
+            definition: None,
         });
     }
 

@@ -56,6 +56,10 @@ fn every_second_fires_exactly_once_across_three_hosts_even_when_one_dies() {
             "Beat",
             "--data",
             r#"{"k":"v"}"#,
+            // A host picking the cronjob up while another is more than a tick late must fire
+            // the late tick, not just mark it: with `latest` it would mark all but the newest.
+            "--catch-up",
+            "all",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -72,7 +76,7 @@ fn every_second_fires_exactly_once_across_three_hosts_even_when_one_dies() {
     assert!(out.contains("beat") && out.contains(&stream), "{out}");
     let (code, _, err) = cron(&redis, &["rm", "beat"]);
     assert_eq!(code, 0, "{err}");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The firing script checks the cronjob still exists: nothing fires once `rm` returned.
     let ticks = entries(&mut conn, &stream);
     let seconds: Vec<i64> = ticks.iter().map(|t| tick_second(t, "beat")).collect();
     let unique: BTreeSet<i64> = seconds.iter().copied().collect();
@@ -92,7 +96,8 @@ fn every_second_fires_exactly_once_across_three_hosts_even_when_one_dies() {
         assert_eq!(tick.data()["k"], "v");
         assert_eq!(tick.get("source"), "eddy://cron/beat");
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Two seconds of a per-second schedule: at least one tick would have fired.
+    std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(
         entries(&mut conn, &stream).len(),
         ticks.len(),
@@ -141,7 +146,24 @@ fn missed_ticks_follow_the_catch_up_policy() {
         .collect();
     std::thread::sleep(Duration::from_millis(3500)); // 3 or 4 ticks missed
     let _second = host(&redis, fns.path());
-    std::thread::sleep(Duration::from_millis(1500));
+    // A ticker catches up before it fires its first regular tick, so a regular tick after the
+    // restart on every stream means every catch-up has run.
+    eventually(
+        Duration::from_secs(15),
+        "a regular tick after the restart",
+        || {
+            streams
+                .iter()
+                .zip(&counts)
+                .all(|((s, _), before)| {
+                    entries(&mut conn, s)
+                        .iter()
+                        .skip(*before)
+                        .any(|e| !e.fields.contains_key("catchup"))
+                })
+                .then_some(())
+        },
+    );
     for ((stream, policy), before) in streams.iter().zip(counts) {
         let caught: Vec<StreamEntry> = entries(&mut conn, stream)
             .into_iter()

@@ -16,6 +16,9 @@
 //!   recovery are the stream trigger's;
 //! - a *cronjob* (`eddy cron create`): ticks go straight to a user's stream as events of a given
 //!   type and data, with no wasm involved. Cronjobs live in Redis, so every host runs them.
+//!   Hosts re-read the list every second, but the firing script also checks that the cronjob
+//!   is still stored as the ticker knows it, so a removed cronjob never fires again, even on a
+//!   host that has not noticed the removal yet.
 //!
 //! Each tick event has a deterministic id, `cron:<name>:<scheduled unix time>`, so a consumer
 //! can tell a tick from any other event and spot a duplicate.
@@ -99,6 +102,10 @@ pub struct Ticker {
     pub data: Option<String>,
     /// Trim the stream to about [`TICK_STREAM_MAXLEN`] (internal tick streams only).
     pub trim: bool,
+    /// A cronjob's definition as stored under [`CRONJOBS_KEY`]; `None` for function ticks. A
+    /// tick fires only while this is still the stored definition, so `eddy cron rm` stops
+    /// every host's ticks at once rather than at each host's next refresh of the list.
+    pub definition: Option<String>,
 }
 
 /// The internal stream a function's cron trigger `name` ticks into.
@@ -112,12 +119,14 @@ pub fn state_key(name: &str) -> String {
     format!("eddy:cron:{name}:state")
 }
 
-/// KEYS: state hash, stream. ARGV: tick unix seconds, fired-at ms, emit (1) or only mark (0),
-/// maxlen (0 = no trim), then field/value pairs. Returns the entry id, or false when the tick
-/// was not newer than the mark.
+/// KEYS: state hash, stream, and for a cronjob [`CRONJOBS_KEY`]. ARGV: tick unix seconds,
+/// fired-at ms, emit (1) or only mark (0), maxlen (0 = no trim), cronjob name and definition
+/// (both empty without the third key), then field/value pairs. Returns the entry id, or false
+/// when the tick was not newer than the mark or the cronjob is no longer so defined.
 static FIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+        if KEYS[3] and redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[6] then return false end
         local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
         local tick = tonumber(ARGV[1])
         if tick <= last then return false end
@@ -125,9 +134,9 @@ static FIRE: LazyLock<Script> = LazyLock::new(|| {
         if ARGV[3] == '0' then return false end
         local id
         if ARGV[4] ~= '0' then
-            id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+            id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 7))
         else
-            id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+            id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
         end
         redis.call('HSET', KEYS[1], 'fired_at', ARGV[2], 'result', id)
         return id
@@ -190,6 +199,14 @@ impl Ticker {
             .arg(fired.timestamp_millis())
             .arg(if emit { "1" } else { "0" })
             .arg(if self.trim { TICK_STREAM_MAXLEN } else { 0 });
+        match &self.definition {
+            Some(definition) => {
+                invocation.key(CRONJOBS_KEY).arg(&self.name).arg(definition);
+            }
+            None => {
+                invocation.arg("").arg("");
+            }
+        }
         for (name, value) in self.fields(tick, fired, catch_up) {
             invocation.arg(name).arg(value);
         }
@@ -313,6 +330,7 @@ pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
         event_type: job.event_type.clone(),
         data: Some(job.data.clone()),
         trim: false,
+        definition: None,
     })
 }
 
@@ -323,7 +341,7 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
     for ticker in fixed {
         tasks.spawn(ticker.run(broker.shared(), stop.child_token()));
     }
-    let mut running: BTreeMap<String, (CronJob, CancellationToken)> = BTreeMap::new();
+    let mut running: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
     let mut conn = broker.shared();
     loop {
         let listed: redis::RedisResult<BTreeMap<String, String>> = redis::cmd("HGETALL")
@@ -336,28 +354,29 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
                 for (name, text) in listed {
                     match serde_json::from_str::<CronJob>(&text) {
                         Ok(job) => {
-                            wanted.insert(name, job);
+                            wanted.insert(name, (text, job));
                         }
                         Err(error) => tracing::warn!(cronjob = %name, %error, "unreadable cronjob"),
                     }
                 }
-                running.retain(|name, (job, token)| {
-                    let keep = wanted.get(name) == Some(job);
+                running.retain(|name, (text, token)| {
+                    let keep = wanted.get(name).map(|(t, _)| t) == Some(text);
                     if !keep {
                         token.cancel();
                     }
                     keep
                 });
-                for (name, job) in wanted {
+                for (name, (text, job)) in wanted {
                     if running.contains_key(&name) {
                         continue;
                     }
                     match cronjob_ticker(&name, &job) {
-                        Ok(ticker) => {
+                        Ok(mut ticker) => {
+                            ticker.definition = Some(text.clone());
                             let token = stop.child_token();
                             tasks.spawn(ticker.run(broker.shared(), token.clone()));
                             tracing::info!(cronjob = %name, schedule = %job.schedule, stream = %job.stream, "cronjob running");
-                            running.insert(name, (job, token));
+                            running.insert(name, (text, token));
                         }
                         Err(error) => {
                             tracing::warn!(cronjob = %name, %error, "invalid cronjob skipped")
