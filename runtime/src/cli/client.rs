@@ -9,8 +9,13 @@ use clap::Args;
 
 use crate::api::DEFAULT_LISTEN;
 
-/// How long one API call may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one API call may take. A deploy compiles the component inside the request, and a
+/// 20 MB JavaScript or Python component takes tens of seconds to compile on a busy small
+/// machine, so this is generous; an unreachable host is caught by [`CONNECT_TIMEOUT`].
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long connecting to the host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the host's API is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -36,6 +41,7 @@ impl Client {
     pub fn new(args: &HostArgs) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
             .http_status_as_error(false)
             .build()
             .into();
