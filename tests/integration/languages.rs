@@ -106,7 +106,7 @@ fn build_deploy_and_send(case: &Case) {
     // arriving while the claim is still held fails (and with one attempt allowed would be
     // dead-lettered), so the duplicate is sent only after the first delivery is acknowledged.
     eventually(WAIT, "the first delivery acknowledged", || {
-        (eddy_tests::streams::pending(&mut conn, &input, case.name) == 0).then_some(())
+        eddy_tests::streams::settled(&mut conn, &input, case.name).then_some(())
     });
     // The same event again: `once` skips the effect.
     add(
@@ -132,7 +132,7 @@ fn build_deploy_and_send(case: &Case) {
     assert_eq!(dead.get("eddy.reason"), "rejected", "{}", case.template);
     assert_eq!(dead.get("eddy.status"), "400");
     eventually(WAIT, "the duplicate settled", || {
-        (eddy_tests::streams::pending(&mut conn, &input, case.name) == 0).then_some(())
+        eddy_tests::streams::settled(&mut conn, &input, case.name).then_some(())
     });
     assert_eq!(
         entries(&mut conn, &output).len(),

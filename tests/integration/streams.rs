@@ -94,10 +94,11 @@ impl Setup {
 
     fn wait_settled(&mut self, group: &str) {
         let (stream, conn) = (self.stream.clone(), &mut self.conn);
-        eventually(WAIT, "no pending entries and no scheduled retries", || {
-            (pending(conn, &stream, group) == 0 && scheduled_retries(conn, &stream, group) == 0)
-                .then_some(())
-        });
+        eventually(
+            WAIT,
+            "every entry read and acknowledged, no retry scheduled",
+            || eddy_tests::streams::settled(conn, &stream, group).then_some(()),
+        );
     }
 
     fn add(&mut self, fields: &[(&str, &str)]) -> String {
@@ -541,10 +542,11 @@ fn an_entry_that_keeps_killing_hosts_ends_as_abandoned() {
     let mut s = setup();
     s.record(
         "rec",
-        "work_ms = \"800\"",
+        // Long enough that the kill lands mid-attempt even on a loaded machine.
+        "work_ms = \"5000\"",
         "[triggers.stream.retry]\nmax_attempts = 1",
     );
-    s.set_timeout("rec", "1s");
+    s.set_timeout("rec", "6s");
     let mut victim = s.host();
     s.wait_group("rec");
     let entry_id = s.add(&[("type", "Poison"), ("data", "{}")]);

@@ -138,17 +138,35 @@ pub fn scheduled_retries(conn: &mut redis::Connection, stream: &str, group: &str
         .expect("ZCARD")
 }
 
-/// Whether consumer group `group` exists on `stream`.
-pub fn group_exists(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+/// What `XINFO GROUPS` says of `group` on `stream`; `None` when the group does not exist.
+fn group_info(
+    conn: &mut redis::Connection,
+    stream: &str,
+    group: &str,
+) -> Option<HashMap<String, redis::Value>> {
     let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
         redis::cmd("XINFO").arg("GROUPS").arg(stream).query(conn);
-    groups.is_ok_and(|groups| {
-        groups.iter().any(|g| {
-            g.get("name")
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                .is_some_and(|name| name == group)
-        })
+    groups.ok()?.into_iter().find(|g| {
+        g.get("name")
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .is_some_and(|name| name == group)
     })
+}
+
+/// Whether consumer group `group` exists on `stream`.
+pub fn group_exists(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+    group_info(conn, stream, group).is_some()
+}
+
+/// Whether `group` has read every entry of `stream` (lag 0), acknowledged all it read and has
+/// no retry scheduled: nothing more will run for it until a new entry arrives.
+pub fn settled(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+    let lag = group_info(conn, stream, group)
+        .and_then(|g| g.get("lag").cloned())
+        .and_then(|v| redis::from_redis_value::<u64>(v).ok());
+    lag == Some(0)
+        && pending(conn, stream, group) == 0
+        && scheduled_retries(conn, stream, group) == 0
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
