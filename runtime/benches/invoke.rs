@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use eddy::engine::{Engine, EngineConfig, FunctionSpec, MemoryPublisher, Outcome};
-use eddy::event::{Delivery, Event, TriggerKind};
+use eddy::event::{Delivery, Event};
 
 fn echo_component() -> Vec<u8> {
     let dir = std::env::var_os("EDDY_FUNCTIONS_DIR")
@@ -53,12 +53,7 @@ fn invoke(c: &mut Criterion) {
         datacontenttype: Some("application/json".into()),
         data: br#"{"orderId":"o-1","userId":"u-1"}"#.to_vec(),
         extensions: vec![],
-        delivery: Delivery {
-            trigger: TriggerKind::Invoke,
-            stream: None,
-            entry_id: None,
-            attempt: 1,
-        },
+        delivery: Delivery::invoked(1),
     };
     let publisher = Arc::new(MemoryPublisher::default());
     c.bench_function("invoke echo (instantiate + handle + drop)", |b| {

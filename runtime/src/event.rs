@@ -32,6 +32,18 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+impl Delivery {
+    /// A direct invocation (`eddy invoke`, the API's invoke endpoint, benchmarks): no stream.
+    pub fn invoked(attempt: u32) -> Self {
+        Self {
+            trigger: TriggerKind::Invoke,
+            stream: None,
+            entry_id: None,
+            attempt,
+        }
+    }
+}
+
 /// A CloudEvents-shaped event with its delivery facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

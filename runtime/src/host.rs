@@ -241,6 +241,9 @@ pub async fn run(
     Ok(())
 }
 
+/// Longest a host waits for a function's consumer groups before announcing it anyway.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
+
 /// Starts every trigger of one function (stream triggers and cron tickers) under `stop`:
 /// cancelling it stops their reads; invocations in flight finish and are settled. Returns the
 /// cell the triggers read the function from, to swap in a new version with the same triggers,
@@ -276,10 +279,19 @@ fn start_function(
     for ticker in &loaded.manifest.tickers {
         tasks.spawn(ticker.clone().run(ctx.broker.shared(), stop.clone()));
     }
-    // A trigger that stopped first drops its sender; that ends the wait as well.
+    // A trigger that stopped first drops its sender; that ends the wait as well. The wait is
+    // bounded: a group Redis keeps refusing (the trigger logs why and retries) must not hold
+    // back the host's other functions and deployments.
+    let name = loaded.manifest.name.clone();
     let subscribed = async move {
-        for on_subscribed in subscriptions {
-            let _ = on_subscribed.await;
+        let all = async {
+            for on_subscribed in subscriptions {
+                let _ = on_subscribed.await;
+            }
+        };
+        if tokio::time::timeout(SUBSCRIBE_WAIT, all).await.is_err() {
+            tracing::warn!(function = %name, wait_s = SUBSCRIBE_WAIT.as_secs(),
+                "a consumer group is not created yet; announcing the function anyway");
         }
     };
     (cell, subscribed)

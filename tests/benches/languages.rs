@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eddy::engine::{Engine, EngineConfig, MemoryPublisher, Outcome};
-use eddy::event::{Delivery, Event, TriggerKind};
+use eddy::event::{Delivery, Event};
 use eddy_tests::{eddy_bin, repo_dir, with_toolchains};
 
 fn event(data: &str) -> Event {
@@ -24,12 +24,7 @@ fn event(data: &str) -> Event {
         datacontenttype: Some("application/json".into()),
         data: data.as_bytes().to_vec(),
         extensions: Vec::new(),
-        delivery: Delivery {
-            trigger: TriggerKind::Invoke,
-            stream: None,
-            entry_id: None,
-            attempt: 1,
-        },
+        delivery: Delivery::invoked(1),
     }
 }
 

@@ -49,25 +49,6 @@ fn fill(conn: &mut redis::Connection, stream: &str, events: usize) {
     }
 }
 
-/// Whether `group` has read and acknowledged everything in `stream`.
-fn drained(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
-    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query(conn)
-        .unwrap_or_default();
-    groups.iter().any(|g| {
-        let field = |name: &str| {
-            g.get(name)
-                .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-        };
-        let name = g
-            .get("name")
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-        name.as_deref() == Some(group) && field("lag") == Some(0) && field("pending") == Some(0)
-    })
-}
-
 fn native_drain(redis: &RedisServer, events: usize) -> f64 {
     let mut conn = redis.conn();
     let stream = unique("native");
@@ -127,7 +108,7 @@ fn eddy_drain(redis: &RedisServer, events: usize, concurrency: usize) -> f64 {
         group_exists(&mut conn, &stream, "echo").then_some(())
     });
     let started = Instant::now();
-    while !drained(&mut conn, &stream, "echo") {
+    while !eddy_tests::streams::settled(&mut conn, &stream, "echo") {
         std::thread::sleep(Duration::from_millis(100));
     }
     events as f64 / started.elapsed().as_secs_f64()

@@ -64,25 +64,10 @@ fn types(events: &[(String, Value)]) -> Vec<&str> {
 /// Every consumer group of the saga has read and settled everything.
 fn settled(conn: &mut redis::Connection) -> bool {
     STREAMS.iter().all(|stream| {
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query(conn)
-            .unwrap_or_default();
-        groups.iter().all(|g| {
-            let n = |k: &str| {
-                g.get(k)
-                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                    .unwrap_or(-1)
-            };
-            n("lag") == 0 && n("pending") == 0
-        })
-    }) && redis::cmd("KEYS")
-        .arg("eddy:*retry:due")
-        .query::<Vec<String>>(conn)
-        .unwrap()
-        .iter()
-        .all(|k| redis::cmd("ZCARD").arg(k).query::<i64>(conn).unwrap() == 0)
+        eddy_tests::streams::group_names(conn, stream)
+            .iter()
+            .all(|group| eddy_tests::streams::settled(conn, stream, group))
+    })
 }
 
 fn counts(conn: &mut redis::Connection) -> BTreeMap<String, usize> {

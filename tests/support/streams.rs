@@ -138,19 +138,38 @@ pub fn scheduled_retries(conn: &mut redis::Connection, stream: &str, group: &str
         .expect("ZCARD")
 }
 
+/// What `XINFO GROUPS` says of each consumer group of `stream` (none if there is no stream).
+fn groups_info(conn: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, redis::Value>> {
+    redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(conn)
+        .unwrap_or_default()
+}
+
+/// A group's name as `XINFO GROUPS` gives it.
+fn group_name(info: &HashMap<String, redis::Value>) -> Option<String> {
+    info.get("name")
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+}
+
 /// What `XINFO GROUPS` says of `group` on `stream`; `None` when the group does not exist.
 fn group_info(
     conn: &mut redis::Connection,
     stream: &str,
     group: &str,
 ) -> Option<HashMap<String, redis::Value>> {
-    let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
-        redis::cmd("XINFO").arg("GROUPS").arg(stream).query(conn);
-    groups.ok()?.into_iter().find(|g| {
-        g.get("name")
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            .is_some_and(|name| name == group)
-    })
+    groups_info(conn, stream)
+        .into_iter()
+        .find(|g| group_name(g).as_deref() == Some(group))
+}
+
+/// The names of the consumer groups of `stream`.
+pub fn group_names(conn: &mut redis::Connection, stream: &str) -> Vec<String> {
+    groups_info(conn, stream)
+        .iter()
+        .filter_map(group_name)
+        .collect()
 }
 
 /// Whether consumer group `group` exists on `stream`.

@@ -314,12 +314,7 @@ pub async fn invoke(
             .to_string()
             .into_bytes(),
         extensions,
-        delivery: crate::event::Delivery {
-            trigger: crate::event::TriggerKind::Invoke,
-            stream: None,
-            entry_id: None,
-            attempt: 1,
-        },
+        delivery: crate::event::Delivery::invoked(1),
     };
     let spec = manifest.function_spec(Some(version.version));
     let publisher: std::sync::Arc<dyn crate::engine::Publisher> = std::sync::Arc::new(

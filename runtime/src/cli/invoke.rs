@@ -17,7 +17,7 @@ use crate::engine::{
     DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT, Engine, EngineConfig,
     FunctionSpec, InvokeResult, Limits, MemoryPublisher, Outcome, PublishRequest,
 };
-use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, TriggerKind, is_json_content_type};
+use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, is_json_content_type};
 
 /// Instances `eddy invoke` pools: it runs one (plus the load-time check), so a small pool
 /// reserves less address space than a host's.
@@ -157,12 +157,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         datacontenttype: Some(args.content_type),
         data,
         extensions: args.extensions,
-        delivery: Delivery {
-            trigger: TriggerKind::Invoke,
-            stream: None,
-            entry_id: None,
-            attempt: args.attempt,
-        },
+        delivery: Delivery::invoked(args.attempt),
     };
     let publisher = Arc::new(MemoryPublisher::default());
     let result = function.invoke(&event, publisher.clone());
