@@ -16,6 +16,7 @@ mod page;
 mod records;
 mod replay;
 mod saga;
+mod security;
 mod status;
 mod streams;
 mod telemetry;

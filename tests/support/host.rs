@@ -47,6 +47,41 @@ impl Host {
         )
     }
 
+    /// Like [`start`](Self::start), with the host's open-file limit lowered to `max_open_files`
+    /// (as a container or a small `ulimit -n` would), for tests of what a flood of connections
+    /// does.
+    pub fn start_with_open_files(
+        redis_url: &str,
+        functions: &Path,
+        extra: &[&str],
+        max_open_files: u64,
+    ) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Command::new(eddy_bin());
+        command
+            .arg("up")
+            .args(["--redis", redis_url])
+            .arg("--functions")
+            .arg(functions)
+            .args(["--claim-margin", "500ms", "--listen", "127.0.0.1:0"])
+            .args(extra);
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: max_open_files,
+                    rlim_max: max_open_files,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Self::spawn(&mut command)
+    }
+
     fn spawn(command: &mut Command) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("host.log");

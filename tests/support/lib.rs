@@ -10,6 +10,7 @@
 
 pub mod collector;
 pub mod host;
+pub mod http;
 pub mod redis_server;
 pub mod streams;
 
@@ -126,6 +127,41 @@ pub fn run(command: &mut Command) -> Run {
         .output()
         .expect("running eddy");
     Run::from_output(output)
+}
+
+/// Runs `command` (an `eddy` one) expecting it to end by itself within `limit`; panics if it
+/// is still running then (a host that started when it should have refused its input).
+pub fn run_within(command: &mut Command, limit: std::time::Duration) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = command
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("running eddy");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for eddy") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "eddy was still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().expect("eddy exited by a signal"),
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
 }
 
 /// Compiles WAT text to a binary file in `dir` and returns its path.
