@@ -56,9 +56,14 @@ fn invoke(c: &mut Criterion) {
         delivery: Delivery::invoked(1),
     };
     let publisher = Arc::new(MemoryPublisher::default());
+    // One runtime for every iteration, as a host has: the invocation is a future.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     c.bench_function("invoke echo (instantiate + handle + drop)", |b| {
         b.iter(|| {
-            let result = function.invoke(&event, publisher.clone());
+            let result = runtime.block_on(function.invoke(&event, publisher.clone()));
             assert_ne!(result.outcome, Outcome::Failed);
         })
     });

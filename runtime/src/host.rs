@@ -46,7 +46,17 @@ pub struct HostConfig {
     pub token_digest: Option<[u8; 32]>,
     /// Where invocation spans are exported, if anywhere.
     pub spans: crate::telemetry::SpanExport,
+    /// What bounds the API's connections and request bodies.
+    pub http: api::HttpLimits,
+    /// API invocations running at once ([`api::DEFAULT_API_INVOKE_CONCURRENCY`]).
+    pub api_invoke_concurrency: usize,
+    /// API invocations waiting for a turn beyond those ([`api::DEFAULT_API_INVOKE_QUEUE`]).
+    pub api_invoke_queue: usize,
 }
+
+/// The deployed functions a host runs now, by name, with their version: what the API's invoke
+/// runs, so it never loads (and compiles) a function per call.
+pub type Deployed = Arc<std::sync::RwLock<BTreeMap<String, (u32, LoadedFunction)>>>;
 
 /// A function ready to run: its manifest and its loaded component.
 #[derive(Clone)]
@@ -126,7 +136,11 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 );
             }
         }
-        let bytes = std::fs::read(&manifest.component).with_context(|| {
+        let bytes = crate::inputs::read_capped(
+            &manifest.component,
+            crate::engine::MAX_COMPONENT_BYTES as u64,
+        )
+        .with_context(|| {
             format!(
                 "{}: cannot read component {}",
                 file.display(),
@@ -164,6 +178,8 @@ pub async fn run(
     let broker = Broker::connect(&config.redis_url).await?;
     let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = Workers::new(config.workers).context("cannot start the invocation workers")?;
+    let deployed: Deployed = Default::default();
     let api_addr = listener
         .as_ref()
         .and_then(|l| l.local_addr().ok())
@@ -176,11 +192,16 @@ pub async fn run(
             static_functions: static_names.clone(),
             publisher: Arc::new(RedisPublisher::new(&broker)),
             loaded: loaded.clone(),
+            workers: workers.clone(),
+            deployed: deployed.clone(),
+            invocations: api::InvokeBound::new(
+                config.api_invoke_concurrency,
+                config.api_invoke_queue,
+            ),
+            http: config.http,
         });
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }
-    let workers = Workers::new(config.workers, tokio::runtime::Handle::current())
-        .context("cannot start the invocation workers")?;
     let broker_for_records = broker.shared();
     let ctx = HostContext {
         workers,
@@ -216,6 +237,7 @@ pub async fn run(
         ctx.clone(),
         static_names,
         loaded,
+        deployed,
     ));
     tracing::info!(
         redis = %config.redis_url,
@@ -348,7 +370,15 @@ async fn follow_deployments(
     ctx: HostContext,
     static_names: Vec<String>,
     loaded: Arc<std::sync::atomic::AtomicBool>,
+    deployed: Deployed,
 ) {
+    let publish = |name: &str, entry: Option<(u32, LoadedFunction)>| {
+        let mut map = deployed.write().unwrap_or_else(|e| e.into_inner());
+        match entry {
+            Some(entry) => map.insert(name.to_owned(), entry),
+            None => map.remove(name),
+        };
+    };
     let stop = ctx.shutdown.clone();
     let mut conn = ctx.broker.shared();
     let mut reader = loop {
@@ -392,6 +422,7 @@ async fn follow_deployments(
             match load_deployed(&engine, &mut conn, &name).await {
                 Ok(Some((version, loaded))) => {
                     let digest = loaded.function.digest().to_owned();
+                    publish(&name, Some((version, loaded.clone())));
                     match running.get_mut(&name) {
                         Some(current) if current.version == version => {}
                         Some(current) if same_wiring(&current.manifest, &loaded.manifest) => {
@@ -431,6 +462,7 @@ async fn follow_deployments(
                     }
                 }
                 Ok(None) => {
+                    publish(&name, None);
                     if let Some(old) = running.remove(&name) {
                         old.stop.cancel();
                         tracing::info!(function = %name, version = old.version, "function removed");

@@ -10,7 +10,9 @@
 //! - [`triggers`]: what turns outside events into invocations (Redis streams).
 //! - [`delivery`]: what an outcome means: ack, retry after backoff, dead-letter.
 //! - [`broker`]: connecting to Redis, or starting a private one; publishing.
+//! - [`inputs`]: local input files, read with a cap.
 //! - [`manifest`]: the function manifest, `eddy.toml`.
+//! - [`names`]: the one validation of every name users and guests give.
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
@@ -29,8 +31,10 @@ pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod host;
+pub mod inputs;
 pub mod manifest;
 pub mod metrics;
+pub mod names;
 pub mod records;
 pub mod registry;
 pub mod status;

@@ -6,10 +6,12 @@
 //! component = "order_confirmation.wasm"  # required: relative to this file
 //! publish = ["emails"]       # streams the function may publish to; default none
 //!
-//! [limits]
-//! memory = "64MiB"    # default 64MiB
-//! timeout = "30s"     # default 30s, wall time of one invocation
-//! output = "64KiB"    # default 64KiB of captured stdout, stderr and logs
+//! [limits]            # each has a ceiling; see `engine::limits`
+//! memory = "64MiB"    # default 64MiB, at most 4GiB
+//! timeout = "30s"     # default 30s, wall time of one invocation, at most 15m
+//! output = "64KiB"    # default 64KiB of captured stdout, stderr and logs, at most 16MiB
+//! publish_count = 1000      # events one invocation may publish, at most 100000
+//! publish_bytes = "16MiB"   # their data in all, at most 1GiB
 //!
 //! [config]            # read by the function with config::get; values are strings
 //! email_stream = "emails"
@@ -35,14 +37,16 @@
 //! schedule = "0 0 0 * * *"    # required: 6 fields with seconds (5 fields: second 0)
 //! timezone = "UTC"            # IANA name, default UTC
 //! catch_up = "latest"         # missed ticks when no host ran: "none", "latest" or "all" (≤100)
-//! dead_letter = "eddy:cron:daily-report.dlq"  # default: <tick stream>.dlq
+//! dead_letter = "reports.dlq"  # default: <tick stream>.dlq, eddy:cron:daily-report.dlq
 //! ```
 //!
 //! A cron trigger ticks into the internal stream `eddy:cron:<name>`, which the function reads
 //! through a stream trigger of its own: the `retry` table and `dead_letter` work as above.
 //!
 //! Unknown fields are errors, so a typo never silently means a default. Every error names the
-//! file, the field, the value and what was expected.
+//! file, the field, the value and what was expected. Names follow [`crate::names`]: a stream,
+//! group, dead-letter or publish name may not start with `eddy:` (Eddy's own keys) nor hold
+//! braces.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,8 +55,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
-use crate::engine::{FunctionSpec, Limits, MAX_MEMORY_BYTES, MAX_STREAM_NAME_BYTES};
-use crate::triggers::cron::{CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, tick_stream};
+use crate::engine::{
+    FunctionSpec, Limits, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
+    MAX_TIMEOUT,
+};
+use crate::names::{self, NameError};
+use crate::triggers::cron::{
+    CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, state_key, tick_stream,
+};
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
     StreamTriggerConfig,
@@ -61,8 +71,8 @@ use crate::units::{parse_bytes, parse_duration};
 
 /// The file name looked for in a folder.
 pub const MANIFEST_FILE: &str = "eddy.toml";
-/// Longest function name accepted.
-pub const MAX_NAME_BYTES: usize = 64;
+/// Largest manifest file read: 256 KiB, far more than any real one.
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
 
 /// A validated manifest.
 #[derive(Debug, Clone)]
@@ -152,6 +162,8 @@ struct RawLimits {
     memory: Option<String>,
     timeout: Option<String>,
     output: Option<String>,
+    publish_count: Option<i64>,
+    publish_bytes: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -204,9 +216,11 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-        path: path.clone(),
-        source,
+    let text = crate::inputs::read_capped_text(&path, MAX_MANIFEST_BYTES).map_err(|source| {
+        ManifestError::Read {
+            path: path.clone(),
+            source,
+        }
     })?;
     parse(&path, &text)
 }
@@ -258,12 +272,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     })?;
     let v = Validator { path };
 
-    v.check(
-        "name",
-        &raw.name,
-        is_name(&raw.name),
-        "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
-    )?;
+    v.name("name", &raw.name, names::identifier(&raw.name))?;
     v.check(
         "component",
         &raw.component,
@@ -285,7 +294,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             "limits.memory",
             memory,
             limits.memory_bytes > 0 && limits.memory_bytes <= MAX_MEMORY_BYTES,
-            "a size from 1 byte to 4GiB, e.g. \"64MiB\"",
+            "a size from 1 byte to at most 4GiB, e.g. \"64MiB\"",
         )?;
     }
     if let Some(timeout) = &raw.limits.timeout {
@@ -293,13 +302,37 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         v.check(
             "limits.timeout",
             timeout,
-            !limits.timeout.is_zero(),
-            "a duration greater than zero, e.g. \"30s\"",
+            !limits.timeout.is_zero() && limits.timeout <= MAX_TIMEOUT,
+            "a duration greater than zero and at most 15m, e.g. \"30s\"",
         )?;
     }
     if let Some(output) = &raw.limits.output {
         let bytes = v.size("limits.output", output)?;
-        limits.output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        v.check(
+            "limits.output",
+            output,
+            bytes <= MAX_OUTPUT_BYTES as u64,
+            "a size of at most 16MiB, e.g. \"64KiB\"",
+        )?;
+        limits.output_bytes = bytes as usize;
+    }
+    if let Some(count) = raw.limits.publish_count {
+        limits.publish_count = v.range(
+            "limits.publish_count",
+            Some(count),
+            0,
+            0,
+            MAX_PUBLISH_COUNT as usize,
+        )? as u32;
+    }
+    if let Some(bytes) = &raw.limits.publish_bytes {
+        limits.publish_bytes = v.size("limits.publish_bytes", bytes)?;
+        v.check(
+            "limits.publish_bytes",
+            bytes,
+            limits.publish_bytes <= MAX_PUBLISH_BYTES,
+            "a size of at most 1GiB, e.g. \"16MiB\"",
+        )?;
     }
 
     let mut config = BTreeMap::new();
@@ -323,19 +356,9 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     let mut streams = Vec::new();
     for (i, t) in raw.triggers.stream.into_iter().enumerate() {
         let at = format!("triggers.stream[{i}]");
-        v.check(
-            &format!("{at}.stream"),
-            &t.stream,
-            is_stream_name(&t.stream),
-            "a stream name of 1 to 256 bytes with no whitespace or control characters",
-        )?;
+        v.name(&format!("{at}.stream"), &t.stream, names::stream(&t.stream))?;
         let group = t.group.unwrap_or_else(|| raw.name.clone());
-        v.check(
-            &format!("{at}.group"),
-            &group,
-            is_stream_name(&group),
-            "a group name of 1 to 256 bytes with no whitespace or control characters",
-        )?;
+        v.name(&format!("{at}.group"), &group, names::stream(&group))?;
         if let Some(types) = &t.types {
             v.check(
                 &format!("{at}.types"),
@@ -356,10 +379,15 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         let dead_letter = t
             .dead_letter
             .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", t.stream));
+        v.name(
+            &format!("{at}.dead_letter"),
+            &dead_letter,
+            names::stream(&dead_letter),
+        )?;
         v.check(
             &format!("{at}.dead_letter"),
             &dead_letter,
-            is_stream_name(&dead_letter) && dead_letter != t.stream,
+            dead_letter != t.stream,
             "a stream name other than the trigger's own stream",
         )?;
         streams.push(StreamTriggerConfig {
@@ -375,24 +403,14 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     }
 
     for (i, stream) in raw.publish.iter().enumerate() {
-        v.check(
-            &format!("publish[{i}]"),
-            stream,
-            is_stream_name(stream),
-            "a stream name of 1 to 256 bytes with no whitespace or control characters",
-        )?;
+        v.name(&format!("publish[{i}]"), stream, names::stream(stream))?;
     }
 
     let mut tickers: Vec<Ticker> = Vec::new();
     for (i, t) in raw.triggers.cron.into_iter().enumerate() {
         let at = format!("triggers.cron[{i}]");
         let name = t.name.unwrap_or_else(|| raw.name.clone());
-        v.check(
-            &format!("{at}.name"),
-            &name,
-            is_name(&name),
-            "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
-        )?;
+        v.name(&format!("{at}.name"), &name, names::identifier(&name))?;
         v.check(
             &format!("{at}.name"),
             &name,
@@ -419,15 +437,17 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         })?;
         let stream = tick_stream(&name);
         let retry = v.retry(&format!("{at}.retry"), t.retry)?;
-        let dead_letter = t
-            .dead_letter
-            .unwrap_or_else(|| format!("{stream}{DEAD_LETTER_SUFFIX}"));
-        v.check(
-            &format!("{at}.dead_letter"),
-            &dead_letter,
-            is_stream_name(&dead_letter) && dead_letter != stream,
-            "a stream name other than the tick stream",
-        )?;
+        let default_dead_letter = format!("{stream}{DEAD_LETTER_SUFFIX}");
+        let dead_letter = t.dead_letter.unwrap_or_else(|| default_dead_letter.clone());
+        // The default lives beside the tick stream, under Eddy's prefix; a chosen one is a
+        // user's name like any other.
+        if dead_letter != default_dead_letter {
+            v.name(
+                &format!("{at}.dead_letter"),
+                &dead_letter,
+                names::stream(&dead_letter),
+            )?;
+        }
         streams.push(StreamTriggerConfig {
             stream: stream.clone(),
             group: raw.name.clone(),
@@ -438,6 +458,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             retry,
             dead_letter,
         });
+        let state = state_key(&name);
         tickers.push(Ticker {
             name,
             schedule,
@@ -447,6 +468,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             data: None,
             trim: true,
             definition: None,
+            state,
         });
     }
 
@@ -500,23 +522,6 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     Ok(out)
 }
 
-/// Whether `name` is a valid function name.
-pub fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
-
-/// Whether `name` is a valid stream or group name.
-pub fn is_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_STREAM_NAME_BYTES
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
-}
-
 struct Validator<'a> {
     path: &'a Path,
 }
@@ -553,6 +558,16 @@ impl Validator<'_> {
         } else {
             Err(self.error(field, &format!("{value:?}"), expected))
         }
+    }
+
+    /// A name's verdict as a field error: the name, then why it was refused.
+    fn name(
+        &self,
+        field: &str,
+        value: &str,
+        verdict: Result<(), NameError>,
+    ) -> Result<(), ManifestError> {
+        verdict.map_err(|error| self.error(field, &format!("{value:?}"), &error.expected()))
     }
 
     fn size(&self, field: &str, value: &str) -> Result<u64, ManifestError> {

@@ -89,7 +89,7 @@ fn main() {
         let mut times = Vec::with_capacity(events);
         let mut instantiation = Duration::ZERO;
         for _ in 0..events {
-            let result = function.invoke(&event, Arc::new(MemoryPublisher::default()));
+            let result = function.invoke_blocking(&event, Arc::new(MemoryPublisher::default()));
             assert_eq!(result.outcome, Outcome::Done, "{language}: {result:?}");
             times.push(result.duration);
             instantiation += result.instantiation;

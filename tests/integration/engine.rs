@@ -46,7 +46,8 @@ fn one_loaded_function_serves_many_invocations_with_fresh_instances() {
         .unwrap();
     for n in 0..50 {
         let id = format!("e-{n}");
-        let result = function.invoke(&event(&id, "{}"), Arc::new(MemoryPublisher::default()));
+        let result =
+            function.invoke_blocking(&event(&id, "{}"), Arc::new(MemoryPublisher::default()));
         assert_eq!(result.outcome, Outcome::Done);
         // Output is per invocation: each capture holds only this event's line.
         assert_eq!(result.output.stdout, format!("echo stdout {id}\n"));
@@ -58,17 +59,18 @@ fn one_loaded_function_serves_many_invocations_with_fresh_instances() {
 
 struct Refusing;
 
+#[async_trait::async_trait]
 impl Publisher for Refusing {
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
         Err(PublishError::Denied(format!(
             "{} may not claim",
             claim.function
         )))
     }
 
-    fn settle_once(&self, _claims: &[OnceClaim], _succeeded: bool) {}
+    async fn settle_once(&self, _claims: &[OnceClaim], _succeeded: bool) {}
 
-    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+    async fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         Err(PublishError::Denied(format!(
             "{} may not publish to {}",
             request.function, request.stream
@@ -81,7 +83,7 @@ fn a_refused_publish_reaches_the_guest_as_an_error_and_fails_it() {
     let function = engine()
         .load(FunctionSpec::new("publisher"), &wasm_bytes("publish-many"))
         .unwrap();
-    let result = function.invoke(&event("e-1", r#"{"count":1}"#), Arc::new(Refusing));
+    let result = function.invoke_blocking(&event("e-1", r#"{"count":1}"#), Arc::new(Refusing));
     assert_eq!(result.outcome, Outcome::Failed);
     assert_eq!(result.status, Some(500));
     assert!(
@@ -99,7 +101,7 @@ fn an_invalid_stream_name_is_refused_before_the_publisher() {
         .load(FunctionSpec::new("publisher"), &wasm_bytes("publish-many"))
         .unwrap();
     let publisher = Arc::new(MemoryPublisher::default());
-    let result = function.invoke(
+    let result = function.invoke_blocking(
         &event("e-1", r#"{"count":1,"stream":""}"#),
         publisher.clone(),
     );
@@ -135,7 +137,7 @@ fn invocations_run_in_parallel_on_one_function() {
             let function = function.clone();
             std::thread::spawn(move || {
                 for n in 0..20 {
-                    let result = function.invoke(
+                    let result = function.invoke_blocking(
                         &event(&format!("{t}-{n}"), "{}"),
                         Arc::new(MemoryPublisher::default()),
                     );
@@ -173,7 +175,8 @@ fn concurrent_loads_of_one_component_leave_a_sound_cache_entry() {
         .unwrap()
         .load(FunctionSpec::new("echo"), &bytes)
         .unwrap();
-    let result = function.invoke(&event("e-1", "{}"), Arc::new(MemoryPublisher::default()));
+    let result =
+        function.invoke_blocking(&event("e-1", "{}"), Arc::new(MemoryPublisher::default()));
     assert_eq!(result.outcome, Outcome::Done);
     let mut files = Vec::new();
     for dir in std::fs::read_dir(cache.path()).unwrap() {
@@ -195,7 +198,7 @@ fn a_component_built_against_the_0_1_0_contract_still_runs() {
     };
     let function = engine().load(spec, &wasm_bytes("wit-0-1-0")).unwrap();
     let publisher = Arc::new(MemoryPublisher::default());
-    let result = function.invoke(&event("e-1", "{}"), publisher.clone());
+    let result = function.invoke_blocking(&event("e-1", "{}"), publisher.clone());
     assert_eq!(result.outcome, Outcome::Done, "{result:?}");
     assert_eq!(result.body_text(), "e-1");
     let published = publisher.events();
@@ -215,7 +218,7 @@ fn a_component_built_against_the_0_1_0_contract_still_runs() {
         event_type: "Bad".into(),
         ..event("e-2", "{}")
     };
-    let rejected = function.invoke(&bad, Arc::new(MemoryPublisher::default()));
+    let rejected = function.invoke_blocking(&bad, Arc::new(MemoryPublisher::default()));
     assert_eq!(rejected.outcome, Outcome::Rejected);
     assert_eq!(rejected.status, Some(400));
 }

@@ -44,7 +44,7 @@ pub async fn create(
     state: &ApiState,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let (_, body) = read_body(request, super::MAX_EVENT_BODY_BYTES).await?;
+    let (_, body) = read_body(state, request, super::MAX_EVENT_BODY_BYTES).await?;
     let input: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("expected a JSON cronjob: {e}")))?;
     let text = |field: &str| -> Result<String, ApiError> {

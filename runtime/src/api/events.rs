@@ -22,11 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, MAX_EVENT_BODY_BYTES, json_response, read_body};
 use crate::event::{DEFAULT_CONTENT_TYPE, is_json_content_type, media_type_essence};
-use crate::manifest::is_stream_name;
 use crate::triggers::streams::wire::{self, DEFAULT_TYPE};
-
-/// Prefix of Eddy's own keys; events cannot be posted to them.
-const RESERVED_PREFIX: &str = "eddy:";
 /// Longest extension name CloudEvents recommends.
 const MAX_EXTENSION_NAME: usize = 20;
 /// The CloudEvents version accepted.
@@ -40,21 +36,18 @@ pub async fn ingest(
     stream: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    if !is_stream_name(stream) || stream.starts_with(RESERVED_PREFIX) {
-        return Err(ApiError::bad_request(
-            "stream",
-            format!(
-                "stream name {stream:?}: expected 1 to 256 bytes with no whitespace or control \
-                 characters, not starting with {RESERVED_PREFIX:?}"
-            ),
-        ));
-    }
+    crate::names::stream(stream)
+        .map_err(|e| ApiError::bad_request("stream", format!("stream name {e}")))?;
     let query_type = request.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("type="))
-            .map(str::to_owned)
+            .map(|t| {
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
     });
-    let (parts, body) = read_body(request, MAX_EVENT_BODY_BYTES).await?;
+    let (parts, body) = read_body(state, request, MAX_EVENT_BODY_BYTES).await?;
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)

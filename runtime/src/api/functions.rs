@@ -12,15 +12,81 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::{ApiError, ApiState, json_response, read_body};
 use crate::engine::{FunctionSpec, digest};
-use crate::manifest::{self, is_name};
+use crate::manifest;
 use crate::registry;
 
-/// Largest component upload accepted.
-pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+pub use crate::engine::MAX_COMPONENT_BYTES;
 /// Largest deploy request (the manifest) accepted.
 const MAX_DEPLOY_BODY_BYTES: usize = 256 * 1024;
+/// Default number of API invocations that may run at once on a host: 4. They share the
+/// workers and the instance pool with the triggers, within this bound of their own.
+pub const DEFAULT_API_INVOKE_CONCURRENCY: usize = 4;
+/// Default number of API invocations that may wait for a turn: 16. Beyond, 429.
+pub const DEFAULT_API_INVOKE_QUEUE: usize = 16;
+/// Largest either bound may be set to.
+pub const MAX_API_INVOKE_BOUND: usize = 1024;
+/// Seconds a 429 asks the client to wait before trying again.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The bound on API invocations: a few run, a few more wait, the rest are refused at once.
+pub struct InvokeBound {
+    running: Arc<Semaphore>,
+    /// Invocations running or waiting.
+    admitted: Arc<AtomicUsize>,
+    most: usize,
+}
+
+/// A place in the bound, given back when dropped.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InvokeBound {
+    /// `concurrency` running at once, `queue` more waiting.
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        Self {
+            running: Arc::new(Semaphore::new(concurrency.max(1))),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            most: concurrency.max(1) + queue,
+        }
+    }
+
+    /// Takes a turn: waits for one if there is room in the queue, else a 429.
+    async fn turn(&self) -> Result<(Admission, OwnedSemaphorePermit), ApiError> {
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.most).then_some(n + 1)
+            })
+            .map_err(|n| {
+                ApiError::busy(
+                    format!(
+                        "{n} invocations are running or waiting on this host, its limit \
+                         (--api-invoke-concurrency and --api-invoke-queue): try again shortly"
+                    ),
+                    RETRY_AFTER_SECONDS,
+                )
+            })?;
+        let admission = Admission(self.admitted.clone());
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the invocation semaphore is never closed");
+        Ok((admission, permit))
+    }
+}
 
 fn unavailable(error: redis::RedisError) -> ApiError {
     ApiError::new(
@@ -31,14 +97,8 @@ fn unavailable(error: redis::RedisError) -> ApiError {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if is_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "name",
-            format!("{name:?}: expected 1 to 64 lowercase letters, digits, '-' or '_'"),
-        ))
-    }
+    crate::names::identifier(name)
+        .map_err(|e| ApiError::bad_request("name", format!("function name {e}")))
 }
 
 /// `PUT /v1/components/{digest}`.
@@ -57,7 +117,7 @@ pub async fn put_component(
             format!("{claimed:?}: expected 64 lowercase hex digits (sha256)"),
         ));
     }
-    let (_, body) = read_body(request, MAX_COMPONENT_BYTES).await?;
+    let (_, body) = read_body(state, request, MAX_COMPONENT_BYTES).await?;
     let actual = digest(&body);
     if actual != claimed {
         return Err(ApiError::bad_request(
@@ -91,7 +151,7 @@ pub async fn deploy(
     state: &ApiState,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let (_, body) = read_body(request, MAX_DEPLOY_BODY_BYTES).await?;
+    let (_, body) = read_body(state, request, MAX_DEPLOY_BODY_BYTES).await?;
     let request: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "body",
@@ -227,7 +287,7 @@ pub async fn rollback(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     check_name(name)?;
-    let (_, body) = read_body(request, MAX_DEPLOY_BODY_BYTES).await?;
+    let (_, body) = read_body(state, request, MAX_DEPLOY_BODY_BYTES).await?;
     let to = if body.is_empty() {
         None
     } else {
@@ -264,32 +324,87 @@ pub async fn rollback(
 /// `POST /v1/functions/{name}/invoke`: runs the current version once on the event in the body
 /// (`{"type", "data", "id"?, "source"?, "subject"?, "extensions"?}`) and answers with the
 /// result: status, outcome, body, logs, duration. Events it publishes are really published (to
-/// the streams its manifest allows).
+/// the streams its manifest allows). It runs on the host's workers and instance pool, within
+/// the API's own bound ([`InvokeBound`]): beyond it, a 429 with `Retry-After`.
 pub async fn invoke(
     state: &ApiState,
     name: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     check_name(name)?;
-    let (_, body) = read_body(request, super::MAX_EVENT_BODY_BYTES).await?;
+    let (_, body) = read_body(state, request, super::MAX_EVENT_BODY_BYTES).await?;
     let input: Value = if body.is_empty() {
         json!({})
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("body", format!("expected a JSON event: {e}")))?
     };
-    let text = |field: &str| input[field].as_str().map(str::to_owned);
+    let event = invoked_event(&input)?;
+    let turn = state.invocations.turn().await?;
     let mut conn = state.broker.shared();
     let version = registry::current(&mut conn, name)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found(format!("no function {name:?} is deployed")))?;
-    let manifest = manifest::parse_deployed(name, &version.manifest)
-        .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
-    let bytes = registry::get_component(&mut conn, &version.digest)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found(format!("component {} is missing", version.digest)))?;
+    let running = state
+        .deployed
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .filter(|(v, _)| *v == version.version)
+        .map(|(_, loaded)| loaded.clone());
+    let loaded = match running {
+        Some(loaded) => loaded,
+        // Deployed a moment ago and not yet switched to here: load it for this call.
+        None => {
+            let manifest = manifest::parse_deployed(name, &version.manifest)
+                .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
+            let bytes = registry::get_component(&mut conn, &version.digest)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("component {} is missing", version.digest))
+                })?;
+            let spec = manifest.function_spec(Some(version.version));
+            let engine = state.engine.clone();
+            let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?
+                .map_err(|e| ApiError::invalid("component", e.to_string()))?;
+            crate::host::LoadedFunction { manifest, function }
+        }
+    };
+    let publisher: Arc<dyn crate::engine::Publisher> =
+        Arc::new(crate::engine::AllowedStreams::new(
+            state.publisher.clone(),
+            loaded.manifest.publish.clone(),
+        ));
+    // The turn is held until the invocation ends, even if this caller hangs up first.
+    let submitted = state.workers.submit(
+        loaded.function,
+        event,
+        publisher,
+        crate::engine::RunHooks::default(),
+        Some(Box::new(turn)),
+    );
+    let result = submitted.done.await.ok().flatten().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the invocation worker stopped",
+        )
+    })?;
+    let mut answer = serde_json::to_value(&result).unwrap_or_default();
+    answer["function"] = json!(name);
+    answer["version"] = json!(version.version);
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The event an API invocation runs on, from its JSON body.
+fn invoked_event(input: &Value) -> Result<crate::event::Event, ApiError> {
+    let text = |field: &str| input[field].as_str().map(str::to_owned);
     let mut extensions = Vec::new();
     if let Some(map) = input["extensions"].as_object() {
         for (key, value) in map {
@@ -300,7 +415,7 @@ pub async fn invoke(
             extensions.push((key.clone(), value));
         }
     }
-    let event = crate::event::Event {
+    Ok(crate::event::Event {
         id: text("id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         source: text("source").unwrap_or_else(|| "eddy://invoke".to_owned()),
         event_type: text("type").unwrap_or_else(|| "eddy.invoke".to_owned()),
@@ -315,22 +430,5 @@ pub async fn invoke(
             .into_bytes(),
         extensions,
         delivery: crate::event::Delivery::invoked(1),
-    };
-    let spec = manifest.function_spec(Some(version.version));
-    let publisher: std::sync::Arc<dyn crate::engine::Publisher> = std::sync::Arc::new(
-        crate::engine::AllowedStreams::new(state.publisher.clone(), manifest.publish.clone()),
-    );
-    let engine = state.engine.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        engine
-            .load(spec, &bytes)
-            .map(|function| function.invoke(&event, publisher))
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::invalid("component", e.to_string()))?;
-    let mut answer = serde_json::to_value(&result).unwrap_or_default();
-    answer["function"] = json!(name);
-    answer["version"] = json!(version.version);
-    Ok(json_response(StatusCode::OK, &answer))
 }

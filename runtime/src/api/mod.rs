@@ -5,17 +5,28 @@
 //!
 //! `GET /` is the web page (live status and recent failures, see `page`). Every endpoint but
 //! `GET /healthz` needs `Authorization: Bearer <token>` (or, from a browser, HTTP Basic with the
-//! token as the password) when the host has a token (`EDDY_TOKEN` or `--token-file`); a host without one only listens on loopback. Tokens
-//! are compared in constant time (on their SHA-256, so not even the length leaks). Errors have
-//! one shape: `{"error": {"code", "message", "field"?}}`. Request bodies are capped; beyond the
-//! cap the answer is 413 before the body is read.
+//! token as the password) when the host has a token (`EDDY_TOKEN` or `--token-file`); a host
+//! without one only listens on loopback. Tokens are compared in constant time (on their
+//! SHA-256, so not even the length leaks). Errors have one shape:
+//! `{"error": {"code", "message", "field"?}}`. Request bodies are capped (beyond the cap the
+//! answer is 413 before the body is read) and timed (408); the connections themselves are
+//! bounded in `server`. Path segments are percent-decoded, then every name in them is checked
+//! like any other name ([`crate::names`]).
 
 mod cronjobs;
 mod events;
 mod functions;
 mod page;
+mod server;
 
-pub use functions::MAX_COMPONENT_BYTES;
+pub use functions::{
+    DEFAULT_API_INVOKE_CONCURRENCY, DEFAULT_API_INVOKE_QUEUE, InvokeBound, MAX_API_INVOKE_BOUND,
+    MAX_COMPONENT_BYTES,
+};
+pub use server::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    HttpLimits, MAX_CONNECTIONS_CEILING, MAX_HTTP_TIMEOUT, open_file_limit, serve,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,16 +36,15 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 
@@ -42,6 +52,9 @@ use crate::broker::Broker;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest event request body accepted (one event, or a batch).
 pub const MAX_EVENT_BODY_BYTES: usize = 1024 * 1024;
+/// Largest request head (request line and headers) accepted: 64 KiB. Beyond it the connection
+/// is closed with a 431; it also bounds what a slow client can make the host hold.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// What the API needs from the host.
 pub struct ApiState {
@@ -57,6 +70,14 @@ pub struct ApiState {
     pub publisher: Arc<dyn crate::engine::Publisher>,
     /// Set once the host has loaded the deployed functions at start.
     pub loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// The threads invocations run on, shared with the triggers.
+    pub workers: crate::engine::Workers,
+    /// The deployed functions this host runs, by name, with their version.
+    pub deployed: crate::host::Deployed,
+    /// How many API invocations may run and wait at once.
+    pub invocations: InvokeBound,
+    /// What bounds the API's connections and request bodies.
+    pub http: HttpLimits,
 }
 
 /// An error answer: status, machine-readable code, message for a person, the field at fault.
@@ -66,6 +87,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Seconds to send as `Retry-After`, for a 429 or 503.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -76,6 +99,7 @@ impl ApiError {
             code: "bad_request",
             message: message.into(),
             field: Some(field.to_owned()),
+            retry_after: None,
         }
     }
 
@@ -87,6 +111,7 @@ impl ApiError {
             code: "invalid",
             message: message.into(),
             field: Some(field.to_owned()),
+            retry_after: None,
         }
     }
 
@@ -95,12 +120,21 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A 429: too much is running; try again after `retry_after` seconds.
+    pub fn busy(message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+        }
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -109,7 +143,19 @@ impl ApiError {
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        json_response(self.status, &json!({ "error": error }))
+        let mut response = json_response(self.status, &json!({ "error": error }));
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -142,42 +188,32 @@ pub async fn bind(addr: &str, has_token: bool) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Serves the API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, auth = state.token_digest.is_some(), "api listening");
-    }
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, _) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a connection failed");
-                continue;
-            }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "http connection ended with an error");
-            }
-        });
-    }
+/// The path's segments, each percent-decoded (so `a%2Fb` is the one segment `a/b`); an error
+/// names a segment that does not decode to UTF-8.
+fn decoded_segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_matches('/')
+        .split('/')
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "path",
+                        format!("path segment {segment:?} is not percent-encoded UTF-8"),
+                    )
+                })
+        })
+        .collect()
 }
 
 async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decoded = match decoded_segments(&path) {
+        Ok(segments) => segments,
+        Err(error) => return error.into_response(),
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = request.method().clone();
     if method == Method::GET && segments == ["healthz"] {
         return json_response(StatusCode::OK, &json!({ "status": "ok" }));
@@ -319,8 +355,10 @@ async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
     }
 }
 
-/// Reads a request body of at most `max` bytes; 413 beyond.
+/// Reads a request body of at most `max` bytes within the body timeout; 413 beyond the size,
+/// 408 beyond the time.
 pub async fn read_body(
+    state: &ApiState,
     request: Request<Incoming>,
     max: usize,
 ) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
@@ -340,16 +378,26 @@ pub async fn read_body(
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    let collected = Limited::new(body, max).collect().await.map_err(|error| {
-        if error.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
+    let timeout = state.http.body_timeout;
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("cannot read the request body: {error}"),
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {timeout:?}"),
             )
-        }
-    })?;
+        })?
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("cannot read the request body: {error}"),
+                )
+            }
+        })?;
     Ok((parts, collected.to_bytes()))
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::engine::{
-    Claimed, OnceClaim, PublishError, PublishRequest, Publisher, validate_publish,
-};
+#[cfg(doc)]
+use crate::engine::validate_publish;
+use crate::engine::{Claimed, OnceClaim, PublishError, PublishRequest, Publisher};
 use crate::triggers::streams::wire;
 
 /// How long a short command may wait for its reply before it counts as failed.
@@ -83,15 +83,13 @@ async fn manager(
 /// Publishes events functions emit by `XADD`ing them in the wire format.
 pub struct RedisPublisher {
     conn: ConnectionManager,
-    runtime: tokio::runtime::Handle,
 }
 
 impl RedisPublisher {
-    /// A publisher over `broker`, driving its commands on the current Tokio runtime.
+    /// A publisher over `broker`'s shared connection.
     pub fn new(broker: &Broker) -> Self {
         Self {
             conn: broker.shared(),
-            runtime: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -133,8 +131,9 @@ pub fn once_key(function: &str, key: &str) -> String {
     format!("eddy:once:{{{function}}}:{key}")
 }
 
+#[async_trait::async_trait]
 impl Publisher for RedisPublisher {
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
         claim.validate()?;
         let mut conn = self.conn.clone();
         let mut invocation = CLAIM_ONCE.prepare_invoke();
@@ -142,10 +141,7 @@ impl Publisher for RedisPublisher {
             .key(once_key(&claim.function, &claim.key))
             .arg(claim.pending_value())
             .arg(claim.lease.as_millis() as u64);
-        // Called from the blocking thread running the guest, never from an async task.
-        let claimed: redis::RedisResult<i64> = self
-            .runtime
-            .block_on(async move { invocation.invoke_async(&mut conn).await });
+        let claimed: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
         match claimed.map_err(|e| PublishError::Unavailable(format!("redis: {e}")))? {
             1 => Claimed::Yes,
             0 => Claimed::AlreadyDone,
@@ -154,7 +150,7 @@ impl Publisher for RedisPublisher {
         .answer()
     }
 
-    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+    async fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
         for claim in claims {
             let mut conn = self.conn.clone();
             let mut invocation = SETTLE_ONCE.prepare_invoke();
@@ -163,9 +159,7 @@ impl Publisher for RedisPublisher {
                 .arg(claim.pending_value())
                 .arg(if succeeded { "1" } else { "0" })
                 .arg(claim.ttl.as_millis() as u64);
-            let settled: redis::RedisResult<i64> = self
-                .runtime
-                .block_on(async move { invocation.invoke_async(&mut conn).await });
+            let settled: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
             // A lost settle leaves the claim pending until its lease ends: a retry then
             // claims it again, so nothing is skipped for good.
             if let Err(error) = settled {
@@ -174,21 +168,18 @@ impl Publisher for RedisPublisher {
         }
     }
 
-    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
-        validate_publish(&request.stream, &request.event_type)?;
+    /// The engine checked the request ([`validate_publish`]) before it reached here.
+    async fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         let id = uuid::Uuid::new_v4().to_string();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let fields = wire::published_fields(&request, &id, &time);
         let mut conn = self.conn.clone();
-        // Called from the blocking thread running the guest, never from an async task.
-        let result: redis::RedisResult<String> = self.runtime.block_on(async move {
-            redis::cmd("XADD")
-                .arg(&request.stream)
-                .arg("*")
-                .arg(&fields)
-                .query_async(&mut conn)
-                .await
-        });
+        let result: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(&request.stream)
+            .arg("*")
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await;
         result
             .map(|_entry_id| id)
             .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))

@@ -29,6 +29,17 @@ pub struct HostArgs {
     pub token: Option<String>,
 }
 
+/// `name` as one path segment: every byte but the unreserved ones percent-encoded, so a stream
+/// name holding `/` or `:` stays one segment (the API decodes it).
+pub fn segment(name: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(name, RESERVED).to_string()
+}
+
 /// A connection to a host's API.
 pub struct Client {
     agent: ureq::Agent,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, HostArgs};
+use super::client::{Client, HostArgs, segment};
 use super::{EXIT_OK, OutputFormat};
 use crate::engine::digest;
 use crate::manifest;
@@ -46,8 +46,13 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     if args.build {
         super::build::build(&manifest)?;
     }
-    let text = std::fs::read_to_string(&manifest.path)?;
-    let bytes = std::fs::read(&manifest.component).with_context(|| {
+    let text = crate::inputs::read_capped_text(&manifest.path, manifest::MAX_MANIFEST_BYTES)
+        .with_context(|| format!("cannot read {}", manifest.path.display()))?;
+    let bytes = crate::inputs::read_capped(
+        &manifest.component,
+        crate::engine::MAX_COMPONENT_BYTES as u64,
+    )
+    .with_context(|| {
         format!(
             "{}: cannot read component {}",
             manifest.path.display(),
@@ -159,12 +164,16 @@ pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.host);
     let answer = match &args.command {
         FunctionsCommand::Ls => client.get("/v1/functions")?,
-        FunctionsCommand::Show { name } => client.get(&format!("/v1/functions/{name}"))?,
-        FunctionsCommand::Rm { name } => client.delete(&format!("/v1/functions/{name}"))?,
+        FunctionsCommand::Show { name } => {
+            client.get(&format!("/v1/functions/{}", segment(name)))?
+        }
+        FunctionsCommand::Rm { name } => {
+            client.delete(&format!("/v1/functions/{}", segment(name)))?
+        }
         FunctionsCommand::Rollback { name, version } => {
             let body = serde_json::json!({ "version": version }).to_string();
             client.post(
-                &format!("/v1/functions/{name}/rollback"),
+                &format!("/v1/functions/{}/rollback", segment(name)),
                 "application/json",
                 body.as_bytes(),
             )?

@@ -131,20 +131,39 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 let Some(letter) = letters.iter().find(|l| l.id == *entry) else {
                     bail!("no dead letter {entry} of function {name:?} (`eddy dlq ls {name}`)");
                 };
-                let fields: serde_json::Map<String, serde_json::Value> = letter
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
-                    .collect();
+                let text =
+                    |fields: &[(String, Vec<u8>)]| -> serde_json::Map<String, serde_json::Value> {
+                        fields
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.clone(), String::from_utf8_lossy(v).into_owned().into())
+                            })
+                            .collect()
+                    };
+                let original = text(&letter.original());
+                let eddy = text(letter.eddy_fields());
+                // `fields`: the original's with Eddy's over them (Eddy's are authoritative);
+                // `original`: exactly what the producer wrote.
+                let mut fields = original.clone();
+                fields.extend(eddy.clone());
                 match args.redis.output {
                     OutputFormat::Json => println!(
                         "{}",
-                        json!({ "stream": letter.stream, "entry": letter.id, "fields": fields })
+                        json!({
+                            "stream": letter.stream,
+                            "entry": letter.id,
+                            "fields": fields,
+                            "original": original,
+                        })
                     ),
                     OutputFormat::Human => {
                         println!("{} in {}", letter.id, letter.stream);
-                        for (k, v) in &fields {
+                        for (k, v) in &eddy {
                             println!("  {k:<18} {}", v.as_str().unwrap_or_default());
+                        }
+                        println!("  original entry:");
+                        for (k, v) in &original {
+                            println!("    {k:<16} {}", v.as_str().unwrap_or_default());
                         }
                     }
                 }

@@ -4,7 +4,6 @@
 //! code is the outcome: 0 done, 3 rejected, 4 failed (1 for bad input before anything ran).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +14,13 @@ use clap::Args;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_REJECTED, OutputFormat};
 use crate::engine::{
     DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT, Engine, EngineConfig,
-    FunctionSpec, InvokeResult, Limits, MemoryPublisher, Outcome, PublishRequest,
+    FunctionSpec, InvokeResult, Limits, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_TIMEOUT,
+    MemoryPublisher, Outcome, PublishRequest,
 };
 use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, is_json_content_type};
+
+/// Largest event data `eddy invoke` reads from `--data-file`: 16 MiB.
+pub const MAX_LOCAL_DATA_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Instances `eddy invoke` pools: it runs one (plus the load-time check), so a small pool
 /// reserves less address space than a host's.
@@ -77,16 +80,16 @@ pub struct InvokeArgs {
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub config: Vec<(String, String)>,
 
-    /// Wall-time limit, e.g. 500ms, 30s [default: 30s].
-    #[arg(long, value_parser = super::parse_duration)]
+    /// Wall-time limit, e.g. 500ms, 30s, at most 15m [default: 30s].
+    #[arg(long, value_parser = super::duration_up_to(MAX_TIMEOUT))]
     pub timeout: Option<Duration>,
 
-    /// Memory limit, e.g. 16MiB.
-    #[arg(long, value_parser = super::parse_bytes, default_value_t = DEFAULT_MEMORY_BYTES)]
+    /// Memory limit, e.g. 16MiB, at most 4GiB.
+    #[arg(long, value_parser = super::bytes_within(1, MAX_MEMORY_BYTES), default_value_t = DEFAULT_MEMORY_BYTES)]
     pub memory: u64,
 
-    /// Cap on captured stdout, stderr and log bytes.
-    #[arg(long, value_parser = super::parse_bytes, default_value_t = DEFAULT_OUTPUT_BYTES as u64)]
+    /// Cap on captured stdout, stderr and log bytes, at most 16MiB.
+    #[arg(long, value_parser = super::bytes_within(0, MAX_OUTPUT_BYTES as u64), default_value_t = DEFAULT_OUTPUT_BYTES as u64)]
     pub output_limit: u64,
 
     /// Compile without reading or writing the compiled-component cache.
@@ -106,7 +109,10 @@ pub struct InvokeArgs {
 pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     let data = read_data(&args)?;
     let name = args.file.to_string_lossy().into_owned();
-    if !args.file.exists() && args.file.extension().is_none() && crate::manifest::is_name(&name) {
+    if !args.file.exists()
+        && args.file.extension().is_none()
+        && crate::names::identifier(&name).is_ok()
+    {
         return run_remote(&args, &name, &data);
     }
     if is_json_content_type(&args.content_type)
@@ -118,7 +124,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
             args.content_type
         );
     }
-    let bytes = std::fs::read(&args.file)
+    let bytes = crate::inputs::read_capped(&args.file, crate::engine::MAX_COMPONENT_BYTES as u64)
         .with_context(|| format!("reading function {}", args.file.display()))?;
 
     let name = args
@@ -140,6 +146,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
             memory_bytes: args.memory,
             timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
             output_bytes: usize::try_from(args.output_limit).unwrap_or(usize::MAX),
+            ..Limits::default()
         },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
         version: None,
@@ -160,7 +167,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         delivery: Delivery::invoked(args.attempt),
     };
     let publisher = Arc::new(MemoryPublisher::default());
-    let result = function.invoke(&event, publisher.clone());
+    let result = function.invoke_blocking(&event, publisher.clone());
     let published = publisher.events();
 
     match args.output {
@@ -178,15 +185,11 @@ fn read_data(args: &InvokeArgs) -> anyhow::Result<Vec<u8>> {
     match &args.data_file {
         None => Ok(args.data.clone().into_bytes()),
         Some(path) if path.as_os_str() == "-" => {
-            let mut data = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut data)
-                .context("reading --data-file from stdin")?;
-            Ok(data)
+            crate::inputs::read_capped_from(std::io::stdin(), MAX_LOCAL_DATA_BYTES)
+                .context("reading --data-file from stdin")
         }
-        Some(path) => {
-            std::fs::read(path).with_context(|| format!("reading --data-file {}", path.display()))
-        }
+        Some(path) => crate::inputs::read_capped(path, MAX_LOCAL_DATA_BYTES)
+            .with_context(|| format!("reading --data-file {}", path.display())),
     }
 }
 
@@ -288,7 +291,7 @@ fn run_remote(args: &InvokeArgs, name: &str, data: &[u8]) -> anyhow::Result<u8> 
         event["subject"] = subject.clone().into();
     }
     let answer = super::client::Client::new(&args.host).post(
-        &format!("/v1/functions/{name}/invoke"),
+        &format!("/v1/functions/{}/invoke", super::client::segment(name)),
         "application/json",
         event.to_string().as_bytes(),
     )?;

@@ -180,9 +180,65 @@ fn init_tracing(filter: &str, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
+        // JSON escapes every control character by itself.
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The text log format's fields with control characters escaped. Guests' log lines, event ids,
+/// error messages and other values from outside reach the host's log; unescaped, a line break
+/// in one would print a line that looks like the host's own.
+struct EscapedFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: tracing_subscriber::fmt::format::Writer<'writer>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let escaped = crate::names::Escaped(value);
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{separator}{escaped}"),
+            name => write!(self.writer, "{separator}{name}={escaped}"),
+        };
+    }
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.write(field, value);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
 }
 
 /// Parses `key=value`, naming the argument and the expected form on error.
@@ -196,6 +252,58 @@ pub fn parse_key_value(input: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{parse_bytes, parse_duration};
+
+/// A flag's parser for a duration greater than zero and at most `max`.
+pub fn duration_up_to(
+    max: std::time::Duration,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let value = parse_duration(input)?;
+        if value.is_zero() || value > max {
+            return Err(format!(
+                "{input:?}: expected more than 0 and at most {}",
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// A flag's parser for a size from `min` to `max` bytes.
+pub fn bytes_within(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let value = parse_bytes(input)?;
+        if !(min..=max).contains(&value) {
+            return Err(format!(
+                "{input:?}: expected at least {min} and at most {max} bytes ({})",
+                bytesize::ByteSize::b(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// A flag's parser for a count from `min` to `max`.
+pub fn count_within(
+    min: usize,
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let value: usize = input
+            .trim()
+            .parse()
+            .map_err(|_| format!("{input:?}: expected a whole number"))?;
+        if !(min..=max).contains(&value) {
+            return Err(format!(
+                "{value}: expected at least {min} and at most {max}"
+            ));
+        }
+        Ok(value)
+    }
+}
 
 /// Runs `work` on a connection to the hosts' Redis (`--redis`, else the private one in
 /// `--data-dir`), in a small runtime of its own: what every Redis-direct command does.
@@ -245,6 +353,13 @@ mod tests {
         assert_eq!(parse_key_value("a=").unwrap(), ("a".into(), "".into()));
         assert!(parse_key_value("=b").unwrap_err().contains("\"=b\""));
         assert!(parse_key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn control_characters_in_log_values_are_escaped() {
+        let shown = crate::names::Escaped("ok\nFORGED INFO eddy\u{1b}[31m\u{202e}").to_string();
+        assert_eq!(shown, "ok\\nFORGED INFO eddy\\u{1b}[31m\\u{202e}");
+        assert!(!shown.contains('\n'));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use super::client::{Client, HostArgs};
+use super::client::{Client, HostArgs, segment};
 use super::{EXIT_OK, OutputFormat};
+use crate::api::MAX_EVENT_BODY_BYTES;
 
 /// Arguments of `eddy publish`.
 #[derive(Debug, Args)]
@@ -52,8 +53,12 @@ pub struct PublishArgs {
 /// Runs `eddy publish`.
 pub fn run(args: PublishArgs) -> anyhow::Result<u8> {
     let data = match &args.data_file {
-        Some(path) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-        Some(path) => std::fs::read_to_string(path)
+        Some(path) if path.as_os_str() == "-" => String::from_utf8(
+            crate::inputs::read_capped_from(std::io::stdin(), MAX_EVENT_BODY_BYTES as u64)
+                .context("cannot read --data-file from stdin")?,
+        )
+        .context("--data-file from stdin: expected UTF-8 JSON")?,
+        Some(path) => crate::inputs::read_capped_text(path, MAX_EVENT_BODY_BYTES as u64)
             .with_context(|| format!("cannot read --data-file {}", path.display()))?,
         None => args.data.clone(),
     };
@@ -70,7 +75,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<u8> {
         event["subject"] = subject.clone().into();
     }
     let answer = Client::new(&args.host).post(
-        &format!("/v1/streams/{}/events", args.stream),
+        &format!("/v1/streams/{}/events", segment(&args.stream)),
         "application/cloudevents+json",
         event.to_string().as_bytes(),
     )?;

@@ -13,12 +13,20 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_OK;
+use crate::api;
 use crate::broker::embedded::{DEFAULT_DATA_DIR, EmbeddedRedis};
 use crate::engine::{
     DEFAULT_MAX_INSTANCES, Engine, EngineConfig, default_cache_dir, default_workers,
 };
 use crate::host::{self, HostConfig};
 use crate::telemetry::SpanExport;
+
+/// Largest token file read: 4 KiB.
+const MAX_TOKEN_BYTES: u64 = 4096;
+/// Longest --grace or --claim-margin accepted.
+const MAX_HOST_DURATION: Duration = Duration::from_secs(3600);
+/// Most --workers accepted.
+const MAX_WORKERS: usize = 1024;
 
 /// Arguments of `eddy up`.
 #[derive(Debug, Args)]
@@ -50,14 +58,14 @@ pub struct UpArgs {
     )]
     pub functions: Vec<PathBuf>,
 
-    /// Time in-flight invocations get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_parser = super::parse_duration, default_value = "30s")]
+    /// Time in-flight invocations get to finish after SIGINT/SIGTERM, at most 1h.
+    #[arg(long, value_parser = super::duration_up_to(MAX_HOST_DURATION), default_value = "30s")]
     // host::DEFAULT_GRACE
     pub grace: Duration,
 
     /// Idle time, beyond a function's timeout, after which a pending entry of another
-    /// consumer is presumed abandoned and claimed.
-    #[arg(long, value_parser = super::parse_duration, default_value = "5s")]
+    /// consumer is presumed abandoned and claimed; at least 250ms, at most 1h.
+    #[arg(long, value_parser = super::duration_up_to(MAX_HOST_DURATION), default_value = "5s")]
     // host::DEFAULT_CLAIM_MARGIN
     pub claim_margin: Duration,
 
@@ -65,14 +73,52 @@ pub struct UpArgs {
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
 
-    /// Threads running invocations (default: one per core). A trigger's `concurrency` events
-    /// beyond these wait in a local queue, their Redis idle time kept fresh.
-    #[arg(long, value_name = "N")]
+    /// Threads running guest code (default: one per core), at most 1024. As many guests
+    /// compute at once; a guest waiting in a host call (a sleep, a publish) holds none. Events
+    /// beyond these wait in a local queue, their Redis leases kept fresh.
+    #[arg(long, value_name = "N", value_parser = super::count_within(1, MAX_WORKERS))]
     pub workers: Option<usize>,
 
-    /// Size of the engine's instance pool; at least --workers.
-    #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
+    /// Size of the engine's instance pool (instances alive at once), at least --workers and at
+    /// most 65536. An event that finds the pool full waits for a slot.
+    #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_instances: u32,
+
+    /// API invocations (POST /v1/functions/NAME/invoke) running at once, at most 1024. They
+    /// share the workers and the instance pool with the triggers.
+    #[arg(long, value_name = "N", default_value_t = api::DEFAULT_API_INVOKE_CONCURRENCY,
+        value_parser = super::count_within(1, api::MAX_API_INVOKE_BOUND))]
+    pub api_invoke_concurrency: usize,
+
+    /// API invocations that may wait for a turn, at most 1024; beyond, the API answers 429 with
+    /// Retry-After.
+    #[arg(long, value_name = "N", default_value_t = api::DEFAULT_API_INVOKE_QUEUE,
+        value_parser = super::count_within(0, api::MAX_API_INVOKE_BOUND))]
+    pub api_invoke_queue: usize,
+
+    /// Time a client has to send a request's headers, from their first byte; at most 1h.
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+        value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
+    // api::DEFAULT_HEADER_TIMEOUT
+    pub http_header_timeout: Duration,
+
+    /// Time a client has to send a request's body (408 beyond); at most 1h.
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+        value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
+    // api::DEFAULT_BODY_TIMEOUT
+    pub http_body_timeout: Duration,
+
+    /// Time a kept-alive API connection may sit idle between requests; at most 1h.
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+        value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
+    // api::DEFAULT_IDLE_TIMEOUT
+    pub http_idle_timeout: Duration,
+
+    /// Open API connections at most (lowered to fit the open-file limit). At the cap a new
+    /// connection evicts the longest idle one.
+    #[arg(long, value_name = "N", default_value_t = api::DEFAULT_MAX_CONNECTIONS,
+        value_parser = super::count_within(1, api::MAX_CONNECTIONS_CEILING))]
+    pub http_max_connections: usize,
 
     /// Address of the HTTP API (health, readiness, event ingress). Beyond loopback it needs a
     /// token.
@@ -128,7 +174,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
     let functions = host::load_functions(&engine, &args.functions)?;
     let token = match &args.token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            crate::inputs::read_capped_text(path, MAX_TOKEN_BYTES)
                 .with_context(|| format!("cannot read --token-file {}", path.display()))?,
         ),
         None => std::env::var("EDDY_TOKEN").ok(),
@@ -161,7 +207,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         workers,
         token_digest: token.as_deref().map(crate::api::token_digest),
         spans: spans.clone(),
+        http: api::HttpLimits {
+            header_timeout: args.http_header_timeout,
+            body_timeout: args.http_body_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections,
+        },
+        api_invoke_concurrency: args.api_invoke_concurrency,
+        api_invoke_queue: args.api_invoke_queue,
     };
+    raise_open_file_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,6 +237,26 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         redis.stop();
     }
     result.map(|()| EXIT_OK)
+}
+
+/// Raises this process's soft open-file limit to its hard limit, as servers do: the default
+/// soft limit (often 1024) is what a host with many API clients and Redis connections runs
+/// out of first. The API's connection cap is then fitted below it.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("cannot raise the open-file limit; keeping the soft one");
+            }
+        }
+    }
 }
 
 /// First SIGINT/SIGTERM: drain. Second: stop waiting.

@@ -1,16 +1,27 @@
 //! Dead letters: events that cannot succeed, kept with the reason instead of being dropped.
 //!
-//! A dead-letter entry is the original entry's fields, unchanged, followed by `eddy.*` fields
-//! saying why (a dot never appears in a CloudEvents attribute name, so these cannot collide
-//! with the event's own). Adding the dead letter and acknowledging the original happen in one
-//! Lua script, and only if the acknowledgement removed a pending entry: a crash leaves the
-//! original pending or the dead letter written, never neither and never both, and two hosts
-//! that both finished the same entry write one dead letter between them.
+//! A dead-letter entry starts with Eddy's `eddy.*` fields saying why, then a marker field
+//! [`ORIGINAL_MARKER`] whose value counts the original entry's fields, then those fields,
+//! unchanged. Eddy's fields come first and are authoritative: a producer that wrote its own
+//! `eddy.function` or `eddy.group` into an entry finds them kept after the marker, as part of
+//! the original, and never taken for Eddy's (which would list the letter under another
+//! function, or replay it into another group). Dead letters written before the marker existed
+//! (the original first, Eddy's fields appended) are still read: see
+//! [`super::replay::StoredLetter`].
+//!
+//! Adding the dead letter and acknowledging the original happen in one Lua script, and only if
+//! the acknowledgement removed a pending entry: a crash leaves the original pending or the dead
+//! letter written, never neither and never both, and two hosts that both finished the same
+//! entry write one dead letter between them.
 
 use redis::Script;
 use std::sync::LazyLock;
 
 use crate::engine::{Captured, InvokeResult};
+
+/// The field between Eddy's fields and the original entry's; its value is how many original
+/// fields follow.
+pub const ORIGINAL_MARKER: &str = "eddy.original";
 
 /// Bytes of captured log lines kept in a dead letter: the end of the output, where the
 /// failure usually is.
@@ -71,7 +82,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The `eddy.*` fields appended to the original entry's.
+    /// Eddy's `eddy.*` fields, written before the original entry's.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("eddy.reason", self.reason.as_str().to_owned()),
@@ -194,18 +205,19 @@ pub async fn dead_letter_pending<C: redis::aio::ConnectionLike>(
     invocation.invoke_async(conn).await
 }
 
-/// Appends a dead letter's field/value pairs (the original's, then the `eddy.*` ones) to a
-/// script's arguments.
+/// Appends a dead letter's field/value pairs to a script's arguments: Eddy's `eddy.*` fields,
+/// the marker with the count of original fields, then the original's.
 pub(super) fn push_letter(
     invocation: &mut redis::ScriptInvocation<'_>,
     original: &[(String, Vec<u8>)],
     letter: &DeadLetter,
 ) {
-    for (name, value) in original {
-        invocation.arg(name).arg(value.as_slice());
-    }
     for (name, value) in letter.fields() {
         invocation.arg(name).arg(value);
+    }
+    invocation.arg(ORIGINAL_MARKER).arg(original.len());
+    for (name, value) in original {
+        invocation.arg(name).arg(value.as_slice());
     }
 }
 

@@ -15,12 +15,16 @@ use std::sync::LazyLock;
 use redis::Script;
 use redis::aio::ConnectionLike;
 
+use super::dead_letter::ORIGINAL_MARKER;
 use super::{RetryKeys, RetryRecord};
 
 /// The set of dead-letter streams in use.
 pub const DEAD_LETTER_STREAMS_KEY: &str = "eddy:dead-letter-streams";
 /// The extension a replayed event carries: the id of the dead letter it came from.
 pub const REPLAYED_FROM: &str = "replayedfrom";
+
+/// One field of a stream entry: its name and value.
+pub type Field = (String, Vec<u8>);
 
 /// A dead letter as read back.
 #[derive(Debug, Clone)]
@@ -29,26 +33,50 @@ pub struct StoredLetter {
     pub stream: String,
     /// Its entry id there.
     pub id: String,
-    /// All fields: the original ones, then the `eddy.*` ones.
-    pub fields: Vec<(String, Vec<u8>)>,
+    /// All fields, as stored (see [`super::dead_letter`] for the layout).
+    pub fields: Vec<Field>,
 }
 
 impl StoredLetter {
-    /// Field `name` as text.
+    /// Splits the fields into Eddy's and the original entry's. The current layout puts Eddy's
+    /// first, up to [`ORIGINAL_MARKER`]; a letter from before it has the original first and
+    /// Eddy's appended, so Eddy's are its trailing run of `eddy.*` fields.
+    fn parts(&self) -> (&[Field], &[Field]) {
+        let leading = self
+            .fields
+            .iter()
+            .take_while(|(n, _)| n.starts_with("eddy."))
+            .position(|(n, _)| n == ORIGINAL_MARKER);
+        if let Some(marker) = leading {
+            return (&self.fields[..marker], &self.fields[marker + 1..]);
+        }
+        let trailing = self
+            .fields
+            .iter()
+            .rev()
+            .take_while(|(n, _)| n.starts_with("eddy."))
+            .count();
+        let split = self.fields.len() - trailing;
+        (&self.fields[split..], &self.fields[..split])
+    }
+
+    /// Eddy's field `name` (e.g. `eddy.function`) as text; never one the producer wrote.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.fields
+        self.parts()
+            .0
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
-    /// The original entry's fields, without the `eddy.*` ones.
-    pub fn original(&self) -> Vec<(String, Vec<u8>)> {
-        self.fields
-            .iter()
-            .filter(|(n, _)| !n.starts_with("eddy."))
-            .cloned()
-            .collect()
+    /// Eddy's fields.
+    pub fn eddy_fields(&self) -> &[Field] {
+        self.parts().0
+    }
+
+    /// The original entry's fields, exactly as the producer wrote them.
+    pub fn original(&self) -> Vec<Field> {
+        self.parts().1.to_vec()
     }
 }
 
@@ -161,4 +189,49 @@ pub async fn purge<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     Ok(removed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(fields: &[(&str, &str)]) -> StoredLetter {
+        StoredLetter {
+            stream: "orders.dlq".into(),
+            id: "1-0".into(),
+            fields: fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn eddy_fields_come_first_and_a_producers_own_are_part_of_the_original() {
+        let stored = letter(&[
+            ("eddy.reason", "rejected"),
+            ("eddy.function", "strict"),
+            (ORIGINAL_MARKER, "3"),
+            ("data", "{}"),
+            ("eddy.function", "victim"),
+            (ORIGINAL_MARKER, "forged"),
+        ]);
+        assert_eq!(stored.get("eddy.function").as_deref(), Some("strict"));
+        assert_eq!(stored.eddy_fields().len(), 2);
+        let original = stored.original();
+        assert_eq!(original.len(), 3);
+        assert_eq!(original[1].0, "eddy.function");
+    }
+
+    #[test]
+    fn letters_from_before_the_marker_are_read_from_their_end() {
+        let stored = letter(&[
+            ("type", "T"),
+            ("data", "{}"),
+            ("eddy.reason", "failed"),
+            ("eddy.function", "f"),
+        ]);
+        assert_eq!(stored.get("eddy.reason").as_deref(), Some("failed"));
+        assert_eq!(stored.original().len(), 2);
+    }
 }

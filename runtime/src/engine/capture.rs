@@ -121,22 +121,20 @@ impl OutputCapture {
         }
     }
 
-    /// Records a log line, cut to what is left of the budget.
-    pub fn log(&self, level: LogLevel, message: &str) {
+    /// Records a log line, cut to what is left of the budget; returns the bytes kept (0 once
+    /// the budget is spent).
+    pub fn log(&self, level: LogLevel, message: &str) -> usize {
         let mut state = self.lock();
-        let mut cut = message.len().min(state.budget);
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = floor_char_boundary(message, state.budget);
         state.take(cut);
         state.dropped_bytes += (message.len() - cut) as u64;
-        if cut == 0 {
-            return;
+        if cut > 0 {
+            state.logs.push(LogLine {
+                level,
+                message: message[..cut].to_owned(),
+            });
         }
-        state.logs.push(LogLine {
-            level,
-            message: message[..cut].to_owned(),
-        });
+        cut
     }
 
     fn write(&self, target: Target, bytes: &[u8]) {
@@ -159,6 +157,15 @@ impl OutputCapture {
             dropped_bytes: std::mem::take(&mut state.dropped_bytes),
         }
     }
+}
+
+/// The largest index at most `max` that is a character boundary of `text`.
+pub fn floor_char_boundary(text: &str, max: usize) -> usize {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
 }
 
 #[derive(Clone, Copy)]

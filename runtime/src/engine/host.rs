@@ -3,6 +3,11 @@
 //! Each invocation gets a fresh [`InvocationState`]: an empty WASI context (no files, sockets,
 //! environment or inherited stdio), the output capture, the memory limiter, and the function's
 //! settings and publisher. The `Host` impls below are the only way a guest reaches the host.
+//!
+//! Every import is `async`: one that waits (a publish to Redis, a `once` claim) parks the
+//! invocation's future instead of blocking a thread, and the invocation's deadline, which drops
+//! that future, reaches it wherever it waits. Each import also spends from the invocation's
+//! budgets (output, published events and bytes) before it does anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +16,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::capture::{LogLevel, OutputCapture};
+use super::capture::{LogLevel, OutputCapture, floor_char_boundary};
+use super::limits::{Limits, MAX_ECHOED_LOG_BYTES, MAX_ECHOED_LOG_LINES, MAX_ONCE_KEYS};
 use super::publish::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
 
 /// Host bindings generated from `wit/`, the same contract the guest SDK reads.
@@ -19,6 +25,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "eddy:function/function@0.1.1",
+        imports: { default: async },
+        exports: { default: async },
     });
 }
 
@@ -83,6 +91,12 @@ pub struct InvocationState {
     event_id: String,
     config: Arc<BTreeMap<String, String>>,
     publisher: Arc<dyn Publisher>,
+    /// The function's limits, for the publish budgets.
+    limits: Limits,
+    /// Events published so far, and their data bytes.
+    published: (u32, u64),
+    /// Guest log lines echoed into the host's log so far.
+    echoed: usize,
     /// This invocation's token for `once` claims.
     token: String,
     /// When its `once` claims lapse if never settled: its deadline plus a little.
@@ -91,17 +105,36 @@ pub struct InvocationState {
     pub claims: Vec<OnceClaim>,
 }
 
+/// What an invocation's store is made from.
+pub struct StateParts {
+    /// The function's name.
+    pub function: Arc<str>,
+    /// The event being handled.
+    pub event_id: String,
+    /// The function's limits.
+    pub limits: Limits,
+    /// Where output goes.
+    pub capture: OutputCapture,
+    /// The function's settings.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Where published events go.
+    pub publisher: Arc<dyn Publisher>,
+    /// When unsettled `once` claims lapse.
+    pub claims_lapse: std::time::Instant,
+}
+
 impl InvocationState {
-    /// Fresh state for one invocation of `function` handling event `event_id`.
-    pub fn new(
-        function: Arc<str>,
-        event_id: String,
-        max_memory_bytes: usize,
-        capture: OutputCapture,
-        config: Arc<BTreeMap<String, String>>,
-        publisher: Arc<dyn Publisher>,
-        claims_lapse: std::time::Instant,
-    ) -> Self {
+    /// Fresh state for one invocation.
+    pub fn new(parts: StateParts) -> Self {
+        let StateParts {
+            function,
+            event_id,
+            limits,
+            capture,
+            config,
+            publisher,
+            claims_lapse,
+        } = parts;
         // The builder's defaults already give no preopens, no env, no args and denied network
         // addresses; TCP/UDP are switched off too so socket creation itself fails.
         let wasi = WasiCtx::builder()
@@ -114,12 +147,15 @@ impl InvocationState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(max_memory_bytes),
+            limiter: MemoryLimiter::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)),
             capture,
             function,
             event_id,
             config,
             publisher,
+            limits,
+            published: (0, 0),
+            echoed: 0,
             token: uuid::Uuid::new_v4().simple().to_string(),
             claims_lapse,
             claims: Vec::new(),
@@ -139,41 +175,86 @@ impl WasiView for InvocationState {
 impl wit::Host for InvocationState {}
 
 impl publisher::Host for InvocationState {
-    fn publish(
+    async fn publish(
         &mut self,
         stream: String,
         event_type: String,
         data: Vec<u8>,
     ) -> Result<String, wit::Error> {
-        let request = PublishRequest {
-            function: self.function.to_string(),
-            stream,
-            event_type,
-            data,
-            caused_by: self.event_id.clone(),
-            extensions: Vec::new(),
+        let result = self.spend_publish(&stream, &event_type, &data);
+        let result = match result {
+            Ok(()) => {
+                let request = PublishRequest {
+                    function: self.function.to_string(),
+                    stream,
+                    event_type,
+                    data,
+                    caused_by: self.event_id.clone(),
+                    extensions: Vec::new(),
+                };
+                let (stream, event_type) = (request.stream.clone(), request.event_type.clone());
+                let published = self.publisher.publish(request).await;
+                match &published {
+                    Ok(id) => tracing::debug!(
+                        function = %self.function, %stream, %event_type, %id, "published"
+                    ),
+                    Err(error) => tracing::warn!(
+                        function = %self.function, %stream, %error, "publish refused"
+                    ),
+                }
+                published
+            }
+            Err(error) => {
+                tracing::warn!(function = %self.function, %stream, %error, "publish refused");
+                Err(error)
+            }
         };
-        let result = validate_publish(&request.stream, &request.event_type)
-            .and_then(|()| self.publisher.publish(request.clone()));
-        match &result {
-            Ok(id) => tracing::debug!(
-                function = %self.function, stream = %request.stream,
-                event_type = %request.event_type, id = %id, "published"
-            ),
-            Err(error) => tracing::warn!(
-                function = %self.function, stream = %request.stream, %error, "publish refused"
-            ),
+        result.map_err(wit_error)
+    }
+}
+
+impl InvocationState {
+    /// Checks a publish and spends it from the invocation's budgets: the event itself (name,
+    /// type, JSON data of bounded size), then the count and bytes left.
+    fn spend_publish(
+        &mut self,
+        stream: &str,
+        event_type: &str,
+        data: &[u8],
+    ) -> Result<(), PublishError> {
+        validate_publish(stream, event_type, data)?;
+        let (count, bytes) = self.published;
+        if count >= self.limits.publish_count {
+            return Err(PublishError::Denied(format!(
+                "this invocation already published {count} events, the limit \
+                 (limits.publish_count = {})",
+                self.limits.publish_count
+            )));
         }
-        result.map_err(|error| match error {
-            PublishError::Denied(m) => wit::Error::Denied(m),
-            PublishError::Invalid(m) => wit::Error::Invalid(m),
-            PublishError::Unavailable(m) => wit::Error::Unavailable(m),
-        })
+        let total = bytes + data.len() as u64;
+        if total > self.limits.publish_bytes {
+            return Err(PublishError::Denied(format!(
+                "publishing {} more bytes would take this invocation to {total} bytes of event \
+                 data, over its limit (limits.publish_bytes = {})",
+                data.len(),
+                self.limits.publish_bytes
+            )));
+        }
+        self.published = (count + 1, total);
+        Ok(())
+    }
+}
+
+fn wit_error(error: PublishError) -> wit::Error {
+    match error {
+        PublishError::Denied(m) => wit::Error::Denied(m),
+        PublishError::Invalid(m) => wit::Error::Invalid(m),
+        PublishError::Unavailable(m) => wit::Error::Unavailable(m),
     }
 }
 
 impl logging::Host for InvocationState {
-    fn log(&mut self, level: logging::Level, message: String) {
+    async fn log(&mut self, level: logging::Level, message: String) {
         use logging::Level;
         let level = match level {
             Level::Trace => LogLevel::Trace,
@@ -182,20 +263,38 @@ impl logging::Host for InvocationState {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        let function = &*self.function;
-        match level {
-            LogLevel::Trace => tracing::trace!(function, guest = true, "{message}"),
-            LogLevel::Debug => tracing::debug!(function, guest = true, "{message}"),
-            LogLevel::Info => tracing::info!(function, guest = true, "{message}"),
-            LogLevel::Warn => tracing::warn!(function, guest = true, "{message}"),
-            LogLevel::Error => tracing::error!(function, guest = true, "{message}"),
+        // The budget first: a line past it is dropped (and counted), never echoed.
+        if self.capture.log(level, &message) == 0 {
+            return;
         }
-        self.capture.log(level, &message);
+        self.echoed += 1;
+        let function = &*self.function;
+        if self.echoed > MAX_ECHOED_LOG_LINES {
+            if self.echoed == MAX_ECHOED_LOG_LINES + 1 {
+                tracing::info!(
+                    function,
+                    guest = true,
+                    echoed = MAX_ECHOED_LOG_LINES,
+                    "further guest log lines of this invocation are kept in its record only"
+                );
+            }
+            return;
+        }
+        // Control characters are escaped by the host's log formatter (see `cli`), so a line
+        // with a line break cannot pose as a line of its own.
+        let text = &message[..floor_char_boundary(&message, MAX_ECHOED_LOG_BYTES)];
+        match level {
+            LogLevel::Trace => tracing::trace!(function, guest = true, "{text}"),
+            LogLevel::Debug => tracing::debug!(function, guest = true, "{text}"),
+            LogLevel::Info => tracing::info!(function, guest = true, "{text}"),
+            LogLevel::Warn => tracing::warn!(function, guest = true, "{text}"),
+            LogLevel::Error => tracing::error!(function, guest = true, "{text}"),
+        }
     }
 }
 
 impl idempotency::Host for InvocationState {
-    fn once(&mut self, key: String, ttl_seconds: u32) -> Result<bool, wit::Error> {
+    async fn once(&mut self, key: String, ttl_seconds: u32) -> Result<bool, wit::Error> {
         let claim = OnceClaim {
             function: self.function.to_string(),
             key,
@@ -206,21 +305,23 @@ impl idempotency::Host for InvocationState {
                 .saturating_duration_since(std::time::Instant::now())
                 .max(std::time::Duration::from_millis(1)),
         };
+        claim.validate().map_err(wit_error)?;
         // Remembered before asking: if the answer is lost after Redis took the claim, settling
         // still releases it (settling only touches a key this invocation's token holds).
         if !self.claims.iter().any(|c| c.key == claim.key) {
+            if self.claims.len() >= MAX_ONCE_KEYS {
+                return Err(wit::Error::Denied(format!(
+                    "this invocation already claimed {MAX_ONCE_KEYS} once keys, the most one may"
+                )));
+            }
             self.claims.push(claim.clone());
         }
-        self.publisher.claim_once(&claim).map_err(|e| match e {
-            PublishError::Denied(m) => wit::Error::Denied(m),
-            PublishError::Invalid(m) => wit::Error::Invalid(m),
-            PublishError::Unavailable(m) => wit::Error::Unavailable(m),
-        })
+        self.publisher.claim_once(&claim).await.map_err(wit_error)
     }
 }
 
 impl config::Host for InvocationState {
-    fn get(&mut self, key: String) -> Option<String> {
+    async fn get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
     }
 }

@@ -19,12 +19,63 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// 64 KiB. Output beyond it is dropped and counted, never an error for the guest.
 pub const DEFAULT_OUTPUT_BYTES: usize = 64 * 1024;
 
+/// Default number of events one invocation may publish: 1000. The next `publish` fails with
+/// `denied`, naming the limit.
+pub const DEFAULT_PUBLISH_COUNT: u32 = 1000;
+
+/// Default bytes of event data one invocation may publish in all: 16 MiB.
+pub const DEFAULT_PUBLISH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Largest data of one published event: 1 MiB, what the HTTP ingress accepts in one request, so
+/// a function cannot put into a stream what a producer could not. Fixed, not per function.
+pub const MAX_PUBLISHED_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of a function's response body the host keeps: 1 MiB; the rest is cut. Bodies
+/// are for short answers and error messages, which records and dead letters cut further.
+pub const MAX_RESPONSE_BODY_BYTES: usize = 1024 * 1024;
+
+/// Largest component accepted, from a file or an upload: 64 MiB (a JavaScript or Python
+/// component is about 20 MB).
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Default number of instances alive at once on a host, across all functions: 256. The pool
 /// reserves address space (not memory) for this many up front.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
+/// Pool slots kept for the instantiation check of a component being loaded or deployed, beyond
+/// `max_instances`: a deploy never waits for (or fails on) invocations holding the pool.
+pub const LOAD_CHECK_INSTANCES: u32 = 2;
+
+/// How long the load-time instantiation check may run (a component's start functions): 10 s.
+pub const LOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest memory limit a function may ask for: 4 GiB, the most a 32-bit memory can address.
 pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Longest wall-time limit a function may ask for: 15 minutes. Longer work belongs in several
+/// events (a saga), not one invocation holding an instance.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Largest output budget a function may ask for: 16 MiB, held in host memory per invocation.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most events one invocation may be allowed to publish: 100,000.
+pub const MAX_PUBLISH_COUNT: u32 = 100_000;
+
+/// Most bytes of event data one invocation may be allowed to publish: 1 GiB.
+pub const MAX_PUBLISH_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Most `once` keys one invocation may claim: 1000. Each is settled in Redis when the
+/// invocation ends, so this also bounds that work.
+pub const MAX_ONCE_KEYS: usize = 1000;
+
+/// Guest log lines of one invocation echoed into the host's own log: 20. Every line still
+/// counts against the output budget and is kept in the invocation's record; beyond this many
+/// the host's log says how many more there were, once.
+pub const MAX_ECHOED_LOG_LINES: usize = 20;
+
+/// Longest guest log line echoed into the host's log: 1 KiB (cut at a character boundary).
+pub const MAX_ECHOED_LOG_BYTES: usize = 1024;
 
 /// How often the engine's epoch advances: 5 ms. Timeouts are enforced to this granularity; a
 /// shorter tick costs a little more host CPU.
@@ -52,6 +103,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Captured stdout, stderr and log bytes kept per invocation ([`DEFAULT_OUTPUT_BYTES`]).
     pub output_bytes: usize,
+    /// Events one invocation may publish ([`DEFAULT_PUBLISH_COUNT`]).
+    pub publish_count: u32,
+    /// Bytes of event data one invocation may publish in all ([`DEFAULT_PUBLISH_BYTES`]).
+    pub publish_bytes: u64,
 }
 
 impl Default for Limits {
@@ -60,22 +115,36 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             timeout: DEFAULT_TIMEOUT,
             output_bytes: DEFAULT_OUTPUT_BYTES,
+            publish_count: DEFAULT_PUBLISH_COUNT,
+            publish_bytes: DEFAULT_PUBLISH_BYTES,
         }
     }
 }
 
 impl Limits {
-    /// Checks each limit is usable, naming the field and the accepted range when not.
+    /// Checks each limit is within its range (more than zero, at most its ceiling), naming the
+    /// limit and the range when not.
     pub fn validate(&self) -> Result<(), String> {
-        if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(format!(
-                "memory limit {} is out of range: expected more than 0 and at most {}",
-                self.memory_bytes, MAX_MEMORY_BYTES
-            ));
-        }
-        if self.timeout.is_zero() {
-            return Err("timeout must be greater than 0".to_owned());
-        }
+        check_range("memory limit", self.memory_bytes, 1, MAX_MEMORY_BYTES)?;
+        check_range(
+            "timeout (ms)",
+            u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            1,
+            MAX_TIMEOUT.as_millis() as u64,
+        )?;
+        check_range(
+            "output limit",
+            self.output_bytes as u64,
+            0,
+            MAX_OUTPUT_BYTES as u64,
+        )?;
+        check_range(
+            "publish count",
+            u64::from(self.publish_count),
+            0,
+            u64::from(MAX_PUBLISH_COUNT),
+        )?;
+        check_range("publish bytes", self.publish_bytes, 0, MAX_PUBLISH_BYTES)?;
         Ok(())
     }
 
@@ -84,6 +153,16 @@ impl Limits {
         let tick = EPOCH_TICK.as_nanos();
         let ticks = self.timeout.as_nanos().div_ceil(tick);
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+fn check_range(what: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value} is out of range: expected at least {min} and at most {max}"
+        ))
     }
 }
 
@@ -151,6 +230,16 @@ mod tests {
             ..Limits::default()
         };
         assert!(zero_timeout.validate().unwrap_err().contains("timeout"));
+        let endless = Limits {
+            timeout: MAX_TIMEOUT + Duration::from_millis(1),
+            ..Limits::default()
+        };
+        assert!(endless.validate().unwrap_err().contains("at most"));
+        let greedy = Limits {
+            output_bytes: MAX_OUTPUT_BYTES + 1,
+            ..Limits::default()
+        };
+        assert!(greedy.validate().unwrap_err().contains("output limit"));
         assert!(Limits::default().validate().is_ok());
     }
 }

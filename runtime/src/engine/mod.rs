@@ -2,11 +2,16 @@
 //! fresh, sandboxed instance per event.
 //!
 //! It knows nothing of Redis, cron or HTTP: triggers turn outside events into [`Event`]s and
-//! call [`Function::invoke`]; delivery decides what the returned [`InvokeResult`] means for the
-//! event. Loading is where the work is: the component is compiled (or fetched from the disk
-//! cache), linked against the host imports and pre-instantiated into an `InstancePre`, so an
-//! invocation only allocates a pooled instance slot (copy-on-write memory image), runs, and
-//! drops it.
+//! call [`Function::invoke`] (or [`Function::run`] with their hooks); delivery decides what the
+//! returned [`InvokeResult`] means for the event. Loading is where the work is: the component
+//! is compiled (or fetched from the disk cache), linked against the host imports and
+//! pre-instantiated into an `InstancePre`, so an invocation only allocates a pooled instance
+//! slot (copy-on-write memory image), runs, and drops it.
+//!
+//! An invocation is a future (wasmtime's async support): a guest waiting in a host call holds
+//! no thread, and one deadline covers everything it does. Guest code is interrupted at the
+//! deadline by the epoch callback; a host call it waits in is dropped at the deadline by a
+//! timer around the whole call. Either way the result is a timeout, on time.
 //!
 //! Layout:
 //! - `limits`: every limit and its named default.
@@ -15,11 +20,13 @@
 //! - `capture`: bounded stdout, stderr and log capture.
 //! - `publish`: the `publish` capability's trait and the in-memory publisher.
 //! - `outcome`: the status table as plain logic.
-//! - `workers`: the fixed set of threads invocations run on.
+//! - `gate`: how many invocations may run guest code at once.
+//! - `workers`: the threads invocations run on.
 //! - [`propagation`]: trace context carried into published events.
 
 mod cache;
 mod capture;
+mod gate;
 mod host;
 mod limits;
 mod outcome;
@@ -29,24 +36,28 @@ mod workers;
 
 pub use cache::{ComponentCache, digest};
 pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
+pub use gate::CpuGate;
 pub use limits::*;
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
-    AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL,
-    MAX_STREAM_NAME_BYTES, MemoryPublisher, OnceClaim, OnceState, PublishError, PublishRequest,
-    Publisher, validate_publish,
+    AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_EVENT_TYPE_BYTES, MAX_ONCE_KEY_BYTES,
+    MAX_ONCE_TTL, MemoryPublisher, OnceClaim, OnceState, PublishError, PublishRequest, Publisher,
+    validate_publish,
 };
 pub use workers::{Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 use crate::event::{Event, TriggerKind};
-use host::{FunctionPre, InvocationState, wit};
+use host::{FunctionPre, InvocationState, StateParts, wit};
 
 /// The WIT world every function must implement.
 pub const WORLD: &str = "eddy:function/function@0.1.1";
@@ -77,8 +88,8 @@ pub enum LoadError {
     Limits(String),
 }
 
-/// The wasmtime engine, its linker of host imports, the epoch ticker and the compile cache.
-/// One per host; cheap to clone.
+/// The wasmtime engine, its linker of host imports, the epoch ticker, the compile cache and the
+/// instance pool's permits. One per host; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<EngineInner>,
@@ -88,17 +99,25 @@ struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<InvocationState>,
     cache: Option<ComponentCache>,
+    /// One permit per pooled instance slot invocations may use: an invocation waits for one
+    /// rather than failing when the pool is full.
+    instances: Arc<Semaphore>,
+    /// The slots kept for load-time checks ([`LOAD_CHECK_INSTANCES`]).
+    load_checks: Arc<Semaphore>,
 }
 
 impl Engine {
-    /// Builds the engine: pooling allocator sized by `config`, copy-on-write memory images,
-    /// epoch interruption driven by a background ticker thread.
+    /// Builds the engine: pooling allocator sized by `config` (plus the load-check slots),
+    /// copy-on-write memory images, async support, epoch interruption driven by a background
+    /// ticker thread.
     pub fn new(config: &EngineConfig) -> anyhow::Result<Self> {
+        let slots = config.max_instances + LOAD_CHECK_INSTANCES;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * MAX_CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(config.max_instances * MAX_MEMORIES_PER_COMPONENT)
-            .total_tables(config.max_instances * MAX_CORE_INSTANCES_PER_COMPONENT)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots * MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(slots * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_stacks(slots)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memory_size(MAX_MEMORY_BYTES as usize)
@@ -112,7 +131,7 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&wasmtime);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         host::Function::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         spawn_epoch_ticker(&wasmtime);
@@ -125,12 +144,15 @@ impl Engine {
                 wasmtime,
                 linker,
                 cache,
+                instances: Arc::new(Semaphore::new(config.max_instances as usize)),
+                load_checks: Arc::new(Semaphore::new(LOAD_CHECK_INSTANCES as usize)),
             }),
         })
     }
 
     /// Compiles `bytes` (or loads it from the cache), checks it implements the function world,
-    /// and pre-instantiates it. Nothing is kept on failure.
+    /// and pre-instantiates it. Nothing is kept on failure. Blocks (compiling takes a while):
+    /// call it from a blocking thread, never from an async task.
     pub fn load(&self, spec: FunctionSpec, bytes: &[u8]) -> Result<Function, LoadError> {
         spec.limits.validate().map_err(LoadError::Limits)?;
         check_header(bytes)?;
@@ -163,41 +185,74 @@ impl Engine {
                 limits: spec.limits,
                 config: Arc::new(spec.config),
                 pre,
-                engine: self.inner.wasmtime.clone(),
+                engine: self.clone(),
             }),
         })
+    }
+
+    /// Instances invocations may still take from the pool now.
+    pub fn free_instances(&self) -> usize {
+        self.inner.instances.available_permits()
     }
 }
 
 impl Engine {
     /// Instantiates once in a scratch store, because export signatures are only type-checked
-    /// when an instance is made: a wrong `handle` must fail the load, not every event.
+    /// when an instance is made: a wrong `handle` must fail the load, not every event. Uses a
+    /// slot of its own ([`LOAD_CHECK_INSTANCES`]) and a small runtime of its own.
     fn check_instantiates(
         &self,
         pre: &FunctionPre<InvocationState>,
         spec: &FunctionSpec,
     ) -> Result<(), LoadError> {
-        let mut store = new_store(
-            &self.inner.wasmtime,
-            &spec.limits,
-            spec.name.as_str().into(),
-            String::new(),
-            OutputCapture::new(0),
-            Arc::new(BTreeMap::new()),
-            Arc::new(MemoryPublisher::default()),
-        );
-        match pre.instantiate(&mut store) {
-            Ok(_) => Ok(()),
-            Err(_) if store.data().limiter.refused.is_some() => Err(LoadError::Limits(format!(
-                "the component's initial memory exceeds the memory limit of {} bytes",
-                spec.limits.memory_bytes
-            ))),
-            Err(e) if format!("{e:#}").contains("type mismatch") => Err(LoadError::World(format!(
-                "export {HANDLER_EXPORT} has the wrong signature, expected \
-                 func(event: event) -> response: {e:#}"
-            ))),
-            Err(e) => Err(LoadError::World(format!("{e:#}"))),
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LoadError::Compile(format!("cannot start the check's runtime: {e}")))?;
+        runtime.block_on(async {
+            let _slot = self
+                .inner
+                .load_checks
+                .acquire()
+                .await
+                .expect("the load-check semaphore is never closed");
+            let deadline = Instant::now() + LOAD_CHECK_TIMEOUT;
+            let mut store = new_store(
+                &self.inner.wasmtime,
+                StateParts {
+                    function: spec.name.as_str().into(),
+                    event_id: String::new(),
+                    limits: spec.limits,
+                    capture: OutputCapture::new(0),
+                    config: Arc::new(BTreeMap::new()),
+                    publisher: Arc::new(MemoryPublisher::default()),
+                    claims_lapse: deadline,
+                },
+                deadline,
+                Arc::new(AtomicBool::new(false)),
+            );
+            let instantiated =
+                tokio::time::timeout(LOAD_CHECK_TIMEOUT, pre.instantiate_async(&mut store)).await;
+            match instantiated {
+                Ok(Ok(_)) => Ok(()),
+                Err(_) => Err(LoadError::World(format!(
+                    "instantiating the component took longer than {LOAD_CHECK_TIMEOUT:?}"
+                ))),
+                Ok(Err(_)) if store.data().limiter.refused.is_some() => {
+                    Err(LoadError::Limits(format!(
+                        "the component's initial memory exceeds the memory limit of {} bytes",
+                        spec.limits.memory_bytes
+                    )))
+                }
+                Ok(Err(e)) if format!("{e:#}").contains("type mismatch") => {
+                    Err(LoadError::World(format!(
+                        "export {HANDLER_EXPORT} has the wrong signature, expected \
+                         func(event: event) -> response: {e:#}"
+                    )))
+                }
+                Ok(Err(e)) => Err(LoadError::World(format!("{e:#}"))),
+            }
+        })
     }
 }
 
@@ -211,28 +266,25 @@ pub const ONCE_LEASE_SLACK: Duration = Duration::from_millis(100);
 pub const MIN_CLAIM_MARGIN: Duration = Duration::from_millis(250);
 
 /// The one way a store is made, for the load-time check and for every event alike: fresh
-/// state, the memory limiter and the wall-time deadline from `limits`.
+/// state, the memory limiter, and the epoch callback that interrupts guest code at `deadline`
+/// and otherwise yields on every tick (raising `ticked`), so the scheduler and the deadline's
+/// timer get a turn however long the guest computes.
 fn new_store(
     engine: &wasmtime::Engine,
-    limits: &Limits,
-    function: Arc<str>,
-    event_id: String,
-    capture: OutputCapture,
-    config: Arc<BTreeMap<String, String>>,
-    publisher: Arc<dyn Publisher>,
+    parts: StateParts,
+    deadline: Instant,
+    ticked: Arc<AtomicBool>,
 ) -> Store<InvocationState> {
-    let state = InvocationState::new(
-        function,
-        event_id,
-        usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-        capture,
-        config,
-        publisher,
-        Instant::now() + limits.timeout + ONCE_LEASE_SLACK,
-    );
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(engine, InvocationState::new(parts));
     store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(limits.timeout_ticks());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            return Err(Trap::Interrupt.into());
+        }
+        ticked.store(true, Ordering::Release);
+        Ok(UpdateDeadline::Yield(1))
+    });
     store
 }
 
@@ -304,7 +356,19 @@ struct FunctionInner {
     limits: Limits,
     config: Arc<BTreeMap<String, String>>,
     pre: FunctionPre<InvocationState>,
-    engine: wasmtime::Engine,
+    engine: Engine,
+}
+
+/// What a trigger can ask of an invocation beyond the function and the event.
+#[derive(Default)]
+pub struct RunHooks {
+    /// Asked right before the start; false means the event is no longer this host's to run
+    /// (its lease may have lapsed), so the invocation does not start.
+    pub may_start: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Cancelled to stop the invocation: its event was taken by another host.
+    pub cancel: Option<CancellationToken>,
+    /// The CPU gate of the threads it runs on, if any ([`CpuGate`]).
+    pub gate: Option<Arc<CpuGate>>,
 }
 
 impl Function {
@@ -328,10 +392,46 @@ impl Function {
         self.inner.limits
     }
 
-    /// Runs the function once on `event` in a fresh instance, which is dropped afterwards.
-    /// Blocks the calling thread for up to the timeout: async callers run it on a blocking pool.
-    pub fn invoke(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
+    /// Runs the function once on `event` in a fresh instance, which is dropped afterwards;
+    /// waits for a free instance slot first. Ends by the function's timeout.
+    pub async fn invoke(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
+        self.run(event, publisher, RunHooks::default())
+            .await
+            .expect("an invocation without hooks always runs")
+    }
+
+    /// [`invoke`](Self::invoke) from a thread that is not running async code (the CLI, tests):
+    /// drives the invocation on a small runtime of its own.
+    pub fn invoke_blocking(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("starting a runtime for one invocation")
+            .block_on(self.invoke(event, publisher))
+    }
+
+    /// Runs the function once on `event`, with a trigger's `hooks`. `None` when it did not
+    /// run to an outcome this host may settle: `may_start` said no, or `cancel` fired.
+    pub async fn run(
+        &self,
+        event: &Event,
+        publisher: Arc<dyn Publisher>,
+        hooks: RunHooks,
+    ) -> Option<InvokeResult> {
         let inner = &*self.inner;
+        let _slot = inner
+            .engine
+            .inner
+            .instances
+            .acquire()
+            .await
+            .expect("the instance semaphore is never closed");
+        // From here a gate slot is held; it is given back however this ends.
+        let slot = gate::Slot::take(hooks.gate.as_deref()).await;
+        if hooks.may_start.as_ref().is_some_and(|may| !may()) {
+            return None;
+        }
+
         let span = propagation::InvocationSpan::for_event(&event.extensions);
         let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
             publisher,
@@ -339,29 +439,62 @@ impl Function {
         ));
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let ticked = Arc::new(AtomicBool::new(false));
         let mut store = new_store(
-            &inner.engine,
-            &limits,
-            inner.name.clone(),
-            event.id.clone(),
-            capture.clone(),
-            inner.config.clone(),
-            publisher.clone(),
+            &inner.engine.inner.wasmtime,
+            StateParts {
+                function: inner.name.clone(),
+                event_id: event.id.clone(),
+                limits,
+                capture: capture.clone(),
+                config: inner.config.clone(),
+                publisher: publisher.clone(),
+                claims_lapse: deadline + ONCE_LEASE_SLACK,
+            },
+            deadline,
+            ticked.clone(),
         );
 
-        let started = Instant::now();
-        let instantiated = inner.pre.instantiate(&mut store);
-        let instantiation = started.elapsed();
-        let returned = instantiated.and_then(|bindings| {
+        let mut instantiation = Duration::ZERO;
+        let wit_event = to_wit(event);
+        let call = async {
+            let bindings = inner.pre.instantiate_async(&mut store).await?;
+            instantiation = started.elapsed();
             bindings
                 .eddy_function_handler()
-                .call_handle(&mut store, &to_wit(event))
-        });
+                .call_handle(&mut store, &wit_event)
+                .await
+        };
+        let ended = {
+            let call = slot.run(call, ticked);
+            let cancelled = async {
+                match &hooks.cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                returned = tokio::time::timeout_at(deadline.into(), call) => Some(returned),
+                () = cancelled => None,
+            }
+        };
         let duration = started.elapsed();
         let refused = store.data().limiter.refused;
         let claims = std::mem::take(&mut store.data_mut().claims);
         drop(store);
         let output = capture.finish();
+        let Some(returned) = ended else {
+            tracing::warn!(
+                function = %inner.name, event_id = %event.id,
+                "invocation cancelled: its event was taken over by another host"
+            );
+            if !claims.is_empty() {
+                publisher.settle_once(&claims, false).await;
+            }
+            return None;
+        };
         if !output.stdout.is_empty() || !output.stderr.is_empty() {
             tracing::debug!(
                 function = %inner.name, event_id = %event.id,
@@ -370,13 +503,23 @@ impl Function {
         }
 
         let mut result = match returned {
-            Ok(response) => {
-                InvokeResult::returned(response.status, response.body, duration, output)
+            Ok(Ok(response)) => {
+                let mut body = response.body;
+                body.truncate(MAX_RESPONSE_BODY_BYTES);
+                InvokeResult::returned(response.status, body, duration, output)
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 let failure = classify_error(&error, refused, &limits, &output.stderr);
                 InvokeResult::failed(failure, duration, output)
             }
+            // The deadline passed while the guest waited in a host call.
+            Err(_elapsed) => InvokeResult::failed(
+                Failure::Timeout {
+                    limit_ms: limits.timeout.as_millis() as u64,
+                },
+                duration,
+                output,
+            ),
         };
         tracing::debug!(
             function = %inner.name, event_id = %event.id, attempt = event.delivery.attempt,
@@ -385,11 +528,13 @@ impl Function {
         );
         if !claims.is_empty() {
             // Kept only when the invocation succeeded, so a retry of a failure can redo them.
-            publisher.settle_once(&claims, result.outcome == Outcome::Done);
+            publisher
+                .settle_once(&claims, result.outcome == Outcome::Done)
+                .await;
         }
         result.span = Some(span);
         result.instantiation = instantiation;
-        result
+        Some(result)
     }
 }
 

@@ -14,6 +14,8 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
+
+use super::limits::MAX_PUBLISHED_EVENT_BYTES;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,18 +102,22 @@ impl OnceClaim {
 }
 
 /// Somewhere published events go, and where `once` keys are kept.
+///
+/// Its methods are awaited inside a running invocation: the invocation's deadline cancels
+/// them (drops the future), so none may leave a half-done write that matters.
+#[async_trait::async_trait]
 pub trait Publisher: Send + Sync {
     /// Publishes one event and returns its new id.
-    fn publish(&self, request: PublishRequest) -> Result<String, PublishError>;
+    async fn publish(&self, request: PublishRequest) -> Result<String, PublishError>;
 
     /// Claims a `once` key for an invocation: true if it may go ahead (nobody holds the key,
     /// or this invocation already does), false if an invocation that claimed it succeeded, and
     /// [`PublishError::Unavailable`] ([`HELD_ELSEWHERE`]) while another invocation holds it.
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError>;
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError>;
 
     /// Ends an invocation's claims: kept for their time to live if it succeeded, released
     /// otherwise so a retry can claim them again.
-    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool);
+    async fn settle_once(&self, claims: &[OnceClaim], succeeded: bool);
 }
 
 /// Why a claim failed while another invocation holds the key.
@@ -189,25 +195,35 @@ impl OnceState {
     }
 }
 
-/// Longest stream name accepted; Redis allows more, but a longer name is surely a mistake.
-pub const MAX_STREAM_NAME_BYTES: usize = 256;
+/// Longest event type accepted from a guest.
+pub const MAX_EVENT_TYPE_BYTES: usize = 256;
 
-/// Checks a stream name and an event type before any publisher sees them.
-pub fn validate_publish(stream: &str, event_type: &str) -> Result<(), PublishError> {
-    if stream.is_empty() || stream.len() > MAX_STREAM_NAME_BYTES {
+/// Checks a published event before any publisher sees it: the stream name (one validation for
+/// every name, [`crate::names::stream`]), the type, and that the data is one JSON document of
+/// at most [`MAX_PUBLISHED_EVENT_BYTES`], as its `application/json` label promises.
+pub fn validate_publish(stream: &str, event_type: &str, data: &[u8]) -> Result<(), PublishError> {
+    crate::names::stream(stream).map_err(|e| PublishError::Invalid(format!("stream name {e}")))?;
+    if event_type.is_empty()
+        || event_type.len() > MAX_EVENT_TYPE_BYTES
+        || event_type.chars().any(char::is_control)
+    {
         return Err(PublishError::Invalid(format!(
-            "stream name {stream:?}: expected 1 to {MAX_STREAM_NAME_BYTES} bytes"
+            "event type \"{}\": expected 1 to {MAX_EVENT_TYPE_BYTES} bytes with no control \
+             characters",
+            crate::names::Escaped(event_type)
         )));
     }
-    if stream.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if data.len() > MAX_PUBLISHED_EVENT_BYTES {
         return Err(PublishError::Invalid(format!(
-            "stream name {stream:?}: expected no whitespace or control characters"
+            "event data of {} bytes is over the {MAX_PUBLISHED_EVENT_BYTES}-byte limit of one \
+             published event",
+            data.len()
         )));
     }
-    if event_type.is_empty() {
-        return Err(PublishError::Invalid(
-            "event type: expected a non-empty string".into(),
-        ));
+    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+        return Err(PublishError::Invalid(format!(
+            "event data is not JSON ({error}): published events carry application/json"
+        )));
     }
     Ok(())
 }
@@ -225,18 +241,19 @@ impl AllowedStreams {
     }
 }
 
+#[async_trait::async_trait]
 impl Publisher for AllowedStreams {
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
-        self.inner.claim_once(claim)
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        self.inner.claim_once(claim).await
     }
 
-    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
-        self.inner.settle_once(claims, succeeded)
+    async fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        self.inner.settle_once(claims, succeeded).await
     }
 
-    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+    async fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         if self.allowed.contains(&request.stream) {
-            self.inner.publish(request)
+            self.inner.publish(request).await
         } else {
             Err(PublishError::Denied(format!(
                 "function {} may not publish to stream {:?}: add it to `publish` in its manifest \
@@ -261,18 +278,19 @@ impl Carrying {
     }
 }
 
+#[async_trait::async_trait]
 impl Publisher for Carrying {
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
-        self.inner.claim_once(claim)
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+        self.inner.claim_once(claim).await
     }
 
-    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
-        self.inner.settle_once(claims, succeeded)
+    async fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+        self.inner.settle_once(claims, succeeded).await
     }
 
-    fn publish(&self, mut request: PublishRequest) -> Result<String, PublishError> {
+    async fn publish(&self, mut request: PublishRequest) -> Result<String, PublishError> {
         request.extensions.extend(self.carried.iter().cloned());
-        self.inner.publish(request)
+        self.inner.publish(request).await
     }
 }
 
@@ -293,17 +311,18 @@ impl MemoryPublisher {
     }
 }
 
+#[async_trait::async_trait]
 impl Publisher for MemoryPublisher {
-    fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
+    async fn claim_once(&self, claim: &OnceClaim) -> Result<bool, PublishError> {
         claim.validate()?;
         self.once.claim(claim, Instant::now()).answer()
     }
 
-    fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
+    async fn settle_once(&self, claims: &[OnceClaim], succeeded: bool) {
         self.once.settle(claims, succeeded, Instant::now())
     }
 
-    fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+    async fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let id = format!("mem-{}", events.len() + 1);
         events.push((id.clone(), request));
@@ -315,8 +334,8 @@ impl Publisher for MemoryPublisher {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_listed_streams_may_be_published_to() {
+    #[tokio::test]
+    async fn only_listed_streams_may_be_published_to() {
         let memory = Arc::new(MemoryPublisher::default());
         let allowed = AllowedStreams::new(memory.clone(), vec!["emails".into()]);
         let request = |stream: &str| PublishRequest {
@@ -327,9 +346,9 @@ mod tests {
             caused_by: "e".into(),
             extensions: Vec::new(),
         };
-        assert!(allowed.publish(request("emails")).is_ok());
+        assert!(allowed.publish(request("emails")).await.is_ok());
         assert!(matches!(
-            allowed.publish(request("payments")),
+            allowed.publish(request("payments")).await,
             Err(PublishError::Denied(m)) if m.contains("payments")
         ));
         assert_eq!(memory.events().len(), 1);
@@ -416,28 +435,31 @@ mod tests {
     }
 
     #[test]
-    fn bad_stream_names_and_types_are_invalid() {
-        assert!(validate_publish("orders", "OrderPlaced").is_ok());
-        assert!(matches!(
-            validate_publish("", "T"),
-            Err(PublishError::Invalid(_))
-        ));
-        assert!(matches!(
-            validate_publish("a b", "T"),
-            Err(PublishError::Invalid(_))
-        ));
-        assert!(matches!(
-            validate_publish(&"s".repeat(257), "T"),
-            Err(PublishError::Invalid(_))
-        ));
-        assert!(matches!(
-            validate_publish("orders", ""),
-            Err(PublishError::Invalid(_))
-        ));
+    fn bad_stream_names_types_and_data_are_invalid() {
+        assert!(validate_publish("orders", "OrderPlaced", b"{}").is_ok());
+        let big = format!("\"{}\"", "x".repeat(MAX_PUBLISHED_EVENT_BYTES));
+        for (stream, event_type, data) in [
+            ("", "T", &b"{}"[..]),
+            ("a b", "T", b"{}"),
+            (&"s".repeat(257), "T", b"{}"),
+            ("eddy:deployments", "T", b"{}"),
+            ("orders", "", b"{}"),
+            ("orders", "T\nforged", b"{}"),
+            ("orders", "T", b"not json"),
+            ("orders", "T", big.as_bytes()),
+        ] {
+            assert!(
+                matches!(
+                    validate_publish(stream, event_type, data),
+                    Err(PublishError::Invalid(_))
+                ),
+                "{stream:?} {event_type:?}"
+            );
+        }
     }
 
-    #[test]
-    fn memory_publisher_numbers_events_in_order() {
+    #[tokio::test]
+    async fn memory_publisher_numbers_events_in_order() {
         let publisher = MemoryPublisher::default();
         let request = PublishRequest {
             function: "f".into(),
@@ -447,8 +469,8 @@ mod tests {
             caused_by: "e".into(),
             extensions: Vec::new(),
         };
-        assert_eq!(publisher.publish(request.clone()).unwrap(), "mem-1");
-        assert_eq!(publisher.publish(request).unwrap(), "mem-2");
+        assert_eq!(publisher.publish(request.clone()).await.unwrap(), "mem-1");
+        assert_eq!(publisher.publish(request).await.unwrap(), "mem-2");
         assert_eq!(publisher.events().len(), 2);
     }
 }

@@ -1,43 +1,49 @@
-//! The invocation workers: a fixed set of OS threads, one per core by default, that run
-//! invocations one after another.
+//! The invocation workers: a runtime of its own, with one thread per core by default, that
+//! runs every invocation of a host.
 //!
-//! Invocations are CPU-bound and block their thread for up to the timeout, so they cannot run
-//! on async tasks. A thread per invocation (Tokio's blocking pool) costs a wake-up and a context
-//! switch per event and, at high concurrency, many more threads than cores fighting for them;
-//! a fixed set of workers pulling from one queue stays hot under load.
-//!
-//! A submitted job reports twice: when a worker *starts* it (callers waiting in the queue use
-//! that to keep the event's lease fresh) and when it is *done*.
+//! Invocations are futures. A guest computing occupies a worker thread; a guest waiting in a
+//! host call (a sleep, a Redis write) is parked and occupies nothing. The [`CpuGate`] admits
+//! only as many invocations to compute at once as there are threads, so a burst of events
+//! queues instead of time-slicing every guest into its deadline. Keeping them off the host's
+//! main runtime keeps the API, the stream readers and the acks responsive however busy the
+//! guests are.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Function, InvokeResult, Publisher};
+use super::{CpuGate, Function, InvokeResult, Publisher, RunHooks};
 use crate::event::Event;
 
-/// A set of invocation threads.
+/// The threads invocations run on, shared by every trigger and the API of a host.
 #[derive(Clone)]
 pub struct Workers {
-    queue: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    gate: Arc<CpuGate>,
     threads: usize,
 }
 
-struct Job {
-    function: Function,
-    event: Event,
-    publisher: Arc<dyn Publisher>,
-    started: oneshot::Sender<()>,
-    done: oneshot::Sender<InvokeResult>,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Invocations still running (past the grace period) are abandoned, not awaited: their
+        // events stay pending in Redis. Dropping a runtime may not block in async code.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
-/// A job in the queue: resolves `started`, then `done`.
+/// A job in the queue.
 pub struct Submitted {
-    /// Fires when a worker picks the job up.
-    pub started: oneshot::Receiver<()>,
-    /// The result; an error means the worker died (a bug in the host, not the guest).
-    pub done: oneshot::Receiver<InvokeResult>,
+    /// The result; `Ok(None)` when the invocation did not run to an outcome this host may
+    /// settle (its `may_start` said no, or it was cancelled); an error means the worker died
+    /// (a bug in the host, not the guest).
+    pub done: oneshot::Receiver<Option<InvokeResult>>,
 }
 
 /// The default number of workers: one per core the process may use.
@@ -46,64 +52,51 @@ pub fn default_workers() -> usize {
 }
 
 impl Workers {
-    /// Starts `threads` workers. They run inside `runtime` so host calls that need Tokio
-    /// (publishing to Redis) use the host's runtime; they stop when every handle is dropped.
-    pub fn new(threads: usize, runtime: tokio::runtime::Handle) -> std::io::Result<Self> {
+    /// Starts `threads` workers (at least one).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
         let threads = threads.max(1);
-        let (queue, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for n in 0..threads {
-            let receiver = receiver.clone();
-            let runtime = runtime.clone();
-            std::thread::Builder::new()
-                .name(format!("eddy-invoke-{n}"))
-                .spawn(move || {
-                    let _runtime = runtime.enter();
-                    loop {
-                        // One worker waits in recv while the others wait for the lock.
-                        let job = match receiver.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        if job.started.send(()).is_err() {
-                            // Nobody waits for the result any more.
-                            continue;
-                        }
-                        let result = job.function.invoke(&job.event, job.publisher);
-                        let _ = job.done.send(result);
-                    }
-                })?;
-        }
-        Ok(Self { queue, threads })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("eddy-invoke")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runtime: Some(runtime),
+                gate: Arc::new(CpuGate::new(threads)),
+                threads,
+            }),
+        })
     }
 
     /// How many worker threads there are.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.inner.threads
     }
 
-    /// Queues one invocation.
+    /// Queues one invocation. `hooks.gate` is filled in here; `hold` is
+    /// kept until the invocation ends, whatever the caller does meanwhile (an API caller that
+    /// hangs up must not free its place in a bound while its invocation still runs).
     pub fn submit(
         &self,
         function: Function,
         event: Event,
         publisher: Arc<dyn Publisher>,
+        mut hooks: RunHooks,
+        hold: Option<Box<dyn std::any::Any + Send>>,
     ) -> Submitted {
-        let (started, started_rx) = oneshot::channel();
         let (done, done_rx) = oneshot::channel();
-        // The receiving side lives as long as any worker; if every worker is gone the job is
-        // dropped and `done` reports the loss.
-        let _ = self.queue.send(Job {
-            function,
-            event,
-            publisher,
-            started,
-            done,
+        hooks.gate = Some(self.inner.gate.clone());
+        let runtime = self
+            .inner
+            .runtime
+            .as_ref()
+            .expect("the workers' runtime lives as long as they do");
+        runtime.spawn(async move {
+            let result = function.run(&event, publisher, hooks).await;
+            drop(hold);
+            let _ = done.send(result);
         });
-        Submitted {
-            started: started_rx,
-            done: done_rx,
-        }
+        Submitted { done: done_rx }
     }
 }

@@ -106,6 +106,8 @@ pub struct Ticker {
     /// tick fires only while this is still the stored definition, so `eddy cron rm` stops
     /// every host's ticks at once rather than at each host's next refresh of the list.
     pub definition: Option<String>,
+    /// The hash of its high-water mark: [`state_key`] or [`cronjob_state_key`].
+    pub state: String,
 }
 
 /// The internal stream a function's cron trigger `name` ticks into.
@@ -113,10 +115,16 @@ pub fn tick_stream(name: &str) -> String {
     format!("eddy:cron:{name}")
 }
 
-/// The hash holding schedule `name`'s state: `last` (unix seconds of the newest fired tick),
-/// `fired_at` (ms), `result` (the entry id or an error).
+/// The hash holding the state of function cron trigger `name`: `last` (unix seconds of the
+/// newest fired tick), `fired_at` (ms), `result` (the entry id or an error).
 pub fn state_key(name: &str) -> String {
     format!("eddy:cron:{name}:state")
+}
+
+/// The hash holding the state of cronjob `name`, as [`state_key`] holds a cron trigger's: a key
+/// space of its own, so a cronjob and a cron trigger of one name never share a high-water mark.
+pub fn cronjob_state_key(name: &str) -> String {
+    format!("eddy:cronjob:{name}:state")
 }
 
 /// KEYS: state hash, stream, and for a cronjob [`CRONJOBS_KEY`]. ARGV: tick unix seconds,
@@ -193,7 +201,7 @@ impl Ticker {
         let fired = Utc::now();
         let mut invocation = FIRE.prepare_invoke();
         invocation
-            .key(state_key(&self.name))
+            .key(&self.state)
             .key(&self.stream)
             .arg(tick.timestamp())
             .arg(fired.timestamp_millis())
@@ -274,11 +282,29 @@ impl Ticker {
         conn: &mut ConnectionManager,
         now: DateTime<Utc>,
     ) -> redis::RedisResult<()> {
-        let last: Option<i64> = redis::cmd("HGET")
-            .arg(state_key(&self.name))
+        let mut last: Option<i64> = redis::cmd("HGET")
+            .arg(&self.state)
             .arg("last")
             .query_async(conn)
             .await?;
+        if last.is_none() && self.state != state_key(&self.name) {
+            // A cronjob stored before cronjobs had a key space of their own kept its mark under
+            // the cron trigger key; carry it over once rather than treat every tick as missed.
+            let legacy: Option<i64> = redis::cmd("HGET")
+                .arg(state_key(&self.name))
+                .arg("last")
+                .query_async(conn)
+                .await?;
+            if let Some(mark) = legacy {
+                let _: i64 = redis::cmd("HSETNX")
+                    .arg(&self.state)
+                    .arg("last")
+                    .arg(mark)
+                    .query_async(conn)
+                    .await?;
+                last = Some(mark);
+            }
+        }
         let Some(last) = last.and_then(schedule::from_unix) else {
             // Mark "now" so a later start knows what it missed.
             let _ = self.fire(conn, now, false, false).await?;
@@ -304,21 +330,19 @@ impl Ticker {
 
 /// Checks a cronjob and turns it into a ticker; the error names the field.
 pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
-    if !crate::manifest::is_name(name) {
-        return Err(format!(
-            "name {name:?}: expected 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
-        ));
-    }
+    crate::names::identifier(name).map_err(|e| format!("name {e}"))?;
     let schedule =
         Schedule::parse(&job.schedule, &job.timezone).map_err(|e| format!("schedule: {e}"))?;
-    if !crate::manifest::is_stream_name(&job.stream) {
+    crate::names::stream(&job.stream).map_err(|e| format!("stream {e}"))?;
+    if job.event_type.trim().is_empty()
+        || job.event_type.len() > crate::engine::MAX_EVENT_TYPE_BYTES
+        || job.event_type.chars().any(char::is_control)
+    {
         return Err(format!(
-            "stream {:?}: expected 1 to 256 bytes with no whitespace or control characters",
-            job.stream
+            "type \"{}\": expected 1 to {} bytes with no control characters",
+            crate::names::Escaped(&job.event_type),
+            crate::engine::MAX_EVENT_TYPE_BYTES
         ));
-    }
-    if job.event_type.trim().is_empty() {
-        return Err("type: expected a non-empty event type".to_owned());
     }
     serde_json::from_str::<serde::de::IgnoredAny>(&job.data)
         .map_err(|e| format!("data {:?}: expected JSON ({e})", job.data))?;
@@ -331,6 +355,7 @@ pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
         data: Some(job.data.clone()),
         trim: false,
         definition: None,
+        state: cronjob_state_key(name),
     })
 }
 
@@ -342,6 +367,8 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
         tasks.spawn(ticker.run(broker.shared(), stop.child_token()));
     }
     let mut running: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
+    // Definitions found invalid, so each is reported once, not at every refresh.
+    let mut refused: std::collections::BTreeSet<(String, String)> = Default::default();
     let mut conn = broker.shared();
     loop {
         let listed: redis::RedisResult<BTreeMap<String, String>> = redis::cmd("HGETALL")
@@ -379,7 +406,9 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
                             running.insert(name, (text, token));
                         }
                         Err(error) => {
-                            tracing::warn!(cronjob = %name, %error, "invalid cronjob skipped")
+                            if refused.insert((name.clone(), text)) {
+                                tracing::warn!(cronjob = %name, %error, "invalid cronjob skipped");
+                            }
                         }
                     }
                 }

@@ -5,7 +5,7 @@ use chrono::{SecondsFormat, Utc};
 use redis::aio::ConnectionLike;
 use serde_json::{Value, json};
 
-use super::{CRONJOBS_KEY, CronJob, cronjob_ticker, state_key};
+use super::{CRONJOBS_KEY, CronJob, cronjob_state_key, cronjob_ticker};
 
 /// Why a cronjob change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub async fn create<C: ConnectionLike>(
 
 /// Removes cronjob `name` and its state.
 pub async fn remove<C: ConnectionLike>(conn: &mut C, name: &str) -> Result<(), StoreError> {
+    if crate::names::identifier(name).is_err() {
+        return Err(StoreError::Missing(name.to_owned()));
+    }
     let removed: i64 = redis::cmd("HDEL")
         .arg(CRONJOBS_KEY)
         .arg(name)
@@ -55,7 +58,7 @@ pub async fn remove<C: ConnectionLike>(conn: &mut C, name: &str) -> Result<(), S
         return Err(StoreError::Missing(name.to_owned()));
     }
     let _: () = redis::cmd("DEL")
-        .arg(state_key(name))
+        .arg(cronjob_state_key(name))
         .query_async(conn)
         .await?;
     Ok(())
@@ -74,7 +77,7 @@ pub async fn list<C: ConnectionLike>(conn: &mut C) -> Result<Vec<Value>, StoreEr
             continue;
         };
         let state: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(state_key(&name))
+            .arg(cronjob_state_key(&name))
             .query_async(conn)
             .await?;
         rows.push(describe(&name, &job, &state));

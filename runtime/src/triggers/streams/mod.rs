@@ -12,12 +12,16 @@
 //! - the **acker** sends the `XACK`s of handled entries in batches.
 //!
 //! Each invocation runs on the host's invocation workers (one thread per core); `concurrency`
-//! bounds the events in flight, running or queued for a worker. While an event waits in that
-//! local queue its idle time in Redis is refreshed (`XCLAIM … JUSTID` to itself, or a longer
-//! retry lease), so no other host mistakes it for abandoned. Its outcome is settled in Redis
-//! (ack, schedule a retry, or dead-letter) before its permit is released. On shutdown the loops stop reading,
-//! invocations in flight finish and are settled, and anything not finished stays pending for
-//! another host.
+//! bounds the events in flight, running or queued for a worker. From the moment an event is
+//! read until it is settled, its lease in Redis is kept fresh (its idle time reset by
+//! `XCLAIM … JUSTID` to itself, only while it is still this consumer's, or its retry lease
+//! extended), so no other host mistakes it for abandoned, however long it waits for a worker
+//! or in a host call. An invocation starts only if its lease was confirmed within three
+//! quarters of the claim margin, and is cancelled if a refresh finds the event taken over: one event never
+//! runs twice at once, even when this host loses Redis for a while. Its outcome is settled in
+//! Redis (ack, schedule a retry, or dead-letter) before its permit is released. On shutdown the
+//! loops stop reading, invocations in flight finish and are settled, and anything not finished
+//! stays pending for another host.
 
 mod config;
 pub mod wire;
@@ -43,7 +47,7 @@ use crate::delivery::{
     AckHandle, Acker, DeadLetter, Decision, LeasedRetry, Reason, RetryKeys, RetryRecord,
     dead_letter_pending, decide, error_text, log_tail,
 };
-use crate::engine::{Failure, Function, InvokeResult, Publisher, Workers};
+use crate::engine::{Failure, Function, InvokeResult, Publisher, RunHooks, Workers};
 use crate::metrics::METRICS;
 use crate::telemetry::FinishedInvocation;
 use tracing::Instrument as _;
@@ -111,7 +115,55 @@ struct Trigger {
     tasks: TaskTracker,
     retry_wakeup: Notify,
     lease_counter: AtomicU64,
+    /// Entries this host is handling now: never claimed as abandoned by this host itself.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// An event's lease as this host last saw it: when Redis last confirmed it is this host's, and
+/// whether a refresh found it taken over.
+struct Lease {
+    confirmed: std::sync::Mutex<Instant>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Lease {
+    fn new() -> Self {
+        Self {
+            confirmed: std::sync::Mutex::new(Instant::now()),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn confirm(&self) {
+        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Whether the lease was confirmed within `max` and not lost: an invocation started now
+    /// ends (at its deadline) before any other host may take the event over.
+    fn fresh_within(&self, max: Duration) -> bool {
+        !self.lost.load(Ordering::Acquire)
+            && self
+                .confirmed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                <= max
+    }
+}
+
+/// KEYS: stream. ARGV: group, consumer, entry id. Resets the entry's idle time only if it is
+/// still pending for this consumer (1), else touches nothing (0): a refresh must never take an
+/// entry back from a host that claimed it.
+static REFRESH_IF_MINE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+        if #pending == 0 then return 0 end
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+        return 1
+        ",
+    )
+});
 
 /// A unit of work: a stream entry delivered for its `attempt`-th time, or a leased retry.
 enum Work {
@@ -148,6 +200,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         retry_wakeup: Notify::new(),
         lease_counter: AtomicU64::new(0),
+        in_flight: Default::default(),
     });
     tracing::info!(
         function = trigger.function().name(),
@@ -352,10 +405,17 @@ impl Trigger {
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        if pending.is_empty() {
+        let ids: Vec<&str> = {
+            let mine = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .iter()
+                .map(|(id, ..)| id.as_str())
+                .filter(|id| !mine.contains(*id))
+                .collect()
+        };
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = pending.iter().map(|(id, ..)| id.as_str()).collect();
         let claimed: redis::Value = redis::cmd("XCLAIM")
             .arg(&self.config.stream)
             .arg(&self.config.group)
@@ -446,8 +506,25 @@ impl Trigger {
 
     fn spawn(self: &Arc<Self>, work: Work, permit: OwnedSemaphorePermit) {
         let trigger = self.clone();
+        let entry_id = match &work {
+            Work::Entry { entry, .. } => Some(entry.id.clone()),
+            Work::Retry(_) => None,
+        };
+        if let Some(id) = &entry_id {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+        }
         self.tasks.spawn(async move {
             trigger.handle(work).await;
+            if let Some(id) = entry_id {
+                trigger
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
             drop(permit);
         });
     }
@@ -587,22 +664,51 @@ impl Trigger {
         let correlation_id = ext("correlationid").unwrap_or_else(|| event.id.clone());
         let caused_by = ext(wire::CAUSATION_EXTENSION);
         METRICS.in_flight(&function_name, 1);
-        let submitted = self
-            .ctx
-            .workers
-            .submit(function.clone(), event, self.publisher.clone());
-        self.keep_fresh_until(&work, submitted.started).await;
-        let result = submitted.done.await.unwrap_or_else(|_| {
-            InvokeResult::failed(
+        let lease = Arc::new(Lease::new());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let may_start = {
+            // Another host may take the event once it has been idle for the timeout plus the
+            // margin; started within three quarters of the margin of its last confirmation, the
+            // invocation ends (at its deadline) with a quarter margin to spare.
+            let (lease, max) = (lease.clone(), self.ctx.claim_margin * 3 / 4);
+            Box::new(move || lease.fresh_within(max))
+        };
+        let submitted = self.ctx.workers.submit(
+            function.clone(),
+            event,
+            self.publisher.clone(),
+            RunHooks {
+                may_start: Some(may_start),
+                cancel: Some(cancel.clone()),
+                ..RunHooks::default()
+            },
+            None,
+        );
+        let ran = self
+            .keep_fresh(&work, &lease, &cancel, submitted.done)
+            .await;
+        METRICS.in_flight(&function_name, -1);
+        let result = match ran {
+            Ok(Some(result)) => result,
+            Ok(None) => {
+                // Not started (its lease could not be confirmed in time) or cancelled (taken
+                // over): it is not this host's to settle. Redis still has it pending or leased,
+                // and whoever holds it now, or the next claim, handles it.
+                tracing::warn!(
+                    function = %function_name, stream = %self.config.stream, entry_id = %entry_id,
+                    "event left to its current holder: its lease here was stale or taken over"
+                );
+                return;
+            }
+            Err(_) => InvokeResult::failed(
                 Failure::Trap {
                     message: "host error: the invocation worker stopped".to_owned(),
                     panic: None,
                 },
                 Duration::ZERO,
                 Default::default(),
-            )
-        });
-        METRICS.in_flight(&function_name, -1);
+            ),
+        };
         METRICS.invocation(
             &function_name,
             result.duration.as_secs_f64(),
@@ -746,38 +852,55 @@ impl Trigger {
         }
     }
 
-    /// Waits for a worker to start the job. While the job waits in the local queue, the entry
-    /// is re-claimed by this consumer (resetting its idle time) or its retry lease extended,
-    /// every half claim margin: a live host's waiting work is never claimed from under it.
-    async fn keep_fresh_until(&self, work: &Work, mut started: tokio::sync::oneshot::Receiver<()>) {
-        let every = (self.ctx.claim_margin / 2).max(Duration::from_millis(10));
+    /// Waits for the invocation's result, keeping the event's lease fresh meanwhile (every
+    /// quarter of the claim margin): while it waits for an instance or a worker and while it
+    /// runs, whatever it waits on. A refresh that finds the event no longer this host's marks
+    /// the lease lost and cancels the invocation.
+    async fn keep_fresh(
+        &self,
+        work: &Work,
+        lease: &Lease,
+        cancel: &tokio_util::sync::CancellationToken,
+        mut done: tokio::sync::oneshot::Receiver<Option<InvokeResult>>,
+    ) -> Result<Option<InvokeResult>, tokio::sync::oneshot::error::RecvError> {
+        let every = (self.ctx.claim_margin / 4).max(Duration::from_millis(10));
         loop {
             tokio::select! {
-                _ = &mut started => return,
+                result = &mut done => return result,
                 _ = tokio::time::sleep(every) => {}
             }
             let mut conn = self.conn.clone();
-            let refreshed: redis::RedisResult<()> = match work {
-                Work::Entry { entry, .. } => redis::cmd("XCLAIM")
-                    .arg(&self.config.stream)
-                    .arg(&self.config.group)
-                    .arg(&*self.ctx.consumer)
-                    .arg(0)
-                    .arg(&entry.id)
-                    .arg("JUSTID")
-                    .query_async::<redis::Value>(&mut conn)
-                    .await
-                    .map(drop),
+            let refreshed: redis::RedisResult<bool> = match work {
+                Work::Entry { entry, .. } => {
+                    let mut invocation = REFRESH_IF_MINE.prepare_invoke();
+                    invocation
+                        .key(&self.config.stream)
+                        .arg(&self.config.group)
+                        .arg(&*self.ctx.consumer)
+                        .arg(&entry.id);
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map(|mine| mine == 1)
+                }
                 Work::Retry(leased) => {
                     let until = now_ms() + self.min_idle().as_millis() as i64;
-                    self.keys
-                        .extend_lease(&mut conn, leased, until)
-                        .await
-                        .map(drop)
+                    self.keys.extend_lease(&mut conn, leased, until).await
                 }
             };
-            if let Err(error) = refreshed {
-                self.warn("refreshing a queued entry failed", &error.to_string());
+            match refreshed {
+                Ok(true) => lease.confirm(),
+                Ok(false) => {
+                    if !lease.lost.swap(true, Ordering::AcqRel) {
+                        self.warn(
+                            "an event this host holds was taken over by another host; \
+                             stopping its invocation",
+                            "lease lost",
+                        );
+                    }
+                    cancel.cancel();
+                }
+                Err(error) => self.warn("refreshing an event's lease failed", &error.to_string()),
             }
         }
     }

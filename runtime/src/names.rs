@@ -1,0 +1,248 @@
+//! Names people and programs give Eddy: one validation for each kind, used by every door a
+//! name comes in through (manifests, the HTTP API, cronjobs, the CLI, a guest's `publish`).
+//!
+//! Two kinds:
+//! - **identifiers** name functions, cron triggers and cronjobs: 1 to 64 lowercase letters,
+//!   digits, `-` and `_`, starting with a letter or digit;
+//! - **stream names** name streams, consumer groups and dead-letter streams: 1 to 256 bytes of
+//!   ASCII letters, digits and `. _ - : / @ +`.
+//!
+//! Both refuse what would let a name reach into someone else's keys: a stream name may not
+//! start with `eddy:` in any case (Eddy's own keys: registry, deployments, cron state), and
+//! neither kind holds `{` or `}` (Redis Cluster hash tags, which Eddy's keys use to keep one
+//! stream's keys in one slot; a brace in a name could make two names share a key). URL
+//! specials (`?`, `#`, `%`, spaces) are refused too, so a name is the same in a path, a shell
+//! and a log line.
+//!
+//! Text from outside that is shown rather than checked (a guest's log line, an event id, an
+//! error message) goes through [`Escaped`], which writes control characters as escapes.
+
+/// Longest identifier (function, cron trigger or cronjob name).
+pub const MAX_IDENTIFIER_BYTES: usize = 64;
+/// Longest stream, group or dead-letter stream name. Redis allows more; a longer one is surely
+/// a mistake.
+pub const MAX_STREAM_NAME_BYTES: usize = 256;
+/// The prefix of Eddy's own Redis keys, reserved in any case.
+pub const RESERVED_PREFIX: &str = "eddy:";
+/// The punctuation a stream name may hold besides ASCII letters and digits.
+const STREAM_PUNCTUATION: &str = "._-:/@+";
+
+/// Why a name was refused; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("{0:?} is empty: expected {1}")]
+    Empty(String, &'static str),
+    /// The name is longer than allowed.
+    #[error("{name:?} is {len} bytes long: expected {expected}")]
+    TooLong {
+        /// The name.
+        name: String,
+        /// Its length.
+        len: usize,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The name holds a character the kind does not allow.
+    #[error("{name:?} holds {}: expected {expected}", describe(*found))]
+    Character {
+        /// The name.
+        name: String,
+        /// The first character refused.
+        found: char,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The name starts with Eddy's reserved prefix.
+    #[error(
+        "{0:?} starts with {RESERVED_PREFIX:?}: names starting with it, in any case, are Eddy's \
+         own keys"
+    )]
+    Reserved(String),
+}
+
+impl NameError {
+    /// What was expected instead, as the end of a sentence: "field `x` = "a?b": expected …".
+    pub fn expected(&self) -> String {
+        match self {
+            NameError::Empty(_, expected) => (*expected).to_owned(),
+            NameError::TooLong { len, expected, .. } => format!("{expected} (not {len} bytes)"),
+            NameError::Character {
+                found, expected, ..
+            } => format!("{expected} (not {})", describe(*found)),
+            NameError::Reserved(_) => format!(
+                "a name not starting with {RESERVED_PREFIX:?}, in any case: those are Eddy's own \
+                 keys"
+            ),
+        }
+    }
+}
+
+/// A refused character, as a message names it.
+fn describe(c: char) -> String {
+    match c {
+        c if c.is_whitespace() => format!("whitespace {c:?}"),
+        c if c.is_control() => format!("a control character {c:?}"),
+        '{' | '}' => format!("a brace {c:?}"),
+        c => format!("{c:?}"),
+    }
+}
+
+const IDENTIFIER: &str =
+    "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit";
+const STREAM: &str = "1 to 256 bytes of ASCII letters, digits and . _ - : / @ +";
+
+/// Checks a function, cron trigger or cronjob name.
+pub fn identifier(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty(name.to_owned(), IDENTIFIER));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(NameError::TooLong {
+            name: name.to_owned(),
+            len: name.len(),
+            expected: IDENTIFIER,
+        });
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if let Some(found) = name.chars().find(|c| !allowed(*c)) {
+        return Err(NameError::Character {
+            name: name.to_owned(),
+            found,
+            expected: IDENTIFIER,
+        });
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(NameError::Character {
+            name: name.to_owned(),
+            found: name.chars().next().unwrap_or_default(),
+            expected: IDENTIFIER,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a stream, consumer group or dead-letter stream name given by a user or a guest.
+pub fn stream(name: &str) -> Result<(), NameError> {
+    stream_shape(name)?;
+    if is_reserved(name) {
+        return Err(NameError::Reserved(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn stream_shape(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty(name.to_owned(), STREAM));
+    }
+    if name.len() > MAX_STREAM_NAME_BYTES {
+        return Err(NameError::TooLong {
+            name: name.to_owned(),
+            len: name.len(),
+            expected: STREAM,
+        });
+    }
+    if let Some(found) = name
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !STREAM_PUNCTUATION.contains(*c))
+    {
+        return Err(NameError::Character {
+            name: name.to_owned(),
+            found,
+            expected: STREAM,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `name` starts with [`RESERVED_PREFIX`], in any case.
+pub fn is_reserved(name: &str) -> bool {
+    name.len() >= RESERVED_PREFIX.len()
+        && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+}
+
+/// Text with control characters (line breaks, escape sequences, bidirectional overrides)
+/// written as escapes.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control()
+                    || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+                {
+                    write!(f, "\\u{{{:x}}}", c as u32)?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_lowercase_words() {
+        for good in ["order-confirmation", "a", "f_1", "9lives"] {
+            assert!(identifier(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Bad", "-lead", "a b", "eddy:x", "a{b}", &"x".repeat(65)] {
+            assert!(identifier(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stream_names_refuse_braces_specials_and_the_reserved_prefix() {
+        for good in [
+            "orders",
+            "orders.dlq",
+            "app:orders/v2",
+            "a@b+c",
+            "t-0a1b2c3d",
+        ] {
+            assert!(stream(good).is_ok(), "{good}");
+        }
+        assert!(matches!(
+            stream("EDDY:deployments"),
+            Err(NameError::Reserved(_))
+        ));
+        assert!(matches!(stream("eddy:x"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            stream("kb}:kc"),
+            Err(NameError::Character { found: '}', .. })
+        ));
+        for bad in [
+            "",
+            "a b",
+            "a?b",
+            "a#b",
+            "a%2F",
+            "a\nb",
+            "é",
+            &"s".repeat(257),
+        ] {
+            assert!(stream(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        let message = stream("a?b").unwrap_err().to_string();
+        assert!(
+            message.contains("'?'") && message.contains("expected"),
+            "{message}"
+        );
+        assert!(
+            stream("eddy").is_ok(),
+            "only the prefix with its colon is reserved"
+        );
+    }
+}
