@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::broker::{Broker, RedisPublisher};
+use crate::broker::{Broker, RedisKeyValue, RedisPublisher};
 use crate::engine::{AllowedStreams, Engine, Function, Publisher, Workers};
 use crate::manifest::{self, Manifest};
 use crate::registry;
@@ -147,7 +147,7 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 manifest.component.display()
             )
         })?;
-        let spec = manifest.function_spec(None);
+        let spec = manifest.function_spec(None)?;
         let function = engine.load(spec, &bytes).with_context(|| {
             format!(
                 "{}: cannot load component {}",
@@ -191,6 +191,7 @@ pub async fn run(
             engine: engine.clone(),
             static_functions: static_names.clone(),
             publisher: Arc::new(RedisPublisher::new(&broker)),
+            keyvalue: Arc::new(RedisKeyValue::new(&broker)),
             loaded: loaded.clone(),
             workers: workers.clone(),
             deployed: deployed.clone(),
@@ -206,6 +207,7 @@ pub async fn run(
     let ctx = HostContext {
         workers,
         publisher: Arc::new(RedisPublisher::new(&broker)),
+        keyvalue: Arc::new(RedisKeyValue::new(&broker)),
         broker,
         consumer: config.consumer.clone().into(),
         shutdown: shutdown.clone(),
@@ -350,7 +352,7 @@ async fn load_deployed(
     let bytes = registry::get_component(conn, &version.digest)
         .await?
         .with_context(|| format!("component {} is missing from the registry", version.digest))?;
-    let spec = manifest.function_spec(Some(version.version));
+    let spec = manifest.function_spec(Some(version.version))?;
     let engine = engine.clone();
     // Compiling (or reading the compile cache) blocks: keep it off the async workers.
     let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))

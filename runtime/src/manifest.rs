@@ -12,6 +12,17 @@
 //! output = "64KiB"    # default 64KiB of captured stdout, stderr and logs, at most 16MiB
 //! publish_count = 1000      # events one invocation may publish, at most 100000
 //! publish_bytes = "16MiB"   # their data in all, at most 1GiB
+//! http_response_bytes = "10MiB"  # one outbound response body, at most 256MiB
+//! http_concurrency = 16     # outbound requests in flight per invocation, 1..=256
+//!
+//! [outbound]
+//! http = ["https://api.mailgun.net", "http://127.0.0.1:*"]  # origins it may call; default none
+//!
+//! [keyvalue]
+//! shared = ["inventory"]    # bucket names shared with other functions; others are its own
+//!
+//! [secrets]                 # resolved by each host at load; never stored or shown
+//! mailgun_key = "env:MAILGUN_KEY"      # or "file:/run/secrets/mailgun"
 //!
 //! [config]            # read by the function with config::get; values are strings
 //! email_stream = "emails"
@@ -56,8 +67,9 @@ use serde::Deserialize;
 
 use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
 use crate::engine::{
-    FunctionSpec, Limits, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
-    MAX_TIMEOUT,
+    AllowList, FunctionSpec, Limits, MAX_HTTP_CONCURRENCY, MAX_HTTP_RESPONSE_BYTES,
+    MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT, MAX_TIMEOUT, Origin,
+    SecretSource, Secrets,
 };
 use crate::names::{self, NameError};
 use crate::triggers::cron::{
@@ -93,18 +105,39 @@ pub struct Manifest {
     pub streams: Vec<StreamTriggerConfig>,
     /// Its cron triggers' tickers.
     pub tickers: Vec<Ticker>,
+    /// The origins its outbound HTTP may reach.
+    pub outbound: AllowList,
+    /// The bucket names it shares with other functions.
+    pub shared_buckets: Vec<String>,
+    /// Where each of its secrets comes from, by name.
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 impl Manifest {
-    /// What the engine needs to load this function: name, limits, settings, and the deployed
-    /// `version` if it came from the registry.
-    pub fn function_spec(&self, version: Option<u32>) -> FunctionSpec {
-        FunctionSpec {
+    /// What the engine needs to load this function on this host: name, limits, settings,
+    /// outbound origins, shared buckets, secrets (resolved here, now), and the deployed
+    /// `version` if it came from the registry. A secret this host cannot resolve is an error
+    /// naming the secret and its source.
+    pub fn function_spec(&self, version: Option<u32>) -> Result<FunctionSpec, ManifestError> {
+        let mut values = BTreeMap::new();
+        for (name, source) in &self.secrets {
+            let value = source.resolve().map_err(|reason| ManifestError::Secret {
+                path: self.path.clone(),
+                name: name.clone(),
+                origin: source.to_string(),
+                reason,
+            })?;
+            values.insert(name.clone(), value);
+        }
+        Ok(FunctionSpec {
             name: self.name.clone(),
             limits: self.limits,
             config: self.config.clone(),
             version,
-        }
+            secrets: Secrets::new(values),
+            outbound: self.outbound.clone(),
+            shared_buckets: self.shared_buckets.clone(),
+        })
     }
 }
 
@@ -139,6 +172,18 @@ pub enum ManifestError {
         /// What is accepted.
         expected: String,
     },
+    /// A secret this host cannot resolve.
+    #[error("{}: secret `{name}` from {origin}: {reason}", path.display())]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// The secret's name.
+        name: String,
+        /// Where it comes from (`env:VAR`, `file:/path`).
+        origin: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -154,6 +199,26 @@ struct RawManifest {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     triggers: RawTriggers,
+    #[serde(default)]
+    outbound: RawOutbound,
+    #[serde(default)]
+    keyvalue: RawKeyValue,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    #[serde(default)]
+    http: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeyValue {
+    #[serde(default)]
+    shared: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -164,6 +229,8 @@ struct RawLimits {
     output: Option<String>,
     publish_count: Option<i64>,
     publish_bytes: Option<String>,
+    http_response_bytes: Option<String>,
+    http_concurrency: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,6 +401,50 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             "a size of at most 1GiB, e.g. \"16MiB\"",
         )?;
     }
+    if let Some(bytes) = &raw.limits.http_response_bytes {
+        limits.http_response_bytes = v.size("limits.http_response_bytes", bytes)?;
+        v.check(
+            "limits.http_response_bytes",
+            bytes,
+            limits.http_response_bytes <= MAX_HTTP_RESPONSE_BYTES,
+            "a size of at most 256MiB, e.g. \"10MiB\"",
+        )?;
+    }
+    if let Some(count) = raw.limits.http_concurrency {
+        limits.http_concurrency = v.range(
+            "limits.http_concurrency",
+            Some(count),
+            0,
+            1,
+            MAX_HTTP_CONCURRENCY as usize,
+        )? as u32;
+    }
+    let mut origins = Vec::new();
+    for (i, text) in raw.outbound.http.iter().enumerate() {
+        let origin = Origin::parse(text).map_err(|expected| {
+            v.error(
+                &format!("outbound.http[{i}]"),
+                &format!("{text:?}"),
+                &expected,
+            )
+        })?;
+        origins.push(origin);
+    }
+    for (i, bucket) in raw.keyvalue.shared.iter().enumerate() {
+        v.name(
+            &format!("keyvalue.shared[{i}]"),
+            bucket,
+            names::identifier(bucket),
+        )?;
+    }
+    let mut secrets = BTreeMap::new();
+    for (name, text) in &raw.secrets {
+        v.name(&format!("secrets.{name}"), name, names::identifier(name))?;
+        let source = SecretSource::parse(text).map_err(|expected| {
+            v.error(&format!("secrets.{name}"), &format!("{text:?}"), &expected)
+        })?;
+        secrets.insert(name.clone(), source);
+    }
 
     let mut config = BTreeMap::new();
     for (key, value) in raw.config {
@@ -481,6 +592,9 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         publish: raw.publish,
         streams,
         tickers,
+        outbound: AllowList::new(origins),
+        shared_buckets: raw.keyvalue.shared,
+        secrets,
     })
 }
 

@@ -17,6 +17,8 @@
 //! | `eddy_consumer_lag` | stream, group | entries not yet read by the group |
 //! | `eddy_consumer_pending` | stream, group | entries read and not acknowledged |
 //! | `eddy_dead_letters` | stream | length of a dead-letter stream |
+//! | `eddy_outbound_requests_total` | function, host, outcome | outbound HTTP requests: `2xx`…`5xx`, `denied`, `limited`, `timeout`, `tls_error`, `too_large`, `error` |
+//! | `eddy_outbound_request_duration_seconds` | function, host | time to the response head (or the failure) |
 
 use std::collections::BTreeSet;
 use std::sync::{LazyLock, Mutex};
@@ -44,6 +46,8 @@ pub struct Metrics {
     lag: Family<Labels, Gauge>,
     pending: Family<Labels, Gauge>,
     dead_letters: Family<Labels, Gauge>,
+    outbound: Family<Labels, Counter>,
+    outbound_duration: HistogramFamily,
     groups: Mutex<BTreeSet<(String, String, String)>>,
 }
 
@@ -130,9 +134,23 @@ impl Metrics {
             "Length of a dead-letter stream",
             dead_letters.clone(),
         );
+        let outbound = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_outbound_requests",
+            "Outbound HTTP requests of functions, by function, host and outcome",
+            outbound.clone(),
+        );
+        let outbound_duration: HistogramFamily = Family::new_with_constructor(duration_buckets);
+        registry.register(
+            "eddy_outbound_request_duration_seconds",
+            "Time from sending an outbound request to its response head (or its failure)",
+            outbound_duration.clone(),
+        );
         Self {
             registry,
             events,
+            outbound,
+            outbound_duration,
             duration,
             instantiation,
             in_flight,
@@ -143,6 +161,30 @@ impl Metrics {
             pending,
             dead_letters,
             groups: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Counts one outbound request of `function` to `host` ending in `outcome`, and how long it
+    /// took when it was sent. The host label only ever names an origin of the function's
+    /// allow-list (`denied` otherwise), so its cardinality is the allow-list's.
+    pub fn outbound(
+        &self,
+        function: &str,
+        host: &str,
+        outcome: &str,
+        took: Option<std::time::Duration>,
+    ) {
+        self.outbound
+            .get_or_create(&labels(&[
+                ("function", function),
+                ("host", host),
+                ("outcome", outcome),
+            ]))
+            .inc();
+        if let Some(took) = took {
+            self.outbound_duration
+                .get_or_create(&labels(&[("function", function), ("host", host)]))
+                .observe(took.as_secs_f64());
         }
     }
 

@@ -32,9 +32,9 @@ const { componentize } = await import(pathToFileURL(await locate()).href);
 const { component } = await componentize({
   sourcePath: entry,
   witPath: wit,
-  worldName: "eddy:function/function@0.1.1",
-  // The host links WASI clocks, random and stdio, not wasi:http.
-  disableFeatures: ["http", "fetch-event"],
+  worldName: "eddy:function/function@0.1.2",
+  // `fetch` goes out through wasi:http/outgoing-handler; a function exports no HTTP handler.
+  disableFeatures: ["fetch-event"],
 });
 await writeFile(out, component);
 console.error(`built ${out} (${Math.round(component.length / 1024)} KiB)`);

@@ -6,10 +6,13 @@
 //
 // Throwing maps to outcomes: `new Rejected(msg)` is a 400 (the event is bad: dead-lettered,
 // never retried); any other error is a 500 (retried with backoff) carrying its message.
-import { publish as hostPublish } from "eddy:function/publisher@0.1.1";
-import { once as hostOnce } from "eddy:function/idempotency@0.1.1";
-import { log as hostLog } from "eddy:function/logging@0.1.1";
-import { get as hostConfig } from "eddy:function/config@0.1.1";
+import { publish as hostPublish } from "eddy:function/publisher@0.1.2";
+import { once as hostOnce } from "eddy:function/idempotency@0.1.2";
+import { log as hostLog } from "eddy:function/logging@0.1.2";
+import { get as hostConfig } from "eddy:function/config@0.1.2";
+import { get as hostSecret } from "eddy:function/secrets@0.1.2";
+import { open as openBucket } from "wasi:keyvalue/store@0.2.0-draft2";
+import { increment as hostIncrement, swap as hostSwap, Cas } from "wasi:keyvalue/atomics@0.2.0-draft2";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -105,6 +108,122 @@ export function config(key, fallback) {
   return value === undefined || value === null ? fallback : value;
 }
 
+/**
+ * The function's secret `name` (its manifest's `[secrets]`, resolved by the host), or
+ * undefined. The host redacts the value from everything it keeps of the invocation.
+ */
+export function secret(name) {
+  const value = hostSecret(name);
+  return value === null ? undefined : value;
+}
+
+/**
+ * A key-value bucket (`wasi:keyvalue`), the function's own unless its manifest lists the name
+ * under `[keyvalue] shared`. Kept in the host's Redis; keys up to 512 bytes, values up to 1 MiB.
+ * Calling HTTP APIs needs no helper: `fetch` goes out through `wasi:http`, to the origins the
+ * manifest's `[outbound] http` allows.
+ */
+export class Bucket {
+  constructor(name) {
+    this.inner = call(`open bucket ${name}`, () => openBucket(name));
+  }
+
+  /** Opens bucket `name`. */
+  static open(name) {
+    return new Bucket(name);
+  }
+
+  /** The value of `key` as bytes (Uint8Array), or undefined. */
+  get(key) {
+    const value = call("get", () => this.inner.get(key));
+    return value === null ? undefined : value;
+  }
+
+  /** The value of `key` as text, or undefined. */
+  getText(key) {
+    const value = this.get(key);
+    return value === undefined ? undefined : decoder.decode(value);
+  }
+
+  /** The value of `key` parsed as JSON, or undefined. */
+  getJson(key) {
+    const text = this.getText(key);
+    return text === undefined ? undefined : JSON.parse(text);
+  }
+
+  /** Sets `key` to `value` (text or bytes). */
+  set(key, value) {
+    const bytes = typeof value === "string" ? encoder.encode(value) : value;
+    call("set", () => this.inner.set(key, bytes));
+  }
+
+  /** Sets `key` to `value` as JSON. */
+  setJson(key, value) {
+    this.set(key, JSON.stringify(value));
+  }
+
+  /** Removes `key`. */
+  delete(key) {
+    call("delete", () => this.inner.delete(key));
+  }
+
+  /** Whether `key` has a value. */
+  exists(key) {
+    return call("exists", () => this.inner.exists(key));
+  }
+
+  /** Every key. */
+  keys() {
+    const keys = [];
+    let cursor;
+    for (;;) {
+      const page = call("list-keys", () => this.inner.listKeys(cursor));
+      keys.push(...page.keys);
+      if (page.cursor === undefined || page.cursor === null) return keys;
+      cursor = page.cursor;
+    }
+  }
+
+  /** Adds `delta` to the number at `key` (0 if absent), atomically; returns the new number. */
+  increment(key, delta = 1) {
+    return Number(call("increment", () => hostIncrement(this.inner, key, BigInt(delta))));
+  }
+
+  /**
+   * Sets `key` to `value` if its value is still `expected` (undefined: absent), atomically;
+   * true if it did, false if another invocation changed it first.
+   */
+  compareAndSwap(key, expected, value) {
+    const cas = call("cas", () => Cas.new(this.inner, key));
+    const current = call("cas", () => cas.current());
+    const same =
+      current === undefined || current === null
+        ? expected === undefined
+        : expected !== undefined && decoder.decode(current) === asText(expected);
+    if (!same) return false;
+    try {
+      hostSwap(cas, typeof value === "string" ? encoder.encode(value) : value);
+      return true;
+    } catch (error) {
+      const payload = error && error.payload ? error.payload : error;
+      if (payload && payload.tag === "cas-failed") return false;
+      throw new HostError(`key-value swap failed: ${reason(error)}`);
+    }
+  }
+}
+
+function asText(value) {
+  return typeof value === "string" ? value : decoder.decode(value);
+}
+
+function call(what, operation) {
+  try {
+    return operation();
+  } catch (error) {
+    throw new HostError(`key-value ${what} failed: ${reason(error)}`);
+  }
+}
+
 /** Log lines kept in the host's logs and the invocation's record. */
 export const log = {
   debug: (message) => hostLog("debug", String(message)),
@@ -115,20 +234,21 @@ export const log = {
 
 /** The component's export for `handle(event) -> Response`: what the build's entry exports. */
 export function handler(handle) {
+  const answer = (response) => {
+    if (!response) response = new Response(200);
+    return { status: response.status, body: encoder.encode(response.body) };
+  };
+  const failure = (error) => {
+    const status = error instanceof Rejected ? 400 : 500;
+    return answer(Response.json(status, { error: String(error.message || error) }));
+  };
   return {
-    handle(raw) {
-      let response;
+    async handle(raw) {
       try {
-        response = handle(new Event(raw));
-        if (response && typeof response.then === "function") {
-          throw new Error("handle returned a Promise: an Eddy handle must be synchronous");
-        }
+        return answer(await handle(new Event(raw)));
       } catch (error) {
-        const status = error instanceof Rejected ? 400 : 500;
-        response = Response.json(status, { error: String(error.message || error) });
+        return failure(error);
       }
-      if (!response) response = new Response(200);
-      return { status: response.status, body: encoder.encode(response.body) };
     },
   };
 }

@@ -12,11 +12,17 @@ import json as _json
 
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.imports import atomics as _atomics
 from wit_world.imports import config as _config
+from wit_world.imports import eddy_function_types as _types
 from wit_world.imports import idempotency as _idempotency
 from wit_world.imports import logging as _logging
+from wit_world.imports import outgoing_handler as _outgoing
 from wit_world.imports import publisher as _publisher
-from wit_world.imports import types as _types
+from wit_world.imports import secrets as _secrets
+from wit_world.imports import store as _store
+from wit_world.imports import streams as _streams
+from wit_world.imports import wasi_http_types as _http
 
 
 class Rejected(Exception):
@@ -129,6 +135,251 @@ def config(key, default=None):
     """The function's setting ``key`` from its manifest's ``[config]`` table."""
     value = _config.get(key)
     return default if value is None else value
+
+
+def secret(name):
+    """The function's secret ``name`` (its manifest's ``[secrets]``, resolved by the host), or
+    None. The host redacts the value from everything it keeps of the invocation."""
+    return _secrets.get(name)
+
+
+class HttpError(Exception):
+    """An outbound request got no response: ``code`` is the ``wasi:http`` error code, e.g.
+    ``HTTP-request-denied`` (the origin is not in the manifest's ``[outbound] http``),
+    ``connection-timeout``, ``HTTP-response-body-size``."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{message} ({code})")
+        self.code = code
+
+    @property
+    def denied(self):
+        """Whether the function's allow-list refused the origin."""
+        return self.code == "HTTP-request-denied"
+
+
+class HttpResponse:
+    """A response, with its whole body."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        """The first value of header ``name`` (case-insensitive), or None."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def text(self):
+        """The body as text."""
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+
+_METHODS = {
+    "GET": _http.Method_Get,
+    "HEAD": _http.Method_Head,
+    "POST": _http.Method_Post,
+    "PUT": _http.Method_Put,
+    "DELETE": _http.Method_Delete,
+    "PATCH": _http.Method_Patch,
+    "OPTIONS": _http.Method_Options,
+}
+
+_CODES = {
+    "HttpRequestDenied": "HTTP-request-denied",
+    "ConnectionTimeout": "connection-timeout",
+    "ConnectionReadTimeout": "connection-read-timeout",
+    "HttpResponseTimeout": "HTTP-response-timeout",
+    "HttpResponseBodySize": "HTTP-response-body-size",
+    "ConnectionLimitReached": "connection-limit-reached",
+    "ConnectionRefused": "connection-refused",
+    "TlsCertificateError": "TLS-certificate-error",
+}
+
+
+def _http_error(url, code):
+    kind = type(code).__name__.split("_", 1)[-1]
+    return HttpError(_CODES.get(kind, "HTTP-error"), f"{url}: {kind}")
+
+
+class http:
+    """Calling HTTP APIs over the standard ``wasi:http/outgoing-handler``. Only the origins the
+    manifest lists under ``[outbound] http`` are reached; every request ends before the
+    invocation's deadline. An uncaught :class:`HttpError` fails the invocation (a 500, retried)."""
+
+    @staticmethod
+    def get(url, headers=None, timeout=None):
+        """GETs ``url``."""
+        return http.request("GET", url, headers=headers, timeout=timeout)
+
+    @staticmethod
+    def post(url, body=None, headers=None, json=None, timeout=None):
+        """POSTs ``body`` (bytes or text), or ``json`` as JSON, to ``url``."""
+        headers = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
+        if json is not None:
+            body = _json.dumps(json)
+            headers.append(("content-type", "application/json"))
+        return http.request("POST", url, headers=headers, body=body, timeout=timeout)
+
+    @staticmethod
+    def request(method, url, headers=None, body=None, timeout=None):
+        """Sends ``method`` to ``url`` with ``headers`` (a dict or pairs) and ``body``; gives up
+        after ``timeout`` seconds for connecting, the first byte and each gap between bytes."""
+        if url.startswith("https://"):
+            scheme, rest = _http.Scheme_Https(), url[len("https://"):]
+        elif url.startswith("http://"):
+            scheme, rest = _http.Scheme_Http(), url[len("http://"):]
+        else:
+            raise HttpError("invalid-request", f"{url}: expected an http:// or https:// URL")
+        cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
+        authority, path = rest[:cut], rest[cut:] or "/"
+        body = body.encode() if isinstance(body, str) else (body or b"")
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        fields = _http.Fields()
+        if body:
+            fields.append("content-length", str(len(body)).encode())
+        for name, value in pairs:
+            fields.append(name, value.encode() if isinstance(value, str) else value)
+        request = _http.OutgoingRequest(fields)
+        method_class = _METHODS.get(method.upper())
+        request.set_method(method_class() if method_class else _http.Method_Other(method))
+        request.set_scheme(scheme)
+        request.set_authority(authority)
+        request.set_path_with_query(path)
+        options = None
+        if timeout is not None:
+            options = _http.RequestOptions()
+            nanos = int(timeout * 1_000_000_000)
+            options.set_connect_timeout(nanos)
+            options.set_first_byte_timeout(nanos)
+            options.set_between_bytes_timeout(nanos)
+        outgoing = request.body()
+        try:
+            pending = _outgoing.handle(request, options)
+        except Err as error:
+            raise _http_error(url, error.value) from None
+        with outgoing.write() as stream:
+            for start in range(0, len(body), 4096):
+                stream.blocking_write_and_flush(body[start:start + 4096])
+        _http.OutgoingBody.finish(outgoing, None)
+        with pending.subscribe() as ready:
+            ready.block()
+        outer = pending.get()
+        if outer is None or isinstance(outer, Err) or isinstance(outer.value, Err):
+            code = outer.value.value if outer is not None and not isinstance(outer, Err) else None
+            raise _http_error(url, code) if code is not None else HttpError("HTTP-error", f"{url}: no response")
+        response = outer.value.value
+        status = response.status()
+        headers = [(name, value.decode("utf-8", "replace")) for name, value in response.headers().entries()]
+        incoming = response.consume()
+        data = bytearray()
+        with incoming.stream() as stream:
+            while True:
+                try:
+                    data.extend(stream.blocking_read(65536))
+                except Err as error:
+                    if isinstance(error.value, _streams.StreamError_Closed):
+                        break
+                    code = _http.http_error_code(error.value.value)
+                    raise (_http_error(url, code) if code is not None else HttpError("HTTP-error", f"{url}: body failed")) from None
+        _http.IncomingBody.finish(incoming)
+        return HttpResponse(status, headers, bytes(data))
+
+
+def _kv_reason(error):
+    return getattr(error, "value", None) or type(error).__name__.split("_", 1)[-1]
+
+
+class Bucket:
+    """A key-value bucket (``wasi:keyvalue``), the function's own unless its manifest lists the
+    name under ``[keyvalue] shared``. Kept in the host's Redis; keys up to 512 bytes, values up
+    to 1 MiB."""
+
+    def __init__(self, name):
+        try:
+            self._inner = _store.open(name)
+        except Err as error:
+            raise HostError(f"open bucket {name!r} failed: {_kv_reason(error.value)}") from None
+
+    def _call(self, what, operation):
+        try:
+            return operation()
+        except Err as error:
+            raise HostError(f"key-value {what} failed: {_kv_reason(error.value)}") from None
+
+    def get(self, key):
+        """The value of ``key`` as bytes, or None."""
+        return self._call("get", lambda: self._inner.get(key))
+
+    def get_json(self, key):
+        """The value of ``key`` parsed as JSON, or None."""
+        value = self.get(key)
+        return None if value is None else _json.loads(value)
+
+    def set(self, key, value):
+        """Sets ``key`` to ``value`` (bytes, or text)."""
+        value = value.encode() if isinstance(value, str) else bytes(value)
+        self._call("set", lambda: self._inner.set(key, value))
+
+    def set_json(self, key, value):
+        """Sets ``key`` to ``value`` as JSON."""
+        self.set(key, _json.dumps(value))
+
+    def delete(self, key):
+        """Removes ``key``."""
+        self._call("delete", lambda: self._inner.delete(key))
+
+    def exists(self, key):
+        """Whether ``key`` has a value."""
+        return self._call("exists", lambda: self._inner.exists(key))
+
+    def keys(self):
+        """Every key."""
+        keys, cursor = [], None
+        while True:
+            page = self._call("list-keys", lambda: self._inner.list_keys(cursor))
+            keys.extend(page.keys)
+            if page.cursor is None:
+                return keys
+            cursor = page.cursor
+
+    def increment(self, key, delta=1):
+        """Adds ``delta`` to the number at ``key`` (0 if absent) and returns the new number,
+        atomically however many invocations do it at once."""
+        return self._call("increment", lambda: _atomics.increment(self._inner, key, delta))
+
+    def compare_and_swap(self, key, expected, new):
+        """Sets ``key`` to ``new`` if its value is ``expected`` (None: absent), atomically; True
+        if it did. False means another invocation changed it first."""
+        new = new.encode() if isinstance(new, str) else bytes(new)
+        expected = expected.encode() if isinstance(expected, str) else expected
+        cas = self._call("cas", lambda: _atomics.Cas.new(self._inner, key))
+        current = self._call("cas", cas.current)
+        if current != expected:
+            return False
+        try:
+            _atomics.swap(cas, new)
+            return True
+        except Err as error:
+            if isinstance(error.value, _atomics.CasError_CasFailed):
+                return False
+            raise HostError(f"key-value swap failed: {_kv_reason(error.value.value)}") from None
+
+
+class kv:
+    """Key-value buckets that outlive an invocation: ``eddy.kv.open("inventory")``."""
+
+    @staticmethod
+    def open(name):
+        """Opens bucket ``name``."""
+        return Bucket(name)
 
 
 class log:

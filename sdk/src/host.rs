@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::bindings::eddy::function::{
-    config as wit_config, idempotency, logging, publisher, types,
+    config as wit_config, idempotency, logging, publisher, secrets, types,
 };
 use serde::Serialize;
 
@@ -59,6 +59,12 @@ pub fn once(key: &str, ttl: Duration) -> Result<bool, Error> {
 /// Reads the function's setting `key` (from its manifest's `[config]` table).
 pub fn config(key: &str) -> Option<String> {
     wit_config::get(key)
+}
+
+/// Reads the function's secret `name` (from its manifest's `[secrets]`, resolved by the host).
+/// The host redacts the value from everything it keeps of the invocation: do not publish it.
+pub fn secret(name: &str) -> Option<String> {
+    secrets::get(name)
 }
 
 /// Log lines kept in the host's logs and the invocation's record.

@@ -65,7 +65,9 @@
 //! - [`Event`]: the incoming event and its delivery facts.
 //! - [`Response`]: the answer; its status is the outcome.
 //! - [`Error`]: what `?` produces; becomes a response with its status (500 unless said).
-//! - [`publish`], [`log`], [`config`]: the host's capabilities.
+//! - [`publish`], [`log`], [`config`], [`secret`], [`once`]: the host's capabilities.
+//! - [`http`]: calling HTTP APIs (the manifest's `[outbound] http` allow-list).
+//! - [`kv`]: key-value buckets that outlive an invocation.
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate by its public path from inside it too.
@@ -74,11 +76,13 @@ extern crate self as eddy_sdk;
 mod error;
 mod event;
 mod host;
+pub mod http;
+pub mod kv;
 mod response;
 
 pub use error::Error;
 pub use event::{Event, Trigger};
-pub use host::{config, log, once, publish};
+pub use host::{config, log, once, publish, secret};
 pub use response::Response;
 
 /// The bindings generated from `wit/`; used by [`export!`], not meant to be called directly.
@@ -87,7 +91,9 @@ pub use response::Response;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "eddy:function/function@0.1.1",
+        world: "eddy:function/function@0.1.2",
+        // The WASI packages the contract refers to (HTTP, I/O, clocks, key-value) too.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_eddy_function",
         default_bindings_module: "eddy_sdk::bindings",

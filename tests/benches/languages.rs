@@ -83,7 +83,9 @@ fn main() {
         let manifest = eddy::manifest::load(&dir).unwrap();
         let bytes = std::fs::read(&manifest.component).unwrap();
         let started = Instant::now();
-        let function = engine.load(manifest.function_spec(None), &bytes).unwrap();
+        let function = engine
+            .load(manifest.function_spec(None).unwrap(), &bytes)
+            .unwrap();
         let compile = started.elapsed();
         let event = event(payload);
         let mut times = Vec::with_capacity(events);

@@ -191,7 +191,7 @@ fn concurrent_loads_of_one_component_leave_a_sound_cache_entry() {
 #[test]
 fn a_component_built_against_the_0_1_0_contract_still_runs() {
     // functions/fixtures/wit-0-1-0 imports and exports the @0.1.0 interfaces; the host links
-    // @0.1.1, which semver-matches them.
+    // @0.1.2, which semver-matches them.
     let spec = FunctionSpec {
         config: [("stream".to_owned(), "seen".to_owned())].into(),
         ..FunctionSpec::new("old")
@@ -221,4 +221,34 @@ fn a_component_built_against_the_0_1_0_contract_still_runs() {
     let rejected = function.invoke_blocking(&bad, Arc::new(MemoryPublisher::default()));
     assert_eq!(rejected.outcome, Outcome::Rejected);
     assert_eq!(rejected.status, Some(400));
+}
+
+#[test]
+fn a_component_built_against_the_0_1_1_contract_still_runs() {
+    // functions/fixtures/wit-0-1-1 uses every @0.1.1 import, `once` among them; the host links
+    // @0.1.2 (outbound HTTP, key-value and secrets added), which semver-matches them.
+    let spec = FunctionSpec {
+        config: [("stream".to_owned(), "seen".to_owned())].into(),
+        ..FunctionSpec::new("old")
+    };
+    let function = engine().load(spec, &wasm_bytes("wit-0-1-1")).unwrap();
+    let publisher = Arc::new(MemoryPublisher::default());
+    let first = function.invoke_blocking(&event("e-1", "{}"), publisher.clone());
+    assert_eq!(first.outcome, Outcome::Done, "{first:?}");
+    assert_eq!(first.body_text(), "e-1");
+    let again = function.invoke_blocking(&event("e-1", "{}"), publisher.clone());
+    assert_eq!(again.outcome, Outcome::Done, "{again:?}");
+    let kinds: Vec<String> = publisher
+        .events()
+        .into_iter()
+        .map(|(_, request)| request.event_type)
+        .collect();
+    assert_eq!(kinds, ["Seen", "Again"], "once kept the first claim");
+    assert!(
+        first
+            .output
+            .logs
+            .iter()
+            .any(|l| l.message.contains("0.1.1 fixture saw e-1"))
+    );
 }

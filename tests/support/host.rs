@@ -47,6 +47,25 @@ impl Host {
         )
     }
 
+    /// Like [`start`](Self::start), with `env` set in the host's environment (a secret, say).
+    pub fn start_with_env(
+        redis_url: &str,
+        functions: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(eddy_bin());
+        command
+            .arg("up")
+            .args(["--redis", redis_url])
+            .arg("--functions")
+            .arg(functions)
+            .args(["--claim-margin", "500ms", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .envs(env.iter().copied());
+        Self::spawn(&mut command)
+    }
+
     /// Like [`start`](Self::start), with the host's open-file limit lowered to `max_open_files`
     /// (as a container or a small `ulimit -n` would), for tests of what a flood of connections
     /// does.

@@ -13,6 +13,7 @@ pub mod host;
 pub mod http;
 pub mod redis_server;
 pub mod streams;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

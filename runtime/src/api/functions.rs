@@ -194,7 +194,12 @@ pub async fn deploy(
                 format!("no component {digest}: upload it first (PUT /v1/components/{digest})"),
             )
         })?;
-    let spec = manifest.function_spec(None);
+    let spec = manifest.function_spec(None).map_err(|e| {
+        ApiError::invalid(
+            "manifest.secrets",
+            e.to_string().replace("registry:upload/eddy.toml: ", ""),
+        )
+    })?;
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
         .await
@@ -365,7 +370,9 @@ pub async fn invoke(
                 .ok_or_else(|| {
                     ApiError::not_found(format!("component {} is missing", version.digest))
                 })?;
-            let spec = manifest.function_spec(Some(version.version));
+            let spec = manifest
+                .function_spec(Some(version.version))
+                .map_err(|e| ApiError::invalid("manifest.secrets", e.to_string()))?;
             let engine = state.engine.clone();
             let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
                 .await
@@ -385,7 +392,10 @@ pub async fn invoke(
     let submitted = state.workers.submit(
         loaded.function,
         event,
-        publisher,
+        crate::engine::Services {
+            publisher,
+            keyvalue: state.keyvalue.clone(),
+        },
         crate::engine::RunHooks::default(),
         Some(Box::new(turn)),
     );

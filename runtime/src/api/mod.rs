@@ -68,6 +68,8 @@ pub struct ApiState {
     pub static_functions: Vec<String>,
     /// Where events published by synchronous invocations go.
     pub publisher: Arc<dyn crate::engine::Publisher>,
+    /// Where their key-value buckets live.
+    pub keyvalue: Arc<dyn crate::engine::KeyValue>,
     /// Set once the host has loaded the deployed functions at start.
     pub loaded: Arc<std::sync::atomic::AtomicBool>,
     /// The threads invocations run on, shared with the triggers.

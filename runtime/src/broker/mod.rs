@@ -8,6 +8,9 @@
 //! queued behind it on a shared connection.
 
 pub mod embedded;
+pub mod keyvalue;
+
+pub use keyvalue::RedisKeyValue;
 
 use std::sync::Arc;
 use std::time::Duration;

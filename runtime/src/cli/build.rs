@@ -23,7 +23,26 @@ use crate::manifest::Manifest;
 /// The componentize-py release the Python SDK is written and tested against.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
-const WIT: &str = include_str!("../../../wit/eddy.wit");
+/// The WIT contract: `eddy.wit` and the parts of the WASI packages it refers to.
+const WIT: &[(&str, &str)] = &[
+    ("eddy.wit", include_str!("../../../wit/eddy.wit")),
+    (
+        "deps/io/io.wit",
+        include_str!("../../../wit/deps/io/io.wit"),
+    ),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../../../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "deps/http/http.wit",
+        include_str!("../../../wit/deps/http/http.wit"),
+    ),
+    (
+        "deps/keyvalue/keyvalue.wit",
+        include_str!("../../../wit/deps/keyvalue/keyvalue.wit"),
+    ),
+];
 const PYTHON_SDK: &str = include_str!("../../../sdk/python/eddy.py");
 const JS_SDK: &str = include_str!("../../../sdk/js/eddy.js");
 const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
@@ -172,8 +191,11 @@ fn scratch() -> anyhow::Result<tempfile::TempDir> {
 
 fn wit_dir(scratch: &tempfile::TempDir) -> anyhow::Result<PathBuf> {
     let wit = scratch.path().join("wit");
-    std::fs::create_dir_all(&wit)?;
-    std::fs::write(wit.join("eddy.wit"), WIT)?;
+    for (path, text) in WIT {
+        let file = wit.join(path);
+        std::fs::create_dir_all(file.parent().expect("a WIT file lives in a folder"))?;
+        std::fs::write(file, text)?;
+    }
     Ok(wit)
 }
 

@@ -13,9 +13,10 @@ use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_REJECTED, OutputFormat};
 use crate::engine::{
-    DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT, Engine, EngineConfig,
-    FunctionSpec, InvokeResult, Limits, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_TIMEOUT,
-    MemoryPublisher, Outcome, PublishRequest,
+    AllowList, BucketId, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT, Engine,
+    EngineConfig, FunctionSpec, InvokeResult, Limits, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES,
+    MAX_TIMEOUT, MemoryKeyValue, MemoryPublisher, Origin, Outcome, PublishRequest, SecretSource,
+    Secrets, Services,
 };
 use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, is_json_content_type};
 
@@ -92,6 +93,33 @@ pub struct InvokeArgs {
     #[arg(long, value_parser = super::bytes_within(0, MAX_OUTPUT_BYTES as u64), default_value_t = DEFAULT_OUTPUT_BYTES as u64)]
     pub output_limit: u64,
 
+    /// An origin outbound HTTP may reach, e.g. `https://api.example.com` or
+    /// `http://127.0.0.1:*` (repeatable; default none, as in a manifest's `[outbound] http`).
+    #[arg(long = "allow-http", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allow_http: Vec<Origin>,
+
+    /// A PEM file of extra certificate authorities outbound HTTPS trusts (a private CA).
+    #[arg(long, env = "EDDY_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// A secret the function reads with `secrets::get`: `NAME=env:VARIABLE` or
+    /// `NAME=file:/path` (repeatable).
+    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = super::parse_key_value)]
+    pub secrets: Vec<(String, String)>,
+
+    /// A key-value pair put into the in-memory bucket `--kv-bucket` before the call
+    /// (repeatable). The buckets' contents are printed after it.
+    #[arg(long = "kv", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    pub kv: Vec<(String, String)>,
+
+    /// The bucket `--kv` seeds, as the function opens it by name.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub kv_bucket: String,
+
+    /// A bucket name the function shares (as `[keyvalue] shared` in a manifest; repeatable).
+    #[arg(long = "shared-bucket", value_name = "NAME")]
+    pub shared_buckets: Vec<String>,
+
     /// Compile without reading or writing the compiled-component cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -139,7 +167,22 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     if args.no_cache {
         config.cache_dir = None;
     }
+    config.ca_file = args.ca_file.clone();
     let engine = Engine::new(&config).context("starting the engine")?;
+    let mut secrets = BTreeMap::new();
+    for (secret, source) in &args.secrets {
+        crate::names::identifier(secret).map_err(|e| anyhow::anyhow!("--secret name {e}"))?;
+        let source = SecretSource::parse(source).map_err(|expected| {
+            anyhow::anyhow!("--secret {secret}={source}: expected {expected}")
+        })?;
+        let value = source
+            .resolve()
+            .map_err(|reason| anyhow::anyhow!("--secret {secret} from {source}: {reason}"))?;
+        secrets.insert(secret.clone(), value);
+    }
+    for bucket in args.shared_buckets.iter().chain([&args.kv_bucket]) {
+        crate::names::identifier(bucket).map_err(|e| anyhow::anyhow!("bucket name {e}"))?;
+    }
     let spec = FunctionSpec {
         name,
         limits: Limits {
@@ -150,6 +193,9 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
         version: None,
+        secrets: Secrets::new(secrets),
+        outbound: AllowList::new(args.allow_http.clone()),
+        shared_buckets: args.shared_buckets.clone(),
     };
     let function = engine
         .load(spec, &bytes)
@@ -167,12 +213,33 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         delivery: Delivery::invoked(args.attempt),
     };
     let publisher = Arc::new(MemoryPublisher::default());
-    let result = function.invoke_blocking(&event, publisher.clone());
+    let keyvalue = Arc::new(MemoryKeyValue::default());
+    let seeded = BucketId::of(function.name(), &args.kv_bucket, &args.shared_buckets);
+    for (key, value) in &args.kv {
+        keyvalue.seed(&seeded, key, value.as_bytes());
+    }
+    let services = Services {
+        publisher: publisher.clone(),
+        keyvalue: keyvalue.clone(),
+    };
+    let result = function.invoke_with_blocking(&event, services);
     let published = publisher.events();
+    let buckets: BTreeMap<String, BTreeMap<String, String>> = keyvalue
+        .buckets()
+        .into_iter()
+        .map(|bucket| {
+            let pairs = keyvalue
+                .contents(&bucket)
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            (bucket.as_str().to_owned(), pairs)
+        })
+        .collect();
 
     match args.output {
-        OutputFormat::Human => print_human(&result, &published),
-        OutputFormat::Json => print_json(&event, &result, &published)?,
+        OutputFormat::Human => print_human(&result, &published, &buckets),
+        OutputFormat::Json => print_json(&event, &result, &published, &buckets)?,
     }
     Ok(match result.outcome {
         Outcome::Done => EXIT_OK,
@@ -193,7 +260,16 @@ fn read_data(args: &InvokeArgs) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn print_human(result: &InvokeResult, published: &[(String, PublishRequest)]) {
+/// An `--allow-http` origin.
+fn parse_origin(text: &str) -> Result<Origin, String> {
+    Origin::parse(text).map_err(|expected| format!("{text:?}: expected {expected}"))
+}
+
+fn print_human(
+    result: &InvokeResult,
+    published: &[(String, PublishRequest)],
+    buckets: &BTreeMap<String, BTreeMap<String, String>>,
+) {
     let duration_ms = result.duration.as_secs_f64() * 1000.0;
     match result.status {
         Some(status) => println!(
@@ -241,12 +317,33 @@ fn print_human(result: &InvokeResult, published: &[(String, PublishRequest)]) {
             String::from_utf8_lossy(&event.data)
         );
     }
+    let outbound = &result.outbound;
+    if outbound.calls > 0 || outbound.denied > 0 {
+        println!(
+            "outbound:  {} request(s) in {:.2} ms, {} refused by the allow-list{}",
+            outbound.calls,
+            outbound.duration.as_secs_f64() * 1000.0,
+            outbound.denied,
+            if outbound.limits.is_empty() {
+                String::new()
+            } else {
+                format!("; limits hit: {}", outbound.limits.join(", "))
+            }
+        );
+    }
+    for (bucket, pairs) in buckets {
+        println!("bucket {bucket}:");
+        for (key, value) in pairs {
+            println!("  {key} = {value}");
+        }
+    }
 }
 
 fn print_json(
     event: &Event,
     result: &InvokeResult,
     published: &[(String, PublishRequest)],
+    buckets: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> anyhow::Result<()> {
     let published: Vec<_> = published
         .iter()
@@ -264,6 +361,7 @@ fn print_json(
         "eventId": event.id,
         "result": result,
         "published": published,
+        "keyvalue": buckets,
     });
     println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())

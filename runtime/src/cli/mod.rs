@@ -9,6 +9,7 @@ pub mod cron;
 pub mod deploy;
 pub mod dlq;
 pub mod invoke;
+pub mod kv;
 pub mod logs;
 pub mod publish;
 pub mod replay;
@@ -106,6 +107,8 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Dead letters: list, show, replay, purge.
     Dlq(dlq::DlqArgs),
+    /// Functions' key-value state: ls, get, set, del.
+    Kv(kv::KvArgs),
     /// A function's invocation records (--failed, --event ID, --follow).
     Logs(logs::LogsArgs),
     /// Every invocation an event's flow caused, across functions, in order.
@@ -133,6 +136,7 @@ impl Cli {
             | Command::Deploy(_)
             | Command::Build(_)
             | Command::Dlq(_)
+            | Command::Kv(_)
             | Command::Status(_)
             | Command::Logs(_)
             | Command::Trace(_)
@@ -151,6 +155,7 @@ impl Cli {
             Command::Deploy(args) => deploy::run(args),
             Command::Build(args) => build::run(args),
             Command::Dlq(args) => dlq::run(args),
+            Command::Kv(args) => kv::run(args),
             Command::Status(args) => status::run(args),
             Command::Logs(args) => logs::run_logs(args),
             Command::Trace(args) => logs::run_trace(args),

@@ -134,6 +134,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// A PEM file of extra certificate authorities functions' outbound HTTPS trusts, beside the
+    /// usual web roots (a private CA). There is no way to skip verification.
+    #[arg(long, env = "EDDY_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
     /// Export one span per invocation to this OpenTelemetry collector (OTLP over HTTP, e.g.
     /// http://localhost:4318). Off when absent.
     #[arg(long, env = "EDDY_OTLP_ENDPOINT", value_name = "URL")]
@@ -153,6 +158,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         } else {
             default_cache_dir()
         },
+        ca_file: args.ca_file.clone(),
         ..EngineConfig::default()
     })
     .context("cannot start the engine")?;

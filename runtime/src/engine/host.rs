@@ -1,8 +1,10 @@
 //! The per-invocation store data and the host side of the WIT imports.
 //!
 //! Each invocation gets a fresh [`InvocationState`]: an empty WASI context (no files, sockets,
-//! environment or inherited stdio), the output capture, the memory limiter, and the function's
-//! settings and publisher. The `Host` impls below are the only way a guest reaches the host.
+//! environment or inherited stdio), the output capture, the memory limiter, the function's
+//! settings, secrets and publisher, its key-value store, and its outbound HTTP gate
+//! ([`super::outbound`]). The `Host` impls below, and wasmtime-wasi's and wasmtime-wasi-http's
+//! over this state, are the only way a guest reaches the host.
 //!
 //! Every import is `async`: one that waits (a publish to Redis, a `once` claim) parks the
 //! invocation's future instead of blocking a thread, and the invocation's deadline, which drops
@@ -13,26 +15,71 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::capture::{LogLevel, OutputCapture, floor_char_boundary};
+use super::keyvalue::{
+    BucketId, KeyValue, KvError, MAX_OPEN_BUCKETS, check_key, check_keys, check_value,
+};
 use super::limits::{Limits, MAX_ECHOED_LOG_BYTES, MAX_ECHOED_LOG_LINES, MAX_ONCE_KEYS};
+use super::outbound::Outbound;
 use super::publish::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
+use super::secrets::Secrets;
 
-/// Host bindings generated from `wit/`, the same contract the guest SDK reads.
+/// Host bindings generated from `wit/`, the same contract the guest SDK reads: its `host-side`
+/// world, the part of `function` the host implements itself (WASI HTTP and the rest come from
+/// wasmtime-wasi and wasmtime-wasi-http). The key-value resources are this module's types.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "eddy:function/function@0.1.1",
+        world: "eddy:function/host-side@0.1.2",
         imports: { default: async },
         exports: { default: async },
+        with: {
+            "wasi:keyvalue/store.bucket": super::OpenBucket,
+            "wasi:keyvalue/atomics.cas": super::OpenCas,
+        },
     });
 }
 
+pub use bindings::HostSidePre as FunctionPre;
 pub use bindings::eddy::function::types as wit;
-use bindings::eddy::function::{config, idempotency, logging, publisher};
-pub use bindings::{Function, FunctionPre};
+use bindings::eddy::function::{config, idempotency, logging, publisher, secrets};
+use bindings::wasi::keyvalue::{atomics, batch, store};
+
+/// Adds the host side of Eddy's own interfaces and of `wasi:keyvalue` to `linker`. (The WASI
+/// packages bound by wasmtime-wasi and wasmtime-wasi-http are added by those crates.)
+pub fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<InvocationState>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    type Me = HasSelf<InvocationState>;
+    fn me(state: &mut InvocationState) -> &mut InvocationState {
+        state
+    }
+    bindings::eddy::function::types::add_to_linker::<_, Me>(linker, me)?;
+    publisher::add_to_linker::<_, Me>(linker, me)?;
+    logging::add_to_linker::<_, Me>(linker, me)?;
+    config::add_to_linker::<_, Me>(linker, me)?;
+    idempotency::add_to_linker::<_, Me>(linker, me)?;
+    secrets::add_to_linker::<_, Me>(linker, me)?;
+    store::add_to_linker::<_, Me>(linker, me)?;
+    atomics::add_to_linker::<_, Me>(linker, me)?;
+    batch::add_to_linker::<_, Me>(linker, me)?;
+    Ok(())
+}
+
+/// A bucket a guest opened: which one it is.
+pub struct OpenBucket(BucketId);
+
+/// A compare-and-swap a guest started: the key and the value it read.
+pub struct OpenCas {
+    bucket: BucketId,
+    key: String,
+    read: Option<Vec<u8>>,
+}
 
 /// Refuses memory growth past the function's limit and remembers that it did, so a trap that
 /// follows can be reported as the memory limit rather than an anonymous abort.
@@ -103,6 +150,15 @@ pub struct InvocationState {
     claims_lapse: std::time::Instant,
     /// The `once` keys it claimed, settled when it ends.
     pub claims: Vec<OnceClaim>,
+    /// Its secrets.
+    secrets: Arc<Secrets>,
+    /// Where its buckets live, and which of their names are shared.
+    keyvalue: Arc<dyn KeyValue>,
+    shared_buckets: Arc<Vec<String>>,
+    open_buckets: usize,
+    /// `wasi:http`'s state, and the gate its requests pass.
+    http: WasiHttpCtx,
+    outbound: Outbound,
 }
 
 /// What an invocation's store is made from.
@@ -121,6 +177,14 @@ pub struct StateParts {
     pub publisher: Arc<dyn Publisher>,
     /// When unsettled `once` claims lapse.
     pub claims_lapse: std::time::Instant,
+    /// The function's secrets.
+    pub secrets: Arc<Secrets>,
+    /// Where its buckets live.
+    pub keyvalue: Arc<dyn KeyValue>,
+    /// The bucket names its manifest shares.
+    pub shared_buckets: Arc<Vec<String>>,
+    /// Its outbound HTTP gate.
+    pub outbound: Outbound,
 }
 
 impl InvocationState {
@@ -134,6 +198,10 @@ impl InvocationState {
             config,
             publisher,
             claims_lapse,
+            secrets,
+            keyvalue,
+            shared_buckets,
+            outbound,
         } = parts;
         // The builder's defaults already give no preopens, no env, no args and denied network
         // addresses; TCP/UDP are switched off too so socket creation itself fails.
@@ -159,6 +227,22 @@ impl InvocationState {
             token: uuid::Uuid::new_v4().simple().to_string(),
             claims_lapse,
             claims: Vec::new(),
+            secrets,
+            keyvalue,
+            shared_buckets,
+            open_buckets: 0,
+            http: WasiHttpCtx::new(),
+            outbound,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -282,7 +366,10 @@ impl logging::Host for InvocationState {
         }
         // Control characters are escaped by the host's log formatter (see `cli`), so a line
         // with a line break cannot pose as a line of its own.
-        let text = &message[..floor_char_boundary(&message, MAX_ECHOED_LOG_BYTES)];
+        let text = self
+            .secrets
+            .redact(&message[..floor_char_boundary(&message, MAX_ECHOED_LOG_BYTES)])
+            .into_owned();
         match level {
             LogLevel::Trace => tracing::trace!(function, guest = true, "{text}"),
             LogLevel::Debug => tracing::debug!(function, guest = true, "{text}"),
@@ -323,5 +410,231 @@ impl idempotency::Host for InvocationState {
 impl config::Host for InvocationState {
     async fn get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+impl secrets::Host for InvocationState {
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.secrets.get(&name).map(str::to_owned)
+    }
+}
+
+fn kv_error(error: KvError) -> store::Error {
+    store::Error::Other(error.to_string())
+}
+
+impl InvocationState {
+    fn bucket(&self, bucket: &Resource<OpenBucket>) -> Result<BucketId, store::Error> {
+        self.table
+            .get(bucket)
+            .map(|open| open.0.clone())
+            .map_err(|e| store::Error::Other(format!("bucket: {e}")))
+    }
+}
+
+impl store::Host for InvocationState {
+    async fn open(&mut self, identifier: String) -> Result<Resource<OpenBucket>, store::Error> {
+        if crate::names::identifier(&identifier).is_err() {
+            return Err(store::Error::NoSuchStore);
+        }
+        if self.open_buckets >= MAX_OPEN_BUCKETS {
+            return Err(store::Error::Other(format!(
+                "this invocation already holds {MAX_OPEN_BUCKETS} open buckets, the most one may"
+            )));
+        }
+        let id = BucketId::of(&self.function, &identifier, &self.shared_buckets);
+        let bucket = self
+            .table
+            .push(OpenBucket(id))
+            .map_err(|e| store::Error::Other(e.to_string()))?;
+        self.open_buckets += 1;
+        Ok(bucket)
+    }
+}
+
+impl store::HostBucket for InvocationState {
+    async fn get(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key).map_err(kv_error)?;
+        self.keyvalue.get(&id, &key).await.map_err(kv_error)
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key)
+            .and_then(|()| check_value(&value))
+            .map_err(kv_error)?;
+        self.keyvalue.set(&id, &key, &value).await.map_err(kv_error)
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+    ) -> Result<(), store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key).map_err(kv_error)?;
+        self.keyvalue.delete(&id, &[key]).await.map_err(kv_error)
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+    ) -> Result<bool, store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key).map_err(kv_error)?;
+        self.keyvalue.exists(&id, &key).await.map_err(kv_error)
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        cursor: Option<String>,
+    ) -> Result<store::KeyResponse, store::Error> {
+        let id = self.bucket(&bucket)?;
+        if cursor
+            .as_ref()
+            .is_some_and(|c| c.len() > super::keyvalue::MAX_KEY_BYTES)
+        {
+            return Err(store::Error::Other(
+                "cursor: not one list-keys gave".to_owned(),
+            ));
+        }
+        let (keys, cursor) = self.keyvalue.keys(&id, cursor).await.map_err(kv_error)?;
+        Ok(store::KeyResponse { keys, cursor })
+    }
+
+    async fn drop(&mut self, bucket: Resource<OpenBucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        self.open_buckets = self.open_buckets.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl atomics::Host for InvocationState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+        delta: i64,
+    ) -> Result<i64, store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key).map_err(kv_error)?;
+        self.keyvalue
+            .increment(&id, &key, delta)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<OpenCas>,
+        value: Vec<u8>,
+    ) -> Result<(), atomics::CasError> {
+        let store_error = |e: store::Error| atomics::CasError::StoreError(e);
+        check_value(&value).map_err(|e| store_error(kv_error(e)))?;
+        let (bucket, key, read) = {
+            let open = self
+                .table
+                .get(&cas)
+                .map_err(|e| store_error(store::Error::Other(format!("cas: {e}"))))?;
+            (open.bucket.clone(), open.key.clone(), open.read.clone())
+        };
+        let swapped = self
+            .keyvalue
+            .swap(&bucket, &key, read.as_deref(), &value)
+            .await
+            .map_err(|e| store_error(kv_error(e)))?;
+        if swapped {
+            let _ = self.table.delete(cas);
+            Ok(())
+        } else {
+            // Handed back, so the guest can read the value again and retry.
+            Err(atomics::CasError::CasFailed(cas))
+        }
+    }
+}
+
+impl atomics::HostCas for InvocationState {
+    async fn new(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+    ) -> Result<Resource<OpenCas>, store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_key(&key).map_err(kv_error)?;
+        let read = self.keyvalue.get(&id, &key).await.map_err(kv_error)?;
+        self.table
+            .push(OpenCas {
+                bucket: id,
+                key,
+                read,
+            })
+            .map_err(|e| store::Error::Other(e.to_string()))
+    }
+
+    async fn current(&mut self, cas: Resource<OpenCas>) -> Result<Option<Vec<u8>>, store::Error> {
+        self.table
+            .get(&cas)
+            .map(|open| open.read.clone())
+            .map_err(|e| store::Error::Other(format!("cas: {e}")))
+    }
+
+    async fn drop(&mut self, cas: Resource<OpenCas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl batch::Host for InvocationState {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_keys(keys.iter().map(String::as_str)).map_err(kv_error)?;
+        let values = self.keyvalue.get_many(&id, &keys).await.map_err(kv_error)?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|v| (key, v)))
+            .collect())
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_keys(key_values.iter().map(|(k, _)| k.as_str())).map_err(kv_error)?;
+        for (_, value) in &key_values {
+            check_value(value).map_err(kv_error)?;
+        }
+        self.keyvalue
+            .set_many(&id, &key_values)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        keys: Vec<String>,
+    ) -> Result<(), store::Error> {
+        let id = self.bucket(&bucket)?;
+        check_keys(keys.iter().map(String::as_str)).map_err(kv_error)?;
+        self.keyvalue.delete(&id, &keys).await.map_err(kv_error)
     }
 }

@@ -26,6 +26,20 @@ pub const DEFAULT_PUBLISH_COUNT: u32 = 1000;
 /// Default bytes of event data one invocation may publish in all: 16 MiB.
 pub const DEFAULT_PUBLISH_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Default cap on one outbound HTTP response body: 10 MiB. Past it the guest's read fails with
+/// `HTTP-response-body-size`.
+pub const DEFAULT_HTTP_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Default number of outbound HTTP requests one invocation may have in flight: 16. Past it
+/// `handle` fails with `connection-limit-reached`.
+pub const DEFAULT_HTTP_CONCURRENCY: u32 = 16;
+
+/// Largest outbound response body a function may be allowed: 256 MiB.
+pub const MAX_HTTP_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most outbound requests in flight a function may be allowed: 256.
+pub const MAX_HTTP_CONCURRENCY: u32 = 256;
+
 /// Largest data of one published event: 1 MiB, what the HTTP ingress accepts in one request, so
 /// a function cannot put into a stream what a producer could not. Fixed, not per function.
 pub const MAX_PUBLISHED_EVENT_BYTES: usize = 1024 * 1024;
@@ -107,6 +121,10 @@ pub struct Limits {
     pub publish_count: u32,
     /// Bytes of event data one invocation may publish in all ([`DEFAULT_PUBLISH_BYTES`]).
     pub publish_bytes: u64,
+    /// Bytes of one outbound HTTP response body ([`DEFAULT_HTTP_RESPONSE_BYTES`]).
+    pub http_response_bytes: u64,
+    /// Outbound HTTP requests in flight per invocation ([`DEFAULT_HTTP_CONCURRENCY`]).
+    pub http_concurrency: u32,
 }
 
 impl Default for Limits {
@@ -117,6 +135,8 @@ impl Default for Limits {
             output_bytes: DEFAULT_OUTPUT_BYTES,
             publish_count: DEFAULT_PUBLISH_COUNT,
             publish_bytes: DEFAULT_PUBLISH_BYTES,
+            http_response_bytes: DEFAULT_HTTP_RESPONSE_BYTES,
+            http_concurrency: DEFAULT_HTTP_CONCURRENCY,
         }
     }
 }
@@ -145,6 +165,18 @@ impl Limits {
             u64::from(MAX_PUBLISH_COUNT),
         )?;
         check_range("publish bytes", self.publish_bytes, 0, MAX_PUBLISH_BYTES)?;
+        check_range(
+            "HTTP response bytes",
+            self.http_response_bytes,
+            0,
+            MAX_HTTP_RESPONSE_BYTES,
+        )?;
+        check_range(
+            "HTTP concurrency",
+            u64::from(self.http_concurrency),
+            1,
+            u64::from(MAX_HTTP_CONCURRENCY),
+        )?;
         Ok(())
     }
 
@@ -176,6 +208,9 @@ pub struct EngineConfig {
     /// Bytes of each pooled memory kept resident between instances
     /// ([`DEFAULT_KEEP_RESIDENT_BYTES`]).
     pub keep_resident_bytes: usize,
+    /// A PEM file of extra certificate authorities outbound HTTPS trusts, beside the usual web
+    /// roots (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -184,6 +219,7 @@ impl Default for EngineConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             cache_dir: default_cache_dir(),
             keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
+            ca_file: None,
         }
     }
 }

@@ -19,6 +19,9 @@
 //! - `host`: the store data and the host side of the WIT imports.
 //! - `capture`: bounded stdout, stderr and log capture.
 //! - `publish`: the `publish` capability's trait and the in-memory publisher.
+//! - `keyvalue`: the key-value store's trait, bucket scoping and the in-memory store.
+//! - `outbound`: outbound HTTP: allow-list, deadline, limits, TLS.
+//! - `secrets`: secrets, and their redaction from what the host keeps.
 //! - `outcome`: the status table as plain logic.
 //! - `gate`: how many invocations may run guest code at once.
 //! - `workers`: the threads invocations run on.
@@ -28,22 +31,31 @@ mod cache;
 mod capture;
 mod gate;
 mod host;
+mod keyvalue;
 mod limits;
+mod outbound;
 mod outcome;
 pub mod propagation;
 mod publish;
+mod secrets;
 mod workers;
 
 pub use cache::{ComponentCache, digest};
 pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use gate::CpuGate;
+pub use keyvalue::{
+    BucketId, KeyValue, KvError, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKeyValue,
+    check_key, check_value, not_a_number,
+};
 pub use limits::*;
+pub use outbound::{AllowList, Origin, OutboundStats};
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
     AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_EVENT_TYPE_BYTES, MAX_ONCE_KEY_BYTES,
     MAX_ONCE_TTL, MemoryPublisher, OnceClaim, OnceState, PublishError, PublishRequest, Publisher,
     validate_publish,
 };
+pub use secrets::{MIN_SECRET_BYTES, REDACTED, SecretSource, Secrets};
 pub use workers::{Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
@@ -53,17 +65,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 use crate::event::{Event, TriggerKind};
 use host::{FunctionPre, InvocationState, StateParts, wit};
 
 /// The WIT world every function must implement.
-pub const WORLD: &str = "eddy:function/function@0.1.1";
+pub const WORLD: &str = "eddy:function/function@0.1.2";
 
 /// The function export every component must provide.
-pub const HANDLER_EXPORT: &str = "eddy:function/handler@0.1.1#handle";
+pub const HANDLER_EXPORT: &str = "eddy:function/handler@0.1.2#handle";
 
 /// Why a component could not be loaded; each variant says what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +116,8 @@ struct EngineInner {
     instances: Arc<Semaphore>,
     /// The slots kept for load-time checks ([`LOAD_CHECK_INSTANCES`]).
     load_checks: Arc<Semaphore>,
+    /// How outbound HTTPS connects: the web roots plus `--ca-file`.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Engine {
@@ -132,7 +146,9 @@ impl Engine {
 
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        host::Function::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        host::add_to_linker(&mut linker)?;
+        let tls = outbound::tls_config(config.ca_file.as_deref())?;
 
         spawn_epoch_ticker(&wasmtime);
         let cache = config
@@ -146,6 +162,7 @@ impl Engine {
                 cache,
                 instances: Arc::new(Semaphore::new(config.max_instances as usize)),
                 load_checks: Arc::new(Semaphore::new(LOAD_CHECK_INSTANCES as usize)),
+                tls,
             }),
         })
     }
@@ -184,6 +201,9 @@ impl Engine {
                 version: spec.version,
                 limits: spec.limits,
                 config: Arc::new(spec.config),
+                secrets: Arc::new(spec.secrets),
+                outbound: Arc::new(spec.outbound),
+                shared_buckets: Arc::new(spec.shared_buckets),
                 pre,
                 engine: self.clone(),
             }),
@@ -217,16 +237,30 @@ impl Engine {
                 .await
                 .expect("the load-check semaphore is never closed");
             let deadline = Instant::now() + LOAD_CHECK_TIMEOUT;
+            let function: Arc<str> = spec.name.as_str().into();
             let mut store = new_store(
                 &self.inner.wasmtime,
                 StateParts {
-                    function: spec.name.as_str().into(),
+                    function: function.clone(),
                     event_id: String::new(),
                     limits: spec.limits,
                     capture: OutputCapture::new(0),
                     config: Arc::new(BTreeMap::new()),
                     publisher: Arc::new(MemoryPublisher::default()),
                     claims_lapse: deadline,
+                    secrets: Arc::new(Secrets::default()),
+                    keyvalue: Arc::new(MemoryKeyValue::default()),
+                    shared_buckets: Arc::new(Vec::new()),
+                    // Nothing may leave while a component is only being checked.
+                    outbound: outbound::Outbound::new(
+                        function,
+                        Arc::new(AllowList::default()),
+                        self.inner.tls.clone(),
+                        deadline,
+                        1,
+                        0,
+                        None,
+                    ),
                 },
                 deadline,
                 Arc::new(AtomicBool::new(false)),
@@ -329,16 +363,53 @@ pub struct FunctionSpec {
     pub config: BTreeMap<String, String>,
     /// Its deployed version, if it came from the registry.
     pub version: Option<u32>,
+    /// Its secrets, resolved on this host.
+    pub secrets: Secrets,
+    /// The origins its outbound HTTP may reach (none by default).
+    pub outbound: AllowList,
+    /// The bucket names it shares with other functions.
+    pub shared_buckets: Vec<String>,
 }
 
 impl FunctionSpec {
-    /// A spec with default limits and no settings.
+    /// A spec with default limits and no settings, secrets, outbound origins or shared buckets.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             limits: Limits::default(),
             config: BTreeMap::new(),
             version: None,
+            secrets: Secrets::default(),
+            outbound: AllowList::default(),
+            shared_buckets: Vec::new(),
+        }
+    }
+}
+
+/// What an invocation reaches beyond its own instance: where its published events go (and its
+/// `once` keys are kept), and where its buckets live.
+#[derive(Clone)]
+pub struct Services {
+    /// Published events and `once` keys.
+    pub publisher: Arc<dyn Publisher>,
+    /// Key-value buckets.
+    pub keyvalue: Arc<dyn KeyValue>,
+}
+
+impl Services {
+    /// Services that keep everything in memory: `eddy invoke`, tests.
+    pub fn in_memory() -> Self {
+        Self {
+            publisher: Arc::new(MemoryPublisher::default()),
+            keyvalue: Arc::new(MemoryKeyValue::default()),
+        }
+    }
+
+    /// `publisher`, with buckets in memory.
+    pub fn with_publisher(publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            publisher,
+            keyvalue: Arc::new(MemoryKeyValue::default()),
         }
     }
 }
@@ -355,6 +426,9 @@ struct FunctionInner {
     version: Option<u32>,
     limits: Limits,
     config: Arc<BTreeMap<String, String>>,
+    secrets: Arc<Secrets>,
+    outbound: Arc<AllowList>,
+    shared_buckets: Arc<Vec<String>>,
     pre: FunctionPre<InvocationState>,
     engine: Engine,
 }
@@ -393,9 +467,16 @@ impl Function {
     }
 
     /// Runs the function once on `event` in a fresh instance, which is dropped afterwards;
-    /// waits for a free instance slot first. Ends by the function's timeout.
+    /// waits for a free instance slot first. Ends by the function's timeout. Its buckets are
+    /// kept in memory, for this call only.
     pub async fn invoke(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
-        self.run(event, publisher, RunHooks::default())
+        self.invoke_with(event, Services::with_publisher(publisher))
+            .await
+    }
+
+    /// [`invoke`](Self::invoke) with every service given.
+    pub async fn invoke_with(&self, event: &Event, services: Services) -> InvokeResult {
+        self.run(event, services, RunHooks::default())
             .await
             .expect("an invocation without hooks always runs")
     }
@@ -403,11 +484,16 @@ impl Function {
     /// [`invoke`](Self::invoke) from a thread that is not running async code (the CLI, tests):
     /// drives the invocation on a small runtime of its own.
     pub fn invoke_blocking(&self, event: &Event, publisher: Arc<dyn Publisher>) -> InvokeResult {
+        self.invoke_with_blocking(event, Services::with_publisher(publisher))
+    }
+
+    /// [`invoke_with`](Self::invoke_with) from a thread that is not running async code.
+    pub fn invoke_with_blocking(&self, event: &Event, services: Services) -> InvokeResult {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("starting a runtime for one invocation")
-            .block_on(self.invoke(event, publisher))
+            .block_on(self.invoke_with(event, services))
     }
 
     /// Runs the function once on `event`, with a trigger's `hooks`. `None` when it did not
@@ -415,7 +501,7 @@ impl Function {
     pub async fn run(
         &self,
         event: &Event,
-        publisher: Arc<dyn Publisher>,
+        services: Services,
         hooks: RunHooks,
     ) -> Option<InvokeResult> {
         let inner = &*self.inner;
@@ -434,7 +520,7 @@ impl Function {
 
         let span = propagation::InvocationSpan::for_event(&event.extensions);
         let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
-            publisher,
+            services.publisher,
             propagation::carried(&event.extensions, &event.id, &span),
         ));
         let limits = inner.limits;
@@ -442,6 +528,16 @@ impl Function {
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let ticked = Arc::new(AtomicBool::new(false));
+        let outbound = outbound::Outbound::new(
+            inner.name.clone(),
+            inner.outbound.clone(),
+            inner.engine.inner.tls.clone(),
+            deadline,
+            limits.http_concurrency as usize,
+            limits.http_response_bytes,
+            Some(span.traceparent()),
+        );
+        let outbound_stats = outbound.stats();
         let mut store = new_store(
             &inner.engine.inner.wasmtime,
             StateParts {
@@ -452,6 +548,10 @@ impl Function {
                 config: inner.config.clone(),
                 publisher: publisher.clone(),
                 claims_lapse: deadline + ONCE_LEASE_SLACK,
+                secrets: inner.secrets.clone(),
+                keyvalue: services.keyvalue,
+                shared_buckets: inner.shared_buckets.clone(),
+                outbound,
             },
             deadline,
             ticked.clone(),
@@ -531,6 +631,20 @@ impl Function {
             publisher
                 .settle_once(&claims, result.outcome == Outcome::Done)
                 .await;
+        }
+        result.redact(&inner.secrets);
+        result.outbound = outbound_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if result.failure
+            == Some(Failure::Timeout {
+                limit_ms: limits.timeout.as_millis() as u64,
+            })
+            && result.outbound.calls > 0
+        {
+            result.outbound.limits.push("timeout");
+            result.outbound.limits.dedup();
         }
         result.span = Some(span);
         result.instantiation = instantiation;

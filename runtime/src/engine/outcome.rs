@@ -128,6 +128,8 @@ pub struct InvokeResult {
     /// The invocation's span in its trace, when it ran.
     #[serde(skip)]
     pub span: Option<crate::engine::propagation::InvocationSpan>,
+    /// What its outbound HTTP requests did.
+    pub outbound: super::outbound::OutboundStats,
 }
 
 impl InvokeResult {
@@ -148,6 +150,7 @@ impl InvokeResult {
             output,
             instantiation: Duration::ZERO,
             span: None,
+            outbound: Default::default(),
         }
     }
 
@@ -162,6 +165,27 @@ impl InvokeResult {
             output,
             instantiation: Duration::ZERO,
             span: None,
+            outbound: Default::default(),
+        }
+    }
+
+    /// Replaces every secret's value with `[redacted]` in what the result keeps of the guest:
+    /// its body, output and failure.
+    pub fn redact(&mut self, secrets: &super::secrets::Secrets) {
+        if secrets.is_empty() {
+            return;
+        }
+        secrets.redact_bytes(&mut self.body);
+        secrets.redact_in_place(&mut self.output.stdout);
+        secrets.redact_in_place(&mut self.output.stderr);
+        for line in &mut self.output.logs {
+            secrets.redact_in_place(&mut line.message);
+        }
+        if let Some(Failure::Trap { message, panic }) = &mut self.failure {
+            secrets.redact_in_place(message);
+            if let Some(panic) = panic {
+                secrets.redact_in_place(panic);
+            }
         }
     }
 

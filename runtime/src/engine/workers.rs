@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{CpuGate, Function, InvokeResult, Publisher, RunHooks};
+use super::{CpuGate, Function, InvokeResult, RunHooks, Services};
 use crate::event::Event;
 
 /// The threads invocations run on, shared by every trigger and the API of a host.
@@ -81,7 +81,7 @@ impl Workers {
         &self,
         function: Function,
         event: Event,
-        publisher: Arc<dyn Publisher>,
+        services: Services,
         mut hooks: RunHooks,
         hold: Option<Box<dyn std::any::Any + Send>>,
     ) -> Submitted {
@@ -93,7 +93,7 @@ impl Workers {
             .as_ref()
             .expect("the workers' runtime lives as long as they do");
         runtime.spawn(async move {
-            let result = function.run(&event, publisher, hooks).await;
+            let result = function.run(&event, services, hooks).await;
             drop(hold);
             let _ = done.send(result);
         });

@@ -75,6 +75,8 @@ pub struct HostContext {
     pub consumer: Arc<str>,
     /// Where published events go (before any function's allow-list).
     pub publisher: Arc<dyn Publisher>,
+    /// Where functions' key-value buckets live.
+    pub keyvalue: Arc<dyn crate::engine::KeyValue>,
     /// The threads invocations run on.
     pub workers: Workers,
     /// Cancelled when the host is asked to stop: stop reading, finish what is in flight.
@@ -676,7 +678,10 @@ impl Trigger {
         let submitted = self.ctx.workers.submit(
             function.clone(),
             event,
-            self.publisher.clone(),
+            crate::engine::Services {
+                publisher: self.publisher.clone(),
+                keyvalue: self.ctx.keyvalue.clone(),
+            },
             RunHooks {
                 may_start: Some(may_start),
                 cancel: Some(cancel.clone()),

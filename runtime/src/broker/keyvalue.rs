@@ -1,0 +1,209 @@
+//! Functions' key-value buckets in Redis: one hash per bucket, `eddy:kv:<scope>:<name>`
+//! (`eddy:kv:fn:payment:default`, `eddy:kv:shared:inventory`). One bucket is one key, so it
+//! lives in one Redis Cluster slot and every operation on it is a single command or script:
+//! atomic, and harmless if the invocation's deadline drops it half-way.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+
+use crate::engine::{BucketId, KeyValue, KvError, not_a_number};
+
+/// The Redis key of a bucket.
+pub fn bucket_key(bucket: &BucketId) -> String {
+    format!("eddy:kv:{}", bucket.as_str())
+}
+
+/// Fields returned per `HSCAN` round, a hint to Redis.
+const SCAN_COUNT: usize = 100;
+
+/// KEYS: the bucket. ARGV: field, 1 if a value was read (else 0), the value read, the new value.
+/// Sets the field only if it still holds what was read; 1 if it did.
+static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local now = redis.call('HGET', KEYS[1], ARGV[1])
+        if ARGV[2] == '1' then
+            if now ~= ARGV[3] then return 0 end
+        elseif now then
+            return 0
+        end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+        return 1
+        ",
+    )
+});
+
+/// KEYS: the bucket. ARGV: field, delta. Adds to the field's number (0 if absent); the new
+/// number, or an error reply naming what is wrong with the stored value.
+static INCREMENT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local now = redis.call('HGET', KEYS[1], ARGV[1])
+        local n = 0
+        if now then
+            n = tonumber(now)
+            if n == nil or n ~= math.floor(n) then
+                return redis.error_reply('NOTNUMBER')
+            end
+        end
+        return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+        ",
+    )
+});
+
+/// Buckets in the hosts' Redis.
+pub struct RedisKeyValue {
+    conn: ConnectionManager,
+}
+
+impl RedisKeyValue {
+    /// Buckets over `broker`'s shared connection.
+    pub fn new(broker: &super::Broker) -> Self {
+        Self::over(broker.shared())
+    }
+
+    /// Buckets over `conn`.
+    pub fn over(conn: ConnectionManager) -> Self {
+        Self { conn }
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> KvError {
+    KvError::Unavailable(format!("redis: {error}"))
+}
+
+#[async_trait::async_trait]
+impl KeyValue for RedisKeyValue {
+    async fn get(&self, bucket: &BucketId, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        redis::cmd("HGET")
+            .arg(bucket_key(bucket))
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set(&self, bucket: &BucketId, key: &str, value: &[u8]) -> Result<(), KvError> {
+        redis::cmd("HSET")
+            .arg(bucket_key(bucket))
+            .arg(key)
+            .arg(value)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete(&self, bucket: &BucketId, keys: &[String]) -> Result<(), KvError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("HDEL")
+            .arg(bucket_key(bucket))
+            .arg(keys)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn exists(&self, bucket: &BucketId, key: &str) -> Result<bool, KvError> {
+        redis::cmd("HEXISTS")
+            .arg(bucket_key(bucket))
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn keys(
+        &self,
+        bucket: &BucketId,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        let cursor = cursor.unwrap_or_else(|| "0".to_owned());
+        if cursor.parse::<u64>().is_err() {
+            return Err(KvError::Invalid(format!(
+                "cursor {cursor:?}: expected one a list-keys call returned"
+            )));
+        }
+        let (next, pairs): (String, Vec<(String, redis::Value)>) = redis::cmd("HSCAN")
+            .arg(bucket_key(bucket))
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let keys = pairs.into_iter().map(|(key, _)| key).collect();
+        Ok((keys, (next != "0").then_some(next)))
+    }
+
+    async fn increment(&self, bucket: &BucketId, key: &str, delta: i64) -> Result<i64, KvError> {
+        let mut invocation = INCREMENT.prepare_invoke();
+        invocation.key(bucket_key(bucket)).arg(key).arg(delta);
+        match invocation.invoke_async(&mut self.conn.clone()).await {
+            Ok(n) => Ok(n),
+            Err(error) if error.to_string().contains("NOTNUMBER") => Err(not_a_number(key)),
+            Err(error) if error.to_string().contains("overflow") => {
+                Err(KvError::Conflict(format!("incrementing {key:?} overflows")))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn swap(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        let mut invocation = SWAP.prepare_invoke();
+        invocation
+            .key(bucket_key(bucket))
+            .arg(key)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(value);
+        let swapped: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(swapped == 1)
+    }
+
+    async fn get_many(
+        &self,
+        bucket: &BucketId,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        redis::cmd("HMGET")
+            .arg(bucket_key(bucket))
+            .arg(keys)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set_many(
+        &self,
+        bucket: &BucketId,
+        pairs: &[(String, Vec<u8>)],
+    ) -> Result<(), KvError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("HSET");
+        command.arg(bucket_key(bucket));
+        for (key, value) in pairs {
+            command.arg(key).arg(value.as_slice());
+        }
+        command
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,707 @@
+//! Outbound HTTP: how a function's `wasi:http/outgoing-handler` calls leave the sandbox.
+//!
+//! wasmtime-wasi-http implements the standard interface; this room decides what a request may
+//! do before it is sent, and sends it:
+//!
+//! - **Allow-list.** Only origins the manifest lists (`[outbound] http`: scheme, host, and a
+//!   port, `*` for any, or none for the scheme's default) are reached. Anything else fails in the
+//!   guest with `HTTP-request-denied`; the host logs the first refused URL of an invocation.
+//! - **Deadline.** Connecting, the first byte and the gaps between bytes are each cut to the
+//!   time left before the invocation's deadline, so no request outlives its invocation (and the
+//!   invocation's end drops whatever is still in flight).
+//! - **Limits.** At most `http_concurrency` requests in flight per invocation, and a response
+//!   body of at most `http_response_bytes`; a limit that hits is named in the error the guest
+//!   gets and in the invocation's record.
+//! - **TLS** with rustls: the usual web roots plus the host's `--ca-file`, never a plaintext
+//!   downgrade (`https` is only ever TLS) and no way to skip verification.
+//! - **Trace context.** Each request carries the invocation's `traceparent`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame};
+use serde::Serialize;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::metrics::METRICS;
+
+/// The scheme of an allowed origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// Which ports an allowed origin covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ports {
+    /// The scheme's default port only.
+    Default,
+    /// This one.
+    Exactly(u16),
+    /// Any (`:*`).
+    Any,
+}
+
+/// One entry of a function's allow-list: `https://api.example.com`, `http://127.0.0.1:*`,
+/// `https://*.example.com:8443`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: Scheme,
+    /// Lowercase; `*.` in front covers every subdomain (not the domain itself).
+    host: String,
+    ports: Ports,
+}
+
+impl Origin {
+    /// Parses an allow-list entry; the error says what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected = "an origin such as \"https://api.example.com\", \"http://127.0.0.1:*\" \
+                        or \"https://*.example.com:8443\" (scheme, host, optional port or *; no \
+                        path)";
+        let (scheme, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else {
+            return Err(expected.to_owned());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(expected.to_owned());
+        }
+        // An IPv6 literal is bracketed: the port comes after the closing bracket.
+        let (host, port) = match rest.rfind(':') {
+            Some(colon) if !rest[colon..].contains(']') => {
+                (&rest[..colon], Some(&rest[colon + 1..]))
+            }
+            _ => (rest, None),
+        };
+        let ports = match port {
+            None => Ports::Default,
+            Some("*") => Ports::Any,
+            Some(port) => Ports::Exactly(port.parse().map_err(|_| expected.to_owned())?),
+        };
+        let host = host.to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        let valid = !bare.is_empty()
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        if !valid {
+            return Err(expected.to_owned());
+        }
+        Ok(Self {
+            scheme,
+            host,
+            ports,
+        })
+    }
+
+    fn allows(&self, scheme: Scheme, host: &str, port: u16) -> bool {
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            None => self.host == host,
+        };
+        let port_ok = match self.ports {
+            Ports::Default => port == scheme.default_port(),
+            Ports::Exactly(p) => port == p,
+            Ports::Any => true,
+        };
+        self.scheme == scheme && host_ok && port_ok
+    }
+}
+
+/// A function's allow-list of origins; empty (the default) allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList(Vec<Origin>);
+
+impl AllowList {
+    /// The allow-list of `origins`.
+    pub fn new(origins: Vec<Origin>) -> Self {
+        Self(origins)
+    }
+
+    /// Whether a request to `uri` may be sent.
+    fn allows(&self, uri: &hyper::Uri) -> bool {
+        let Some(scheme) = (match uri.scheme_str() {
+            Some("https") => Some(Scheme::Https),
+            Some("http") => Some(Scheme::Http),
+            _ => None,
+        }) else {
+            return false;
+        };
+        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        let port = uri.port_u16().unwrap_or(scheme.default_port());
+        self.0
+            .iter()
+            .any(|origin| origin.allows(scheme, &host, port))
+    }
+}
+
+/// Largest CA file read for `--ca-file`.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The TLS settings every function's requests use: the usual web roots plus, if given, the
+/// certificates of a PEM file (a private CA).
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let pem = crate::inputs::read_capped(path, MAX_CA_FILE_BYTES)
+            .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.with_context(|| {
+                format!("--ca-file {}: expected PEM certificates", path.display())
+            })?;
+            roots.add(cert).with_context(|| {
+                format!(
+                    "--ca-file {}: a certificate is not a usable CA",
+                    path.display()
+                )
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            anyhow::bail!(
+                "--ca-file {}: no certificate found: expected PEM (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS settings")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// What an invocation's outbound requests did, for its result and record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboundStats {
+    /// Requests sent (allowed and attempted).
+    pub calls: u32,
+    /// Their time in all, from sending to the end of the response body.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// Requests refused by the allow-list.
+    pub denied: u32,
+    /// The limits that hit, by their manifest name (`http_concurrency`, `http_response_bytes`,
+    /// `timeout`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<&'static str>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl OutboundStats {
+    fn limit(&mut self, name: &'static str) {
+        if !self.limits.contains(&name) {
+            self.limits.push(name);
+        }
+    }
+}
+
+/// The outbound side of one invocation: its allow-list, limits, deadline and what it did.
+pub struct Outbound {
+    /// The function, for logs and metrics.
+    pub function: Arc<str>,
+    /// Where it may go.
+    pub allow: Arc<AllowList>,
+    /// How it connects over TLS.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// When the invocation ends.
+    pub deadline: Instant,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Bytes of one response body at most.
+    pub response_bytes: u64,
+    /// The invocation's `traceparent`, added to each request.
+    pub traceparent: Option<String>,
+    in_flight: Arc<AtomicUsize>,
+    stats: Arc<Mutex<OutboundStats>>,
+}
+
+impl Outbound {
+    /// The outbound side of an invocation of `function`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        function: Arc<str>,
+        allow: Arc<AllowList>,
+        tls: Arc<rustls::ClientConfig>,
+        deadline: Instant,
+        concurrency: usize,
+        response_bytes: u64,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self {
+            function,
+            allow,
+            tls,
+            deadline,
+            concurrency,
+            response_bytes,
+            traceparent,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(Mutex::new(OutboundStats::default())),
+        }
+    }
+
+    /// A handle on what the requests did, read when the invocation ends.
+    pub fn stats(&self) -> Arc<Mutex<OutboundStats>> {
+        self.stats.clone()
+    }
+
+    fn with_stats(&self, f: impl FnOnce(&mut OutboundStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// A boxed future of the shape `WasiHttpHooks::send_request` returns.
+type Sent = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    hyper::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+fn refuse(error: HttpError) -> Sent {
+    Box::new(async move { Err(error) })
+}
+
+/// A URL without its query, for logs: a query may carry a key.
+fn shown_url(uri: &hyper::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+        uri.path()
+    )
+}
+
+impl WasiHttpHooks for Outbound {
+    fn p2_error_from_tls(
+        &mut self,
+        error: &std::io::Error,
+    ) -> wasmtime_wasi_http::p2::bindings::http::types::ErrorCode {
+        use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+        let certificate = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+        tracing::warn!(function = %self.function, %error, "outbound TLS failed");
+        if certificate {
+            ErrorCode::TlsCertificateError
+        } else {
+            ErrorCode::TlsProtocolError
+        }
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: hyper::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Sent {
+        let uri = request.uri().clone();
+        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        if !self.allow.allows(&uri) {
+            let mut first = false;
+            self.with_stats(|s| {
+                first = s.denied == 0;
+                s.denied += 1;
+            });
+            if first {
+                tracing::warn!(
+                    function = %self.function, url = %shown_url(&uri),
+                    "outbound request refused: the origin is not in the function's [outbound] \
+                     http allow-list"
+                );
+            }
+            METRICS.outbound(&self.function, "denied", "denied", None);
+            return refuse(HttpError::HttpRequestDenied);
+        }
+        if self.in_flight.load(Ordering::Acquire) >= self.concurrency {
+            self.with_stats(|s| s.limit("http_concurrency"));
+            METRICS.outbound(&self.function, &host, "limited", None);
+            return refuse(HttpError::ConnectionLimitReached);
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.with_stats(|s| s.limit("timeout"));
+            return refuse(HttpError::ConnectionTimeout);
+        }
+        let cut = |asked: Option<Duration>| asked.map_or(left, |d| d.min(left));
+        let options = options.unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: cut(options.connect_timeout),
+            first_byte: cut(options.first_byte_timeout),
+            between_bytes: cut(options.between_bytes_timeout),
+            deadline: self.deadline,
+        };
+        if let Some(traceparent) = &self.traceparent
+            && let Ok(value) = hyper::header::HeaderValue::from_str(traceparent)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.with_stats(|s| s.calls += 1);
+        let call = Call {
+            function: self.function.clone(),
+            host,
+            started: Instant::now(),
+            in_flight: self.in_flight.clone(),
+            stats: self.stats.clone(),
+            limit: self.response_bytes,
+            ended: false,
+        };
+        let tls = self.tls.clone();
+        Box::new(async move { send(request, tls, timeouts, call).await })
+    }
+}
+
+/// The time limits of one request, each already cut to the invocation's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+    deadline: Instant,
+}
+
+/// One request in flight: counted until its response body ends (or it fails), then its time
+/// is added to the invocation's.
+struct Call {
+    function: Arc<str>,
+    host: String,
+    started: Instant,
+    in_flight: Arc<AtomicUsize>,
+    stats: Arc<Mutex<OutboundStats>>,
+    limit: u64,
+    ended: bool,
+}
+
+impl Call {
+    fn limit_hit(&self, name: &'static str) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .limit(name);
+    }
+
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .duration += self.started.elapsed();
+    }
+
+    fn fail(mut self, outcome: &str, error: HttpError) -> HttpError {
+        METRICS.outbound(
+            &self.function,
+            &self.host,
+            outcome,
+            Some(self.started.elapsed()),
+        );
+        self.end();
+        error
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Connects (TCP, then TLS for `https`), sends `request` over HTTP/1.1 and returns the
+/// response with its body bounded by the call's limits.
+async fn send(
+    mut request: hyper::Request<WasiBody>,
+    tls: Arc<rustls::ClientConfig>,
+    timeouts: Timeouts,
+    call: Call,
+) -> Result<
+    (
+        hyper::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    let uri = request.uri().clone();
+    let https = uri.scheme_str() == Some("https");
+    let Some(host) = uri.host().map(str::to_owned) else {
+        return Err(call.fail("error", HttpError::HttpRequestUriInvalid));
+    };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // A bracketed IPv6 literal connects without its brackets.
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tcp = match tokio::time::timeout(
+        timeouts.connect,
+        tokio::net::TcpStream::connect((address.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => return Err(call.fail("error", HttpError::Connect(error))),
+        Err(_) => {
+            call.limit_hit("timeout");
+            return Err(call.fail("timeout", HttpError::ConnectionTimeout));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if https {
+        let Ok(name) = rustls::pki_types::ServerName::try_from(address.clone()) else {
+            return Err(call.fail(
+                "error",
+                HttpError::DnsError {
+                    rcode: Some("invalid DNS name".to_owned()),
+                    info_code: None,
+                },
+            ));
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        match tokio::time::timeout(timeouts.connect, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(error)) => return Err(call.fail("tls_error", HttpError::Tls(error))),
+            Err(_) => {
+                call.limit_hit("timeout");
+                return Err(call.fail("timeout", HttpError::ConnectionTimeout));
+            }
+        }
+    } else {
+        Box::new(tcp)
+    };
+    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
+    let (mut sender, connection) = match tokio::time::timeout(timeouts.connect, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => return Err(call.fail("error", HttpError::from(error))),
+        Err(_) => {
+            call.limit_hit("timeout");
+            return Err(call.fail("timeout", HttpError::ConnectionTimeout));
+        }
+    };
+    // The connection must be driven while the request waits for its response; it ends when
+    // the response is read and dropped, and at the invocation's deadline at the latest.
+    let deadline = tokio::time::Instant::from_std(timeouts.deadline);
+    let driver = tokio::spawn(async move {
+        match tokio::time::timeout_at(deadline, connection).await {
+            Ok(ended) => ended.map_err(HttpError::from),
+            Err(_) => Ok(()),
+        }
+    });
+    // Over a connection of its own the request names only its path (origin form).
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let response =
+        match tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(call.fail("error", HttpError::from(error))),
+            Err(_) => {
+                call.limit_hit("timeout");
+                return Err(call.fail("timeout", HttpError::HttpResponseTimeout));
+            }
+        };
+    let status = response.status().as_u16();
+    METRICS.outbound(
+        &call.function,
+        &call.host,
+        match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+        Some(call.started.elapsed()),
+    );
+    let declared = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > call.limit) {
+        call.limit_hit("http_response_bytes");
+        let limit = call.limit;
+        return Err(call.fail("too_large", HttpError::HttpResponseBodySize(Some(limit))));
+    }
+    let response = response.map(|incoming| {
+        Bounded {
+            inner: incoming,
+            read: 0,
+            gap: timeouts.between_bytes,
+            deadline,
+            timer: None,
+            call,
+        }
+        .boxed_unsync()
+    });
+    let connection: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+        Box::new(async move { driver.await.unwrap_or(Ok(())) });
+    Ok((response, connection))
+}
+
+/// A stream a request travels over: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A response body bounded by size, by the gap between its frames, and by the invocation's
+/// deadline.
+struct Bounded {
+    inner: hyper::body::Incoming,
+    read: u64,
+    gap: Duration,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    call: Call,
+}
+
+impl Body for Bounded {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer = None;
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len() as u64;
+                    if this.read > this.call.limit {
+                        this.call.limit_hit("http_response_bytes");
+                        this.call.end();
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                            this.call.limit,
+                        )))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.call.end();
+                Poll::Ready(Some(Err(HttpError::from(error))))
+            }
+            Poll::Ready(None) => {
+                this.call.end();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let until = (tokio::time::Instant::now() + this.gap).min(this.deadline);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.call.limit_hit("timeout");
+                    this.call.end();
+                    return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(list: &[&str], url: &str) -> bool {
+        let list = AllowList::new(list.iter().map(|o| Origin::parse(o).unwrap()).collect());
+        list.allows(&url.parse().unwrap())
+    }
+
+    #[test]
+    fn origins_cover_their_scheme_host_and_port() {
+        let mailgun = ["https://api.mailgun.net"];
+        assert!(allows(&mailgun, "https://api.mailgun.net/v3/x/messages"));
+        assert!(allows(&mailgun, "https://API.mailgun.net:443/"));
+        assert!(!allows(&mailgun, "http://api.mailgun.net/"), "no downgrade");
+        assert!(
+            !allows(&mailgun, "https://api.mailgun.net:8443/"),
+            "other port"
+        );
+        assert!(!allows(
+            &mailgun,
+            "https://evil.net/?https://api.mailgun.net"
+        ));
+        let local = ["http://127.0.0.1:*"];
+        assert!(allows(&local, "http://127.0.0.1:9000/users/1"));
+        assert!(!allows(&local, "http://localhost:9000/"));
+        let wildcard = ["https://*.example.com:8443"];
+        assert!(allows(&wildcard, "https://a.example.com:8443/"));
+        assert!(!allows(&wildcard, "https://example.com:8443/"));
+        assert!(!allows(&wildcard, "https://badexample.com:8443/"));
+        assert!(
+            !allows(&[], "https://api.mailgun.net/"),
+            "empty allows nothing"
+        );
+    }
+
+    #[test]
+    fn bad_origins_are_refused() {
+        for bad in [
+            "api.mailgun.net",
+            "ftp://x",
+            "https://",
+            "https://x/path",
+            "https://x:port",
+            "https://user@x",
+            "https://x?y",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Origin::parse("https://[::1]:8443").is_ok());
+        assert!(Origin::parse("http://127.0.0.1:*/").is_ok());
+    }
+}
