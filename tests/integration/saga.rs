@@ -1,14 +1,17 @@
 //! The flagship example, `examples/order-saga`, end to end through a real host: five functions
 //! in three languages (payment and shipping in Rust, inventory in Python, the order-state
 //! projection in JavaScript, built from source by `eddy deploy --build`), choreographed by
-//! events. A good order completes; a declined payment and an out-of-stock order are both
-//! cancelled, the second refunded; a duplicate of every event changes nothing, nor does
-//! `eddy replay` of the payment step; the daily report's cronjob tick is answered.
+//! events. Payment charges through the example's stand-in payments API (a real HTTP server) and
+//! inventory takes stock from a shared key-value bucket. A good order completes; a declined
+//! payment and an out-of-stock order are both cancelled, the second refunded; a duplicate of
+//! every event changes nothing (no second charge), nor does `eddy replay` of the payment step;
+//! the daily report's cronjob tick is answered.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+use eddy_tests::fakes::FakeApis;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{StreamEntry, add, entries, eventually, group_exists, manifest};
@@ -95,8 +98,22 @@ fn the_order_saga_completes_compensates_and_ignores_duplicates() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let mut host = Host::start(&redis.url(), &idle, &[]);
+    // Payment calls the stand-in payments API, with the key from its secret.
+    let apis = FakeApis::start("payments-key-for-tests", 0);
+    let payment = saga.join("payment.toml");
+    let text = std::fs::read_to_string(&payment).unwrap();
+    std::fs::write(&payment, text.replace("http://127.0.0.1:8081", apis.url())).unwrap();
+    let mut host = Host::start_with_env(
+        &redis.url(),
+        &idle,
+        &[],
+        &[("PAYMENTS_KEY", "payments-key-for-tests")],
+    );
     let url = host.api_url();
+    // Stock, in the bucket inventory shares; chairs are out.
+    for (sku, units) in [("book", "20"), ("lamp", "5")] {
+        eddy(&["kv", "set", "stock", sku, units], &url, &redis);
+    }
     let at = |p: &str| saga.join(p).display().to_string();
     for manifest in ["payment.toml", "shipping.toml", "daily-report.toml"] {
         eddy(&["deploy", &at(manifest)], &url, &redis);
@@ -244,6 +261,25 @@ fn the_order_saga_completes_compensates_and_ignores_duplicates() {
         after["order-status"], before["order-status"],
         "no status changed twice"
     );
+    // The payments API saw one charge for each paid order, and one refund.
+    let charged = |kind: &str| {
+        apis.charges()
+            .iter()
+            .filter(|c| c["kind"] == kind)
+            .filter_map(|c| {
+                c["orderId"]
+                    .as_str()
+                    .or(c["charge"].as_str())
+                    .map(str::to_owned)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut charges = charged("charge");
+    charges.sort();
+    assert_eq!(charges, ["o-1001", "o-1003"], "no second charge");
+    assert_eq!(charged("refund").len(), 1, "one refund");
+    let left = eddy(&["kv", "get", "stock", "book"], &url, &redis);
+    assert_eq!(left.trim(), "18", "o-1001's two books; o-1003's put back");
 
     // Re-running the deployed payment step over the whole of `orders` (its stream and group
     // found from the deployed manifest) charges and refunds nothing again.
@@ -267,6 +303,7 @@ fn the_order_saga_completes_compensates_and_ignores_duplicates() {
         settled(&mut conn).then_some(())
     });
     assert_eq!(counts(&mut conn), after, "the replay had an effect");
+    assert_eq!(apis.charges().len(), 3, "the replay charged nothing");
 
     // The daily report: a cronjob's tick (every second here, midnight in the example) answered.
     eddy(

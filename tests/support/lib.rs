@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod collector;
+pub mod fakes;
 pub mod host;
 pub mod http;
 pub mod redis_server;

@@ -1,17 +1,33 @@
 """inventory, the order saga's stock step, in Python (examples/order-saga).
 
-On PaymentProcessed (stream `payments`) it reserves every item of the order, once per order,
-and publishes InventoryReserved; if an item is short it releases what it had reserved for the
-order and publishes OutOfStock, which makes the order-state projection cancel the order (and
-the payment step refund it).
-
-Stock levels come from the `stock` setting, a JSON object of SKU to units (a stand-in for a
-warehouse system: Eddy functions keep no state beyond `once`).
+On PaymentProcessed (stream `payments`) it takes every item of the order from the stock in the
+shared key-value bucket `stock` (SKU -> units, as text; `eddy kv set stock book 20`), once per
+order, and publishes InventoryReserved. Each item is taken with compare-and-swap, so the stock
+never goes below zero however many orders race for it. If an item is short it puts back what it
+took for the order and publishes OutOfStock, which makes the order-state projection cancel the
+order (and the payment step refund it).
 """
 
-import json
-
 import eddy
+
+# Compare-and-swap rounds on one item before giving up (the invocation fails and is retried).
+ROUNDS = 50
+
+
+def units(value):
+    return int(value) if value else 0
+
+
+def take(stock, sku, quantity):
+    """Takes `quantity` of `sku` if that many are in stock; returns None, or what was there."""
+    for _ in range(ROUNDS):
+        current = stock.get(sku)
+        available = units(current)
+        if available < quantity:
+            return available
+        if stock.compare_and_swap(sku, current, str(available - quantity)):
+            return None
+    raise eddy.HostError(f"stock of {sku} kept changing")
 
 
 def handle(event):
@@ -24,15 +40,16 @@ def handle(event):
         eddy.log.info(f"stock for {order_id} was already handled")
         return eddy.Response.ok()
 
-    stock = json.loads(eddy.config("stock", "{}"))
+    stock = eddy.kv.open("stock")
     stream = eddy.config("inventory_stream", "inventory")
     reserved = []
     for item in items:
         sku, quantity = item.get("sku"), int(item.get("quantity", 1))
-        available = int(stock.get(sku, 0))
-        if quantity > available:
+        available = take(stock, sku, quantity)
+        if available is not None:
             for done in reserved:
-                eddy.log.info(f"released {done['quantity']} x {done['sku']} for {order_id}")
+                stock.increment(done["sku"], done["quantity"])
+                eddy.log.info(f"put back {done['quantity']} x {done['sku']} for {order_id}")
             eddy.publish(stream, "OutOfStock", {
                 "orderId": order_id,
                 "sku": sku,
@@ -40,7 +57,6 @@ def handle(event):
                 "available": available,
             })
             return eddy.Response.ok({"orderId": order_id, "outOfStock": sku})
-        stock[sku] = available - quantity
         reserved.append({"sku": sku, "quantity": quantity})
 
     eddy.publish(stream, "InventoryReserved", {"orderId": order_id, "items": reserved})

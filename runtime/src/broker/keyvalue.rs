@@ -34,24 +34,6 @@ static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: the bucket. ARGV: field, delta. Adds to the field's number (0 if absent); the new
-/// number, or an error reply naming what is wrong with the stored value.
-static INCREMENT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-        local now = redis.call('HGET', KEYS[1], ARGV[1])
-        local n = 0
-        if now then
-            n = tonumber(now)
-            if n == nil or n ~= math.floor(n) then
-                return redis.error_reply('NOTNUMBER')
-            end
-        end
-        return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-        ",
-    )
-});
-
 /// Buckets in the hosts' Redis.
 pub struct RedisKeyValue {
     conn: ConnectionManager,
@@ -139,11 +121,16 @@ impl KeyValue for RedisKeyValue {
     }
 
     async fn increment(&self, bucket: &BucketId, key: &str, delta: i64) -> Result<i64, KvError> {
-        let mut invocation = INCREMENT.prepare_invoke();
-        invocation.key(bucket_key(bucket)).arg(key).arg(delta);
-        match invocation.invoke_async(&mut self.conn.clone()).await {
+        // HINCRBY is atomic and refuses a value that is not a decimal integer.
+        let incremented = redis::cmd("HINCRBY")
+            .arg(bucket_key(bucket))
+            .arg(key)
+            .arg(delta)
+            .query_async(&mut self.conn.clone())
+            .await;
+        match incremented {
             Ok(n) => Ok(n),
-            Err(error) if error.to_string().contains("NOTNUMBER") => Err(not_a_number(key)),
+            Err(error) if error.to_string().contains("not an integer") => Err(not_a_number(key)),
             Err(error) if error.to_string().contains("overflow") => {
                 Err(KvError::Conflict(format!("incrementing {key:?} overflows")))
             }

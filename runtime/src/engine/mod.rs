@@ -204,6 +204,7 @@ impl Engine {
                 secrets: Arc::new(spec.secrets),
                 outbound: Arc::new(spec.outbound),
                 shared_buckets: Arc::new(spec.shared_buckets),
+                pool: Arc::default(),
                 pre,
                 engine: self.clone(),
             }),
@@ -260,6 +261,7 @@ impl Engine {
                         1,
                         0,
                         None,
+                        Arc::default(),
                     ),
                 },
                 deadline,
@@ -429,6 +431,8 @@ struct FunctionInner {
     secrets: Arc<Secrets>,
     outbound: Arc<AllowList>,
     shared_buckets: Arc<Vec<String>>,
+    /// Kept-alive outbound connections, shared by the function's invocations.
+    pool: Arc<outbound::Pool>,
     pre: FunctionPre<InvocationState>,
     engine: Engine,
 }
@@ -536,6 +540,7 @@ impl Function {
             limits.http_concurrency as usize,
             limits.http_response_bytes,
             Some(span.traceparent()),
+            inner.pool.clone(),
         );
         let outbound_stats = outbound.stats();
         let mut store = new_store(

@@ -15,6 +15,10 @@
 //! - **TLS** with rustls: the usual web roots plus the host's `--ca-file`, never a plaintext
 //!   downgrade (`https` is only ever TLS) and no way to skip verification.
 //! - **Trace context.** Each request carries the invocation's `traceparent`.
+//! - **Kept-alive connections.** A connection whose response was read to its end goes back to
+//!   the function's [`Pool`], so the next request to that origin skips the TCP and TLS
+//!   handshakes, as any HTTP client's pool does. Only idle connections are kept (a few per
+//!   origin, for a short while); a request itself never outlives its invocation.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -228,6 +232,56 @@ impl OutboundStats {
     }
 }
 
+/// Idle connections kept per origin, at most.
+const MAX_IDLE_PER_ORIGIN: usize = 8;
+/// Idle connections kept per function in all, at most.
+const MAX_IDLE: usize = 64;
+/// How long an idle connection is kept for reuse.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a connection goes: TLS or not, host, port.
+type PoolKey = (bool, String, u16);
+
+/// A connection ready to send a request.
+type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
+
+/// A function's idle outbound connections, by origin.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<std::collections::HashMap<PoolKey, Vec<(Sender, Instant)>>>,
+}
+
+impl Pool {
+    /// An idle connection to `key`, if one is still open and fresh.
+    fn take(&self, key: &PoolKey) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = idle.get_mut(key)?;
+        while let Some((sender, since)) = senders.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender`, whose response was read to its end, for the next request to `key`.
+    fn put(&self, key: PoolKey, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, senders| {
+            senders.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            !senders.is_empty()
+        });
+        let total: usize = idle.values().map(Vec::len).sum();
+        let senders = idle.entry(key).or_default();
+        if total < MAX_IDLE && senders.len() < MAX_IDLE_PER_ORIGIN {
+            senders.push((sender, Instant::now()));
+        }
+    }
+}
+
 /// The outbound side of one invocation: its allow-list, limits, deadline and what it did.
 pub struct Outbound {
     /// The function, for logs and metrics.
@@ -244,6 +298,8 @@ pub struct Outbound {
     pub response_bytes: u64,
     /// The invocation's `traceparent`, added to each request.
     pub traceparent: Option<String>,
+    /// The function's kept-alive connections.
+    pub pool: Arc<Pool>,
     in_flight: Arc<AtomicUsize>,
     stats: Arc<Mutex<OutboundStats>>,
 }
@@ -259,6 +315,7 @@ impl Outbound {
         concurrency: usize,
         response_bytes: u64,
         traceparent: Option<String>,
+        pool: Arc<Pool>,
     ) -> Self {
         Self {
             function,
@@ -268,6 +325,7 @@ impl Outbound {
             concurrency,
             response_bytes,
             traceparent,
+            pool,
             in_flight: Arc::new(AtomicUsize::new(0)),
             stats: Arc::new(Mutex::new(OutboundStats::default())),
         }
@@ -386,8 +444,8 @@ impl WasiHttpHooks for Outbound {
             limit: self.response_bytes,
             ended: false,
         };
-        let tls = self.tls.clone();
-        Box::new(async move { send(request, tls, timeouts, call).await })
+        let (tls, pool) = (self.tls.clone(), self.pool.clone());
+        Box::new(async move { send(request, tls, pool, timeouts, call).await })
     }
 }
 
@@ -449,11 +507,13 @@ impl Drop for Call {
     }
 }
 
-/// Connects (TCP, then TLS for `https`), sends `request` over HTTP/1.1 and returns the
-/// response with its body bounded by the call's limits.
+/// Sends `request` over HTTP/1.1, on a kept-alive connection to its origin if the pool has one
+/// that is ready, else on a new one, and returns the response with its body bounded by the
+/// call's limits.
 async fn send(
     mut request: hyper::Request<WasiBody>,
     tls: Arc<rustls::ClientConfig>,
+    pool: Arc<Pool>,
     timeouts: Timeouts,
     call: Call,
 ) -> Result<
@@ -465,69 +525,31 @@ async fn send(
 > {
     let uri = request.uri().clone();
     let https = uri.scheme_str() == Some("https");
-    let Some(host) = uri.host().map(str::to_owned) else {
+    let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
         return Err(call.fail("error", HttpError::HttpRequestUriInvalid));
     };
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    // A bracketed IPv6 literal connects without its brackets.
-    let address = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let tcp = match tokio::time::timeout(
-        timeouts.connect,
-        tokio::net::TcpStream::connect((address.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(error)) => return Err(call.fail("error", HttpError::Connect(error))),
-        Err(_) => {
-            call.limit_hit("timeout");
-            return Err(call.fail("timeout", HttpError::ConnectionTimeout));
-        }
+    let key: PoolKey = (https, host.clone(), port);
+    let pooled = match pool.take(&key) {
+        Some(mut sender) => match tokio::time::timeout(timeouts.connect, sender.ready()).await {
+            Ok(Ok(())) => Some(sender),
+            _ => None,
+        },
+        None => None,
     };
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if https {
-        let Ok(name) = rustls::pki_types::ServerName::try_from(address.clone()) else {
-            return Err(call.fail(
-                "error",
-                HttpError::DnsError {
-                    rcode: Some("invalid DNS name".to_owned()),
-                    info_code: None,
-                },
-            ));
-        };
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        match tokio::time::timeout(timeouts.connect, connector.connect(name, tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
-            Ok(Err(error)) => return Err(call.fail("tls_error", HttpError::Tls(error))),
-            Err(_) => {
-                call.limit_hit("timeout");
-                return Err(call.fail("timeout", HttpError::ConnectionTimeout));
+    let mut sender = match pooled {
+        Some(sender) => sender,
+        None => match connect(&host, port, https, tls, timeouts).await {
+            Ok(sender) => sender,
+            Err((outcome, error)) => {
+                if outcome == "timeout" {
+                    call.limit_hit("timeout");
+                }
+                return Err(call.fail(outcome, error));
             }
-        }
-    } else {
-        Box::new(tcp)
+        },
     };
-    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
-    let (mut sender, connection) = match tokio::time::timeout(timeouts.connect, handshake).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => return Err(call.fail("error", HttpError::from(error))),
-        Err(_) => {
-            call.limit_hit("timeout");
-            return Err(call.fail("timeout", HttpError::ConnectionTimeout));
-        }
-    };
-    // The connection must be driven while the request waits for its response; it ends when
-    // the response is read and dropped, and at the invocation's deadline at the latest.
     let deadline = tokio::time::Instant::from_std(timeouts.deadline);
-    let driver = tokio::spawn(async move {
-        match tokio::time::timeout_at(deadline, connection).await {
-            Ok(ended) => ended.map_err(HttpError::from),
-            Err(_) => Ok(()),
-        }
-    });
     // Over a connection of its own the request names only its path (origin form).
     let path = uri
         .path_and_query()
@@ -565,6 +587,11 @@ async fn send(
         let limit = call.limit;
         return Err(call.fail("too_large", HttpError::HttpResponseBodySize(Some(limit))));
     }
+    let reusable = !response
+        .headers()
+        .get(hyper::header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let response = response.map(|incoming| {
         Bounded {
             inner: incoming,
@@ -573,12 +600,74 @@ async fn send(
             deadline,
             timer: None,
             call,
+            reuse: reusable.then_some((pool, key, sender)),
         }
         .boxed_unsync()
     });
+    // The connection is driven by a task of its own (see `connect`): nothing more to run here.
     let connection: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-        Box::new(async move { driver.await.unwrap_or(Ok(())) });
+        Box::new(async { Ok(()) });
     Ok((response, connection))
+}
+
+/// Opens a connection to `host:port` (TCP, then TLS for `https`) within the connect timeout,
+/// and starts the task that drives it: it ends when the connection closes or is no longer
+/// wanted (its request dropped, or its idle time in the pool over). The error's first part is
+/// the outcome for metrics.
+async fn connect(
+    host: &str,
+    port: u16,
+    https: bool,
+    tls: Arc<rustls::ClientConfig>,
+    timeouts: Timeouts,
+) -> Result<Sender, (&'static str, HttpError)> {
+    // A bracketed IPv6 literal connects without its brackets.
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tcp = match tokio::time::timeout(
+        timeouts.connect,
+        tokio::net::TcpStream::connect((address.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => return Err(("error", HttpError::Connect(error))),
+        Err(_) => return Err(("timeout", HttpError::ConnectionTimeout)),
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if https {
+        let Ok(name) = rustls::pki_types::ServerName::try_from(address) else {
+            return Err((
+                "error",
+                HttpError::DnsError {
+                    rcode: Some("invalid DNS name".to_owned()),
+                    info_code: None,
+                },
+            ));
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        match tokio::time::timeout(timeouts.connect, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(error)) => return Err(("tls_error", HttpError::Tls(error))),
+            Err(_) => return Err(("timeout", HttpError::ConnectionTimeout)),
+        }
+    } else {
+        Box::new(tcp)
+    };
+    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
+    let (sender, connection) = match tokio::time::timeout(timeouts.connect, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => return Err(("error", HttpError::from(error))),
+        Err(_) => return Err(("timeout", HttpError::ConnectionTimeout)),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "an outbound connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// A stream a request travels over: TCP, or TLS over TCP.
@@ -594,6 +683,8 @@ struct Bounded {
     deadline: tokio::time::Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     call: Call,
+    /// Where the connection goes back once the body is read to its end.
+    reuse: Option<(Arc<Pool>, PoolKey, Sender)>,
 }
 
 impl Body for Bounded {
@@ -626,6 +717,9 @@ impl Body for Bounded {
             }
             Poll::Ready(None) => {
                 this.call.end();
+                if let Some((pool, key, sender)) = this.reuse.take() {
+                    pool.put(key, sender);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {
