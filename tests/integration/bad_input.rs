@@ -62,8 +62,8 @@ fn a_component_without_the_handler_export() {
     assert_one_line_error(
         &invoke_file(&dir, &path),
         &[
-            "does not implement world eddy:function/function@0.1.1",
-            "eddy:function/handler@0.1.1",
+            "does not implement world eddy:function/function@0.1.2",
+            "eddy:function/handler@0.1.2",
         ],
     );
 }

@@ -110,16 +110,27 @@ impl Setup {
 fn an_order_flows_through_a_real_stream() {
     let mut s = setup();
     let emails = unique("emails");
+    // order-confirmation calls the example's stand-in users and mail APIs.
+    let apis = eddy_tests::fakes::FakeApis::start("stream-test-key", 0);
+    let url = apis.url();
     manifest(
         s.dir.path(),
         "order-confirmation",
         "order-confirmation",
         &format!(
-            "publish = [{emails:?}]\n[config]\nemail_stream = {emails:?}\n[[triggers.stream]]\nstream = {:?}\ntypes = [\"OrderPlaced\"]\n",
+            "publish = [{emails:?}]\n[config]\nemail_stream = {emails:?}\nusers_api = {url:?}\n\
+             mail_api = {url:?}\nmail_domain = \"shop.example\"\n[outbound]\nhttp = [{url:?}]\n\
+             [secrets]\nmail_key = \"env:EDDY_TEST_MAIL_KEY\"\n[[triggers.stream]]\n\
+             stream = {:?}\ntypes = [\"OrderPlaced\"]\n",
             s.stream
         ),
     );
-    let _host = s.host();
+    let _host = Host::start_with_env(
+        &s.redis.url(),
+        s.dir.path(),
+        &[],
+        &[("EDDY_TEST_MAIL_KEY", "stream-test-key")],
+    );
     s.wait_group("order-confirmation");
     s.add(&[
         ("type", "OrderPlaced"),
@@ -136,7 +147,7 @@ fn an_order_flows_through_a_real_stream() {
     });
     assert_eq!(published.len(), 1);
     let email = &published[0];
-    assert_eq!(email.get("type"), "EmailRequested");
+    assert_eq!(email.get("type"), "EmailSent");
     assert_eq!(email.get("source"), "eddy://order-confirmation");
     assert_eq!(email.get("causationid"), "order-event-1");
     assert_eq!(email.get("datacontenttype"), "application/json");
