@@ -45,17 +45,8 @@ fn api() -> Api {
 
 /// Runs curl and returns (status, body as JSON or Null).
 fn curl(args: &[&str]) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').expect("curl printed a status");
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    let reply = eddy_tests::http::curl(args);
+    (reply.status, reply.json())
 }
 
 fn auth() -> String {

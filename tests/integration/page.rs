@@ -16,21 +16,10 @@ use serde_json::Value;
 
 const TOKEN: &str = "page-token-for-tests";
 
-/// curl's status line, headers and body.
+/// curl's status, headers (lowercased) and body.
 fn curl(args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-D", "-", "-o", "-"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let reply = eddy_tests::http::curl(args);
+    (reply.status, reply.head, reply.body)
 }
 
 #[test]

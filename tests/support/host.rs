@@ -28,23 +28,29 @@ pub fn shared_cache() -> PathBuf {
 }
 
 impl Host {
-    /// Starts `eddy up --redis URL --functions FUNCTIONS` plus `extra` arguments, with a short
-    /// claim margin so recovery tests are quick.
+    /// The `eddy up --redis URL --functions FUNCTIONS` command with `extra` arguments, a short
+    /// claim margin so recovery tests are quick, and an ephemeral API port unless `extra` names
+    /// one.
+    fn up(redis_url: &str, functions: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(eddy_bin());
+        command
+            .arg("up")
+            .args(["--redis", redis_url])
+            .arg("--functions")
+            .arg(functions)
+            .args(["--claim-margin", "500ms"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            .args(extra);
+        command
+    }
+
+    /// Starts `eddy up --redis URL --functions FUNCTIONS` plus `extra` arguments.
     pub fn start(redis_url: &str, functions: &Path, extra: &[&str]) -> Self {
-        Self::spawn(
-            Command::new(eddy_bin())
-                .arg("up")
-                .args(["--redis", redis_url])
-                .arg("--functions")
-                .arg(functions)
-                .args(["--claim-margin", "500ms"])
-                .args(if extra.contains(&"--listen") {
-                    &[][..]
-                } else {
-                    &["--listen", "127.0.0.1:0"][..]
-                })
-                .args(extra),
-        )
+        Self::spawn(&mut Self::up(redis_url, functions, extra))
     }
 
     /// Like [`start`](Self::start), with `env` set in the host's environment (a secret, say).
@@ -54,16 +60,7 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let mut command = Command::new(eddy_bin());
-        command
-            .arg("up")
-            .args(["--redis", redis_url])
-            .arg("--functions")
-            .arg(functions)
-            .args(["--claim-margin", "500ms", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().copied());
-        Self::spawn(&mut command)
+        Self::spawn(Self::up(redis_url, functions, extra).envs(env.iter().copied()))
     }
 
     /// Like [`start`](Self::start), with the host's open-file limit lowered to `max_open_files`
@@ -76,14 +73,7 @@ impl Host {
         max_open_files: u64,
     ) -> Self {
         use std::os::unix::process::CommandExt as _;
-        let mut command = Command::new(eddy_bin());
-        command
-            .arg("up")
-            .args(["--redis", redis_url])
-            .arg("--functions")
-            .arg(functions)
-            .args(["--claim-margin", "500ms", "--listen", "127.0.0.1:0"])
-            .args(extra);
+        let mut command = Self::up(redis_url, functions, extra);
         // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(move || {
