@@ -147,7 +147,7 @@ pub fn load_functions(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 manifest.component.display()
             )
         })?;
-        let spec = manifest.function_spec(None)?;
+        let spec = manifest.function_spec(None, engine.secret_dirs())?;
         let function = engine.load(spec, &bytes).with_context(|| {
             format!(
                 "{}: cannot load component {}",
@@ -352,7 +352,7 @@ async fn load_deployed(
     let bytes = registry::get_component(conn, &version.digest)
         .await?
         .with_context(|| format!("component {} is missing from the registry", version.digest))?;
-    let spec = manifest.function_spec(Some(version.version))?;
+    let spec = manifest.function_spec(Some(version.version), engine.secret_dirs())?;
     let engine = engine.clone();
     // Compiling (or reading the compile cache) blocks: keep it off the async workers.
     let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))

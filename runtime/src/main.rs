@@ -3,6 +3,13 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Errors carry no backtrace, even with RUST_BACKTRACE set for panics: an error's text
+        // can reach a guest (wasi's `to-debug-string`), which must not learn the host's
+        // internals, and capturing one on every failed call costs CPU.
+        // SAFETY: set before any thread starts.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = eddy::cli::Cli::parse();
     if !matches!(cli.command, eddy::cli::Command::Up(_)) {
         // A command whose output is piped into `head` ends quietly when the pipe closes, as

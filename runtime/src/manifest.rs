@@ -14,6 +14,7 @@
 //! publish_bytes = "16MiB"   # their data in all, at most 1GiB
 //! http_response_bytes = "10MiB"  # one outbound response body, at most 256MiB
 //! http_concurrency = 16     # outbound requests in flight per invocation, 1..=256
+//! kv_write_bytes = "16MiB"  # key-value bytes one invocation may write, at most 1GiB
 //!
 //! [outbound]
 //! http = ["https://api.mailgun.net", "http://127.0.0.1:*"]  # origins it may call; default none
@@ -68,8 +69,8 @@ use serde::Deserialize;
 use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
 use crate::engine::{
     AllowList, FunctionSpec, Limits, MAX_HTTP_CONCURRENCY, MAX_HTTP_RESPONSE_BYTES,
-    MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT, MAX_TIMEOUT, Origin,
-    SecretSource, Secrets,
+    MAX_KV_WRITE_BYTES, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
+    MAX_TIMEOUT, Origin, SecretSource, Secrets,
 };
 use crate::names::{self, NameError};
 use crate::triggers::cron::{
@@ -111,17 +112,30 @@ pub struct Manifest {
     pub shared_buckets: Vec<String>,
     /// Where each of its secrets comes from, by name.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Whether it came from the registry (deployed through the API) rather than a file the
+    /// host's operator gave: such a manifest's secrets are read under stricter rules.
+    pub deployed: bool,
 }
 
 impl Manifest {
     /// What the engine needs to load this function on this host: name, limits, settings,
     /// outbound origins, shared buckets, secrets (resolved here, now), and the deployed
     /// `version` if it came from the registry. A secret this host cannot resolve is an error
-    /// naming the secret and its source.
-    pub fn function_spec(&self, version: Option<u32>) -> Result<FunctionSpec, ManifestError> {
+    /// naming the secret and its source. A deployed manifest's secrets come only from where
+    /// [`SecretSource::resolve_deployed`] allows, files under `secret_dirs`.
+    pub fn function_spec(
+        &self,
+        version: Option<u32>,
+        secret_dirs: &[PathBuf],
+    ) -> Result<FunctionSpec, ManifestError> {
         let mut values = BTreeMap::new();
         for (name, source) in &self.secrets {
-            let value = source.resolve().map_err(|reason| ManifestError::Secret {
+            let resolved = if self.deployed {
+                source.resolve_deployed(secret_dirs)
+            } else {
+                source.resolve()
+            };
+            let value = resolved.map_err(|reason| ManifestError::Secret {
                 path: self.path.clone(),
                 name: name.clone(),
                 origin: source.to_string(),
@@ -231,6 +245,7 @@ struct RawLimits {
     publish_bytes: Option<String>,
     http_response_bytes: Option<String>,
     http_concurrency: Option<i64>,
+    kv_write_bytes: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -406,8 +421,17 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         v.check(
             "limits.http_response_bytes",
             bytes,
-            limits.http_response_bytes <= MAX_HTTP_RESPONSE_BYTES,
-            "a size of at most 256MiB, e.g. \"10MiB\"",
+            (1..=MAX_HTTP_RESPONSE_BYTES).contains(&limits.http_response_bytes),
+            "a size greater than zero and at most 256MiB, e.g. \"10MiB\"",
+        )?;
+    }
+    if let Some(bytes) = &raw.limits.kv_write_bytes {
+        limits.kv_write_bytes = v.size("limits.kv_write_bytes", bytes)?;
+        v.check(
+            "limits.kv_write_bytes",
+            bytes,
+            limits.kv_write_bytes <= MAX_KV_WRITE_BYTES,
+            "a size of at most 1GiB, e.g. \"16MiB\"",
         )?;
     }
     if let Some(count) = raw.limits.http_concurrency {
@@ -436,13 +460,26 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             bucket,
             names::identifier(bucket),
         )?;
+        v.check(
+            &format!("keyvalue.shared[{i}]"),
+            bucket,
+            !raw.keyvalue.shared[..i].contains(bucket),
+            "a bucket name not already listed",
+        )?;
     }
     let mut secrets = BTreeMap::new();
     for (name, text) in &raw.secrets {
         v.name(&format!("secrets.{name}"), name, names::identifier(name))?;
-        let source = SecretSource::parse(text).map_err(|expected| {
+        let mut source = SecretSource::parse(text).map_err(|expected| {
             v.error(&format!("secrets.{name}"), &format!("{text:?}"), &expected)
         })?;
+        // A relative file is found next to the manifest, as its component is.
+        if let SecretSource::File(file) = &mut source
+            && resolve_component
+            && file.is_relative()
+        {
+            *file = path.parent().unwrap_or(Path::new(".")).join(&*file);
+        }
         secrets.insert(name.clone(), source);
     }
 
@@ -595,6 +632,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         outbound: AllowList::new(origins),
         shared_buckets: raw.keyvalue.shared,
         secrets,
+        deployed: !resolve_component,
     })
 }
 

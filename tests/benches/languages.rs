@@ -84,7 +84,7 @@ fn main() {
         let bytes = std::fs::read(&manifest.component).unwrap();
         let started = Instant::now();
         let function = engine
-            .load(manifest.function_spec(None).unwrap(), &bytes)
+            .load(manifest.function_spec(None, &[]).unwrap(), &bytes)
             .unwrap();
         let compile = started.elapsed();
         let event = event(payload);

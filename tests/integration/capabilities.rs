@@ -56,6 +56,9 @@ fn api_server() -> WebServer {
             "/hello" => Reply::new(200, "hi").header("x-seen-traceparent", &echo),
             "/slow" => Reply::new(200, "late").after(Duration::from_secs(5)),
             "/big" => Reply::new(200, vec![b'x'; 11 * 1024 * 1024]),
+            "/big-chunked" => {
+                Reply::new(200, vec![b'x'; 11 * 1024 * 1024]).header("transfer-encoding", "chunked")
+            }
             _ => Reply::new(404, "no"),
         }
     })
@@ -94,13 +97,20 @@ fn outbound_http_reaches_allowed_origins_within_limits_and_the_deadline() {
     let before = server.requests().len();
 
     // A response body over the limit fails the read, naming the limit.
-    let (status, body, document) = reach(get("/big"), &["--allow-http", &origin]);
-    assert_eq!(status, 502, "{document}");
-    assert_eq!(body["code"], "HTTP-response-body-size", "{body}");
-    assert_eq!(
-        document["result"]["outbound"]["limits"],
-        json!(["http_response_bytes"])
-    );
+    // Whether the server says the length up front or streams the body in chunks.
+    for path in ["/big", "/big-chunked"] {
+        let (status, body, document) = reach(get(path), &["--allow-http", &origin]);
+        assert_eq!(status, 502, "{path}: {document}");
+        assert_eq!(body["code"], "HTTP-response-body-size", "{path}: {body}");
+        assert!(
+            !body.to_string().contains("backtrace"),
+            "{path}: no host detail reaches the guest: {body}"
+        );
+        assert_eq!(
+            document["result"]["outbound"]["limits"],
+            json!(["http_response_bytes"])
+        );
+    }
 
     // A slow API is cut at the invocation's deadline.
     let started = Instant::now();
@@ -120,7 +130,7 @@ fn outbound_http_reaches_allowed_origins_within_limits_and_the_deadline() {
         .collect();
     assert_eq!(
         paths,
-        ["/big", "/slow"],
+        ["/big", "/big-chunked", "/slow"],
         "denied requests never reached the server"
     );
 }
@@ -369,7 +379,8 @@ fn dump_redis(conn: &mut redis::Connection) -> String {
     all
 }
 
-const SECRET: &str = "mg-key-0123456789abcdef";
+/// A secret with a quote, a backslash and a non-ASCII letter, so its JSON-escaped form differs.
+const SECRET: &str = "mg-key-01234\"56789\\abcdéf";
 
 #[test]
 fn secrets_never_leave_the_host() {
@@ -379,11 +390,14 @@ fn secrets_never_leave_the_host() {
     let stream = unique("secrets");
     let deployed = dir.path().join("deployed");
     std::fs::create_dir(&deployed).unwrap();
-    reach_function(
+    manifest(
         &deployed,
         "careless",
-        &stream,
-        "[secrets]\nkey = \"env:EDDY_TEST_SECRET\"",
+        "reach",
+        &format!(
+            "[secrets]\nkey = \"env:SECRETS_TEST_KEY\"\n[[triggers.stream]]\nstream = {stream:?}\n\
+             concurrency = 32\n[triggers.stream.retry]\nmax_attempts = 1\n"
+        ),
     );
     let idle = dir.path().join("idle");
     std::fs::create_dir(&idle).unwrap();
@@ -392,7 +406,7 @@ fn secrets_never_leave_the_host() {
         &redis.url(),
         &idle,
         &["--token-file", &token_file(dir.path())],
-        &[("EDDY_TEST_SECRET", SECRET)],
+        &[("SECRETS_TEST_KEY", SECRET)],
     );
     let url = host.api_url();
     let deploy = run(Command::new(eddy_bin())
@@ -413,6 +427,28 @@ fn secrets_never_leave_the_host() {
             &[("id", &format!("s-{n}")), ("data", &data)],
         );
     }
+    // The ways a careless function's output hides a secret from a plain search: cut by the
+    // host log's line limit or the output budget, inside a body that is not UTF-8, escaped in
+    // the SDK's JSON error body (dead-lettered: max_attempts = 1).
+    for (n, how) in [
+        json!({ "pad": 1000 }),
+        json!({ "pad": 65_500 }),
+        json!({ "binary": true }),
+        json!({ "error": true }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut data = json!({ "do": "secret", "name": "key" });
+        data.as_object_mut()
+            .unwrap()
+            .extend(how.as_object().unwrap().clone());
+        add(
+            &mut conn,
+            &stream,
+            &[("id", &format!("odd-{n}")), ("data", &data.to_string())],
+        );
+    }
     eventually(Duration::from_secs(30), "100 invocations", || {
         settled(&mut conn, &stream, "careless").then_some(())
     });
@@ -428,7 +464,18 @@ fn secrets_never_leave_the_host() {
     ]);
     assert_eq!(invoked.status, 200, "{invoked:?}");
     assert!(invoked.body.contains("[redacted]"), "{}", invoked.body);
-    let mut seen = vec![invoked.body];
+    // A body cut at the 1 MiB the host keeps, inside the secret.
+    let cut = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-d",
+        &json!({ "data": { "do": "secret", "name": "key", "pad": 1024 * 1024 - 12 } }).to_string(),
+        &format!("{url}/v1/functions/careless/invoke"),
+    ]);
+    assert_eq!(cut.status, 200, "{}", &cut.body[..cut.body.len().min(300)]);
+    let mut seen = vec![invoked.body, cut.body];
     for path in [
         "/v1/functions",
         "/v1/functions/careless",
@@ -441,12 +488,15 @@ fn secrets_never_leave_the_host() {
     seen.push(eddy_redis(&["logs", "careless", "--output", "json"], &redis.url()).stdout);
     seen.push(dump_redis(&mut conn));
     seen.push(host.log());
+    let escaped = serde_json::to_string(SECRET).unwrap();
+    let forms = [SECRET, &escaped[1..escaped.len() - 1], &SECRET[..8]];
     for text in &seen {
-        assert!(
-            !text.contains(SECRET),
-            "the secret leaked: {}",
-            &text[..text.len().min(2000)]
-        );
+        for form in forms {
+            if let Some(at) = text.find(form) {
+                let around: String = text[at..].chars().take(200).collect();
+                panic!("the secret leaked as {form:?}: {around}…");
+            }
+        }
     }
     assert!(
         seen.iter().any(|t| t.contains("the secret is [redacted]")),
@@ -488,10 +538,15 @@ fn a_secret_a_host_cannot_resolve_refuses_the_load_and_the_old_version_keeps_ser
     let second = write(
         "v2.toml",
         &v2,
-        "[secrets]\ntoken = \"env:EDDY_TEST_ONLY_ON_A\"",
+        "[secrets]\ntoken = \"env:SECRETS_TEST_ONLY_ON_A\"",
     );
     // Host A has the secret; host B does not.
-    let mut a = Host::start_with_env(&redis.url(), &idle, &[], &[("EDDY_TEST_ONLY_ON_A", SECRET)]);
+    let mut a = Host::start_with_env(
+        &redis.url(),
+        &idle,
+        &[],
+        &[("SECRETS_TEST_ONLY_ON_A", SECRET)],
+    );
     let mut b = Host::start(&redis.url(), &idle, &[]);
     let (url_a, url_b) = (a.api_url(), b.api_url());
     let deploy = |url: &str, path: &str| {
@@ -507,7 +562,7 @@ fn a_secret_a_host_cannot_resolve_refuses_the_load_and_the_old_version_keeps_ser
     assert!(
         refused
             .stderr
-            .contains("secret `token` from env:EDDY_TEST_ONLY_ON_A"),
+            .contains("secret `token` from env:SECRETS_TEST_ONLY_ON_A"),
         "{}",
         refused.stderr
     );
@@ -515,7 +570,7 @@ fn a_secret_a_host_cannot_resolve_refuses_the_load_and_the_old_version_keeps_ser
     assert_eq!(deploy(&url_a, &second).code, 0);
     a.wait_for_log("to=2", Duration::from_secs(10));
     b.wait_for_log("cannot load the deployed version", Duration::from_secs(10));
-    assert!(b.log().contains("EDDY_TEST_ONLY_ON_A"), "{}", b.log());
+    assert!(b.log().contains("SECRETS_TEST_ONLY_ON_A"), "{}", b.log());
     for n in 0..20 {
         add(
             &mut conn,
@@ -529,5 +584,204 @@ fn a_secret_a_host_cannot_resolve_refuses_the_load_and_the_old_version_keeps_ser
     assert!(
         !entries(&mut conn, &v1).is_empty(),
         "B still serves version 1"
+    );
+}
+
+#[test]
+fn deployed_functions_read_secrets_only_where_the_host_allows() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle");
+    std::fs::create_dir(&idle).unwrap();
+    manifest(&idle, "idle", "echo", "");
+    let allowed = dir.path().join("secrets");
+    std::fs::create_dir(&allowed).unwrap();
+    std::fs::write(allowed.join("mail_key"), "a-secret-from-a-file\n").unwrap();
+    std::fs::write(dir.path().join("elsewhere"), "a-file-the-host-keeps").unwrap();
+    let fifo = allowed.join("fifo");
+    let fifo_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path in our own temporary folder.
+    assert_eq!(unsafe { libc::mkfifo(fifo_path.as_ptr(), 0o600) }, 0);
+    let mut host = Host::start_with_env(
+        &redis.url(),
+        &idle,
+        &[
+            "--token-file",
+            &token_file(dir.path()),
+            "--secret-dir",
+            allowed.to_str().unwrap(),
+        ],
+        &[("SECRETS_TEST_PLAIN", "a-secret-from-the-env")],
+    );
+    let url = host.api_url();
+    let deploy = |source: &str| {
+        let project = tempfile::tempdir().unwrap();
+        manifest(
+            project.path(),
+            "peek",
+            "reach",
+            &format!("[secrets]\nkey = {source:?}\n"),
+        );
+        run(Command::new(eddy_bin())
+            .args([
+                "deploy",
+                project.path().join("peek.toml").to_str().unwrap(),
+                "--host",
+                &url,
+            ])
+            .env("EDDY_TOKEN", TOKEN))
+    };
+    let elsewhere = format!("file:{}", dir.path().join("elsewhere").display());
+    let escape = format!("file:{}/../elsewhere", allowed.display());
+    for (source, why) in [
+        (elsewhere.as_str(), "--secret-dir"),
+        (escape.as_str(), "--secret-dir"),
+        ("file:relative/key", "absolute"),
+        ("env:EDDY_REDIS_URL", "EDDY_*"),
+        (&format!("file:{}", fifo.display()), "not a regular file"),
+    ] {
+        let refused = deploy(source);
+        assert_eq!(refused.code, 1, "{source}: {refused:?}");
+        assert!(
+            refused.stderr.contains(why) && refused.stderr.contains("secret `key`"),
+            "{source}: {}",
+            refused.stderr
+        );
+        assert!(!refused.stderr.contains("a-file-the-host-keeps"));
+    }
+    assert_eq!(curl(&[&format!("{url}/healthz")]).status, 200);
+    for source in [
+        format!("file:{}", allowed.join("mail_key").display()),
+        "env:SECRETS_TEST_PLAIN".to_owned(),
+    ] {
+        let deployed = deploy(&source);
+        assert_eq!(deployed.code, 0, "{source}: {deployed:?}");
+    }
+    host.wait_for_log("deployed function running", Duration::from_secs(10));
+}
+
+/// POSTs `data` to `/v1/functions/{name}/invoke`; the function's status and body as JSON.
+fn invoke_over_api(url: &str, name: &str, data: Value) -> (u64, Value, Value) {
+    let reply = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &json!({ "data": data }).to_string(),
+        &format!("{url}/v1/functions/{name}/invoke"),
+    ]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let answer = reply.json();
+    let body = serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap_or_default();
+    (answer["status"].as_u64().unwrap_or(0), body, answer)
+}
+
+#[test]
+fn a_guest_cannot_exhaust_the_host_through_its_capabilities() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle");
+    std::fs::create_dir(&idle).unwrap();
+    manifest(&idle, "idle", "echo", "");
+    let greedy = manifest(
+        dir.path(),
+        "greedy",
+        "reach",
+        "[limits]\nkv_write_bytes = \"1MiB\"\n",
+    );
+    let mut host = Host::start(&redis.url(), &idle, &[]);
+    let url = host.api_url();
+    let deployed = run(Command::new(eddy_bin())
+        .args(["deploy", greedy.to_str().unwrap(), "--host", &url])
+        .env_remove("EDDY_TOKEN"));
+    assert_eq!(deployed.code, 0, "{deployed:?}");
+
+    // Writes stop at the invocation's key-value write budget, naming it.
+    let (status, body, _) = invoke_over_api(
+        &url,
+        "greedy",
+        json!({ "do": "fill", "bucket": "b", "size": 400_000, "count": 5 }),
+    );
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["done"], 2, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("kv_write_bytes"),
+        "{body}"
+    );
+
+    // Compare-and-swap handles, each holding a value in host memory, are counted.
+    let (status, body, _) = invoke_over_api(
+        &url,
+        "greedy",
+        json!({ "do": "hoard", "bucket": "b", "key": "fill-0", "count": 100 }),
+    );
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["done"], 16, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("compare-and-swap"),
+        "{body}"
+    );
+
+    // One get-many cannot pull more than 16 MiB into the host: 17 values of 1 MiB, set by
+    // an operator from a file.
+    let value = dir.path().join("value");
+    std::fs::write(&value, vec![b'x'; 1024 * 1024]).unwrap();
+    let keys: Vec<String> = (0..17).map(|n| format!("big-{n}")).collect();
+    for key in &keys {
+        let set = eddy_redis(
+            &[
+                "kv",
+                "set",
+                "greedy/big",
+                key,
+                "--file",
+                value.to_str().unwrap(),
+            ],
+            &redis.url(),
+        );
+        assert_eq!(set.code, 0, "{set:?}");
+    }
+    let (status, body, _) = invoke_over_api(
+        &url,
+        "greedy",
+        json!({ "do": "get-many", "bucket": "big", "keys": keys }),
+    );
+    assert_eq!(status, 507, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("get-many"),
+        "{body}"
+    );
+    let (status, body, _) = invoke_over_api(
+        &url,
+        "greedy",
+        json!({ "do": "get-many", "bucket": "big", "keys": keys[..3] }),
+    );
+    assert_eq!((status, body["done"].as_u64()), (200, Some(3)), "{body}");
+
+    // Handles of any kind: past the cap the invocation fails, and the next one runs.
+    let (status, _, answer) =
+        invoke_over_api(&url, "greedy", json!({ "do": "handles", "count": 5000 }));
+    assert_eq!(answer["outcome"], "failed", "{answer}");
+    assert_eq!(status, 0, "{answer}");
+    let (status, body, _) =
+        invoke_over_api(&url, "greedy", json!({ "do": "handles", "count": 100 }));
+    assert_eq!((status, body["done"].as_u64()), (200, Some(100)), "{body}");
+    assert_eq!(curl(&[&format!("{url}/healthz")]).status, 200);
+    drop(host);
+
+    // The operator's tools: a missing key is an error, and keys a guest chose are shown
+    // escaped, so they cannot pose as other lines or drive a terminal.
+    let missing = eddy_redis(&["kv", "del", "greedy/b", "no-such-key"], &redis.url());
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("no key"), "{missing:?}");
+    let forged = "x\u{1b}]0;owned\u{7}\nforged-line";
+    assert_eq!(
+        eddy_redis(&["kv", "set", "greedy/b", forged, "1"], &redis.url()).code,
+        0
+    );
+    let listed = eddy_redis(&["kv", "ls", "greedy/b"], &redis.url());
+    assert!(!listed.stdout.contains('\u{1b}'), "{listed:?}");
+    assert!(
+        !listed.stdout.lines().any(|l| l == "forged-line"),
+        "{listed:?}"
     );
 }

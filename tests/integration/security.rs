@@ -400,6 +400,41 @@ fn slow_idle_and_endless_clients_cannot_take_the_api_down() {
     );
 }
 
+#[test]
+fn slow_uploads_cannot_keep_health_checks_out() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), "idle", "echo", "");
+    // No token, so every upload is let in to send its body; a long body timeout.
+    let mut host = Host::start(
+        &redis.url(),
+        dir.path(),
+        &["--http-body-timeout", "60s", "--http-max-connections", "20"],
+    );
+    let url = host.api_url();
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut uploads = Vec::new();
+    for _ in 0..30 {
+        let mut upload = TcpStream::connect(&addr).unwrap();
+        upload
+            .write_all(
+                b"POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\n\
+                  Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+            )
+            .unwrap();
+        uploads.push(upload);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let health = curl(&["--max-time", "5", &format!("{url}/healthz")]);
+        assert_eq!(
+            health.status, 200,
+            "healthz with every connection uploading slowly"
+        );
+    }
+    drop(uploads);
+}
+
 // 4. Guest logs bypassed the output budget and could forge host log lines.
 
 #[test]

@@ -159,17 +159,31 @@ fn serve<S: Read + Write>(stream: &mut S, handler: &Handler, kept: &Mutex<Vec<Re
         kept.lock().unwrap().push(request.clone());
         let reply = handler(&request);
         std::thread::sleep(reply.delay);
-        let mut head = format!(
-            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
-            reply.status,
-            reply.body.len()
-        );
+        // A reply that asks for chunked transfer is sent in 64 KiB chunks with no length.
+        let chunked = reply.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+        });
+        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+        if !chunked {
+            head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+        }
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
+        let mut body = Vec::new();
+        if chunked {
+            for chunk in reply.body.chunks(64 * 1024) {
+                body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                body.extend_from_slice(chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            body = reply.body;
+        }
         if stream.write_all(head.as_bytes()).is_err()
-            || stream.write_all(&reply.body).is_err()
+            || stream.write_all(&body).is_err()
             || stream.flush().is_err()
         {
             return;

@@ -194,12 +194,14 @@ pub async fn deploy(
                 format!("no component {digest}: upload it first (PUT /v1/components/{digest})"),
             )
         })?;
-    let spec = manifest.function_spec(None).map_err(|e| {
-        ApiError::invalid(
-            "manifest.secrets",
-            e.to_string().replace("registry:upload/eddy.toml: ", ""),
-        )
-    })?;
+    let spec = manifest
+        .function_spec(None, state.engine.secret_dirs())
+        .map_err(|e| {
+            ApiError::invalid(
+                "manifest.secrets",
+                e.to_string().replace("registry:upload/eddy.toml: ", ""),
+            )
+        })?;
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
         .await
@@ -371,7 +373,7 @@ pub async fn invoke(
                     ApiError::not_found(format!("component {} is missing", version.digest))
                 })?;
             let spec = manifest
-                .function_spec(Some(version.version))
+                .function_spec(Some(version.version), state.engine.secret_dirs())
                 .map_err(|e| ApiError::invalid("manifest.secrets", e.to_string()))?;
             let engine = state.engine.clone();
             let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))

@@ -380,9 +380,16 @@ pub async fn read_body(
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
+    let phase = parts.extensions.get::<server::Phase>().cloned();
+    if let Some(phase) = &phase {
+        phase.reading_body();
+    }
     let timeout = state.http.body_timeout;
-    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
-        .await
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await;
+    if let Some(phase) = &phase {
+        phase.handling();
+    }
+    let collected = collected
         .map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,

@@ -1,13 +1,14 @@
 //! The API's HTTP server: the accept loop and what bounds each connection, so that no client,
 //! with or without a token, can take the API down.
 //!
-//! Every connection is in one of three phases: *idle* (between requests), *head* (a request's
-//! first bytes arrived, its headers are not complete) or *busy* (a request is being handled).
-//! A watchdog per connection closes it when it stays idle longer than the idle timeout or in
-//! its head longer than the header timeout; a body is read under the body timeout (see
-//! [`super::read_body`]). At most `max_connections` are open: at the cap, a new connection
-//! evicts the one that has been idle or stuck in its head the longest, so a flood of slow
-//! clients cannot keep a health check out; when every connection is busy, the newcomer gets a
+//! Every connection is in one of four phases: *idle* (between requests), *head* (a request's
+//! first bytes arrived, its headers are not complete), *body* (its body is being read) or
+//! *busy* (a request is being handled). A watchdog per connection closes it when it stays idle
+//! longer than the idle timeout or in its head longer than the header timeout; a body is read
+//! under the body timeout (see [`super::read_body`]). At most `max_connections` are open: at
+//! the cap, a new connection evicts the one that has been idle or stuck in its head the
+//! longest, else the one that has been sending a body the longest, so a flood of slow clients
+//! cannot keep a health check out; only when every connection is busy does the newcomer get a
 //! 503. The cap is kept below the process's open-file limit, and an accept that fails anyway
 //! (out of file descriptors) backs off instead of spinning, its warning rate-limited.
 
@@ -111,6 +112,7 @@ pub fn fitting_cap(wanted: usize, open_files: Option<u64>) -> usize {
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
+const BODY: u8 = 3;
 
 /// One open connection, as the cap and its watchdog see it.
 struct Conn {
@@ -143,11 +145,14 @@ impl Tracker {
     fn admit(&self, cap: usize) -> Option<(u64, Arc<Conn>)> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= cap {
-            let oldest = open
-                .iter()
-                .filter(|(_, c)| c.phase.load(Ordering::Acquire) != BUSY)
-                .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
-                .map(|(id, _)| *id)?;
+            // Waiting clients first, then slow uploads; a request being handled never.
+            let oldest_in = |phases: &[u8]| {
+                open.iter()
+                    .filter(|(_, c)| phases.contains(&c.phase.load(Ordering::Acquire)))
+                    .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
+                    .map(|(id, _)| *id)
+            };
+            let oldest = oldest_in(&[IDLE, HEAD]).or_else(|| oldest_in(&[BODY]))?;
             if let Some(evicted) = open.remove(&oldest) {
                 evicted.close.cancel();
             }
@@ -167,6 +172,26 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+    }
+}
+
+/// A request's connection, as the handler reading its body sees it (a request extension): it
+/// marks the body's reading, which makes the connection evictable at the cap.
+#[derive(Clone)]
+pub struct Phase {
+    tracker: Arc<Tracker>,
+    conn: Arc<Conn>,
+}
+
+impl Phase {
+    /// The body is being read.
+    pub fn reading_body(&self) {
+        self.tracker.enter(&self.conn, BODY);
+    }
+
+    /// The body is read; the request is being handled.
+    pub fn handling(&self) {
+        self.tracker.enter(&self.conn, BUSY);
     }
 }
 
@@ -288,8 +313,12 @@ async fn connection(
     };
     let service = {
         let (tracker, conn) = (tracker.clone(), conn.clone());
-        service_fn(move |request| {
+        service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let (state, tracker, conn) = (state.clone(), tracker.clone(), conn.clone());
+            request.extensions_mut().insert(Phase {
+                tracker: tracker.clone(),
+                conn: conn.clone(),
+            });
             async move {
                 tracker.enter(&conn, BUSY);
                 let response = super::route(&state, request).await;
@@ -322,11 +351,12 @@ async fn watchdog(tracker: &Tracker, conn: &Conn, limits: HttpLimits) {
         let allowed = match phase {
             IDLE => limits.idle_timeout,
             HEAD => limits.header_timeout,
-            // A request in hand is bounded by what it does (its body by the body timeout).
             _ => limits.idle_timeout,
         };
         let elapsed = Duration::from_millis(tracker.now_ms().saturating_sub(since));
-        if phase != BUSY && elapsed >= allowed {
+        // A body is bounded by the body timeout, which answers 408; a request in hand by what
+        // it does.
+        if matches!(phase, IDLE | HEAD) && elapsed >= allowed {
             return;
         }
         tokio::time::sleep(
@@ -423,6 +453,12 @@ mod tests {
         // Every open connection busy: the newcomer is refused.
         tracker.enter(&first, BUSY);
         tracker.enter(&third, BUSY);
+        assert!(tracker.admit(2).is_none());
+        // A slow upload is evicted when nothing is waiting, a request being handled never.
+        tracker.enter(&third, BODY);
+        let (_, fourth) = tracker.admit(2).unwrap();
+        assert!(third.close.is_cancelled() && !first.close.is_cancelled());
+        tracker.enter(&fourth, BUSY);
         assert!(tracker.admit(2).is_none());
     }
 

@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 
-use crate::engine::{BucketId, KeyValue, KvError, not_a_number};
+use crate::engine::{
+    BucketId, KeyValue, KvError, MAX_BATCH_READ_BYTES, not_a_number, too_much_to_read,
+};
 
 /// The Redis key of a bucket.
 pub fn bucket_key(bucket: &BucketId) -> String {
@@ -30,6 +32,22 @@ static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
         end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
         return 1
+        ",
+    )
+});
+
+/// KEYS: the bucket. ARGV: the most value bytes to return, then the fields. Their values
+/// (`HMGET`) if they come to no more than that, else their size in bytes: the check and the
+/// read are one step, so nothing larger than the cap is ever sent to the host.
+static GET_MANY: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local total = 0
+        for i = 2, #ARGV do
+            total = total + redis.call('HSTRLEN', KEYS[1], ARGV[i])
+        end
+        if total > tonumber(ARGV[1]) then return total end
+        return redis.call('HMGET', KEYS[1], unpack(ARGV, 2))
         ",
     )
 });
@@ -167,12 +185,19 @@ impl KeyValue for RedisKeyValue {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        redis::cmd("HMGET")
-            .arg(bucket_key(bucket))
-            .arg(keys)
-            .query_async(&mut self.conn.clone())
+        let mut invocation = GET_MANY.prepare_invoke();
+        invocation.key(bucket_key(bucket)).arg(MAX_BATCH_READ_BYTES);
+        for key in keys {
+            invocation.arg(key);
+        }
+        let answer: redis::Value = invocation
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let redis::Value::Int(total) = answer {
+            return Err(too_much_to_read(total as u64));
+        }
+        redis::from_redis_value(answer).map_err(|e| KvError::Unavailable(format!("redis: {e}")))
     }
 
     async fn set_many(

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{EXIT_OK, OutputFormat, RedisArgs};
 use crate::delivery::replay::{self, StoredLetter};
+use crate::names::Escaped;
 
 /// Arguments of `eddy dlq`.
 #[derive(Debug, Args)]
@@ -113,14 +114,16 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                     OutputFormat::Human => {
                         for row in rows {
                             let newest = &row["newest"];
+                            // The error is a guest's text: escaped, so it cannot pose as
+                            // another line or drive the terminal.
                             println!(
                                 "{:<24} {:>6}  newest {} in {}: {} ({})",
                                 row["function"].as_str().unwrap_or("?"),
                                 row["count"],
                                 newest["entry"].as_str().unwrap_or("-"),
                                 newest["stream"].as_str().unwrap_or("-"),
-                                newest["reason"].as_str().unwrap_or("-"),
-                                newest["error"].as_str().unwrap_or("-"),
+                                Escaped(newest["reason"].as_str().unwrap_or("-")),
+                                Escaped(newest["error"].as_str().unwrap_or("-")),
                             );
                         }
                     }
@@ -159,11 +162,15 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                     OutputFormat::Human => {
                         println!("{} in {}", letter.id, letter.stream);
                         for (k, v) in &eddy {
-                            println!("  {k:<18} {}", v.as_str().unwrap_or_default());
+                            println!("  {k:<18} {}", Escaped(v.as_str().unwrap_or_default()));
                         }
                         println!("  original entry:");
                         for (k, v) in &original {
-                            println!("    {k:<16} {}", v.as_str().unwrap_or_default());
+                            println!(
+                                "    {:<16} {}",
+                                Escaped(k),
+                                Escaped(v.as_str().unwrap_or_default())
+                            );
                         }
                     }
                 }

@@ -19,6 +19,7 @@ use crate::engine::{
     Secrets, Services,
 };
 use crate::event::{DEFAULT_CONTENT_TYPE, Delivery, Event, is_json_content_type};
+use crate::names::Escaped;
 
 /// Largest event data `eddy invoke` reads from `--data-file`: 16 MiB.
 pub const MAX_LOCAL_DATA_BYTES: u64 = 16 * 1024 * 1024;
@@ -216,6 +217,9 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     let keyvalue = Arc::new(MemoryKeyValue::default());
     let seeded = BucketId::of(function.name(), &args.kv_bucket, &args.shared_buckets);
     for (key, value) in &args.kv {
+        crate::engine::check_key(key)
+            .and_then(|()| crate::engine::check_value(value.as_bytes()))
+            .map_err(|e| anyhow::anyhow!("--kv {key}: {e}"))?;
         keyvalue.seed(&seeded, key, value.as_bytes());
     }
     let services = Services {
@@ -281,24 +285,26 @@ fn print_human(
             result.outcome.as_str()
         ),
     }
+    // What the guest wrote is escaped: a line break or an escape sequence in it must not
+    // pose as a line of this report or drive the terminal.
     if let Some(failure) = &result.failure {
-        println!("failure:   {failure}");
+        println!("failure:   {}", Escaped(&failure.to_string()));
     }
     if !result.body.is_empty() {
-        println!("body:      {}", result.body_text());
+        println!("body:      {}", Escaped(&result.body_text()));
     }
     let output = &result.output;
     if !output.logs.is_empty() {
         println!("logs:");
         for line in &output.logs {
-            println!("  [{}] {}", line.level.as_str(), line.message);
+            println!("  [{}] {}", line.level.as_str(), Escaped(&line.message));
         }
     }
     for (label, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
         if !text.is_empty() {
             println!("{label}:");
             for line in text.lines() {
-                println!("  {line}");
+                println!("  {}", Escaped(line));
             }
         }
     }
@@ -314,7 +320,7 @@ fn print_human(
             "  {id}  {} -> {}  {}",
             event.event_type,
             event.stream,
-            String::from_utf8_lossy(&event.data)
+            Escaped(&String::from_utf8_lossy(&event.data))
         );
     }
     let outbound = &result.outbound;
@@ -334,7 +340,7 @@ fn print_human(
     for (bucket, pairs) in buckets {
         println!("bucket {bucket}:");
         for (key, value) in pairs {
-            println!("  {key} = {value}");
+            println!("  {} = {}", Escaped(key), Escaped(value));
         }
     }
 }
@@ -408,16 +414,16 @@ fn run_remote(args: &InvokeArgs, name: &str, data: &[u8]) -> anyhow::Result<u8> 
                 answer["version"], answer["duration"]
             );
             if let Some(failure) = answer.get("failure").filter(|f| !f.is_null()) {
-                println!("failure:   {failure}");
+                println!("failure:   {}", Escaped(&failure.to_string()));
             }
             if let Some(body) = answer["body"].as_str().filter(|b| !b.is_empty()) {
-                println!("body:      {body}");
+                println!("body:      {}", Escaped(body));
             }
             for line in answer["output"]["logs"].as_array().into_iter().flatten() {
                 println!(
                     "  [{}] {}",
                     line["level"].as_str().unwrap_or("?"),
-                    line["message"].as_str().unwrap_or("")
+                    Escaped(line["message"].as_str().unwrap_or(""))
                 );
             }
         }

@@ -8,9 +8,13 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use std::io::IsTerminal as _;
+
 use super::{EXIT_OK, OutputFormat, RedisArgs};
 use crate::broker::RedisKeyValue;
-use crate::engine::{BucketId, KeyValue, check_key, check_value};
+use crate::engine::{BucketId, KeyValue, MAX_VALUE_BYTES, check_key, check_value};
+use crate::inputs::{read_capped, read_capped_from};
+use crate::names::Escaped;
 
 /// Arguments of `eddy kv`.
 #[derive(Debug, Args)]
@@ -18,6 +22,7 @@ use crate::engine::{BucketId, KeyValue, check_key, check_value};
     eddy kv ls inventory                      # keys of the shared bucket `inventory`\n  \
     eddy kv get inventory book-1\n  \
     eddy kv set inventory book-1 12           # stock for update-inventory\n  \
+    eddy kv set config rules --file rules.json  # a value from a file (- for stdin)\n  \
     eddy kv ls payment/default                # keys of function payment's own bucket\n  \
     eddy kv del payment/default charge:o-1\n\n\
     BUCKET is NAME for a shared bucket, FUNCTION/NAME for a function's own.")]
@@ -46,14 +51,18 @@ pub enum KvCommand {
         /// The key.
         key: String,
     },
-    /// Sets a key (as text).
+    /// Sets a key, to VALUE or to the content of --file.
     Set {
         /// NAME (shared) or FUNCTION/NAME.
         bucket: String,
         /// The key.
         key: String,
-        /// The value.
-        value: String,
+        /// The value, as text.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file instead (`-` for stdin), up to 1 MiB.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
     },
     /// Removes a key.
     Del {
@@ -107,7 +116,9 @@ pub fn run(args: KvArgs) -> anyhow::Result<u8> {
                 } else if keys.is_empty() {
                     println!("bucket {bucket} is empty");
                 } else {
-                    keys.iter().for_each(|k| println!("{k}"));
+                    // Keys come from functions: a line break or an escape sequence in one
+                    // must not pose as another line or drive the terminal.
+                    keys.iter().for_each(|k| println!("{}", Escaped(k)));
                 }
             }
             KvCommand::Get { bucket, key } => {
@@ -119,18 +130,35 @@ pub fn run(args: KvArgs) -> anyhow::Result<u8> {
                     );
                 } else {
                     match value {
+                        // Escaped on a terminal; as stored when piped into a file or a tool.
+                        Some(value) if std::io::stdout().is_terminal() => {
+                            println!("{}", Escaped(&value))
+                        }
                         Some(value) => println!("{value}"),
                         None => bail!("no key {key:?} in bucket {bucket}"),
                     }
                 }
             }
-            KvCommand::Set { bucket, key, value } => {
+            KvCommand::Set {
+                bucket,
+                key,
+                value,
+                file,
+            } => {
+                let value = match (value, file) {
+                    (Some(value), _) => value.clone().into_bytes(),
+                    (None, Some(path)) if path.as_os_str() == "-" => {
+                        read_capped_from(std::io::stdin(), MAX_VALUE_BYTES as u64)
+                            .context("reading the value from stdin")?
+                    }
+                    (None, Some(path)) => read_capped(path, MAX_VALUE_BYTES as u64)
+                        .with_context(|| format!("reading the value from {}", path.display()))?,
+                    (None, None) => bail!("give a VALUE or --file PATH"),
+                };
                 check_key(key)
-                    .and_then(|()| check_value(value.as_bytes()))
+                    .and_then(|()| check_value(&value))
                     .with_context(|| format!("bucket {bucket}"))?;
-                store
-                    .set(&parse_bucket(bucket)?, key, value.as_bytes())
-                    .await?;
+                store.set(&parse_bucket(bucket)?, key, &value).await?;
                 if json {
                     println!("{}", json!({ "bucket": bucket, "key": key, "set": true }));
                 } else {
@@ -138,9 +166,11 @@ pub fn run(args: KvArgs) -> anyhow::Result<u8> {
                 }
             }
             KvCommand::Del { bucket, key } => {
-                store
-                    .delete(&parse_bucket(bucket)?, std::slice::from_ref(key))
-                    .await?;
+                let id = parse_bucket(bucket)?;
+                if !store.exists(&id, key).await? {
+                    bail!("no key {key:?} in bucket {bucket}");
+                }
+                store.delete(&id, std::slice::from_ref(key)).await?;
                 if json {
                     println!(
                         "{}",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{EXIT_OK, OutputFormat, RedisArgs};
+use crate::names::Escaped;
 use crate::records::{self, Record};
 
 /// Arguments of `eddy logs`.
@@ -60,11 +61,11 @@ fn print(record: &Record, output: OutputFormat) {
                 record
                     .error
                     .as_deref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", Escaped(e)))
                     .unwrap_or_default()
             );
             for line in record.logs.lines() {
-                println!("    {line}");
+                println!("    {}", Escaped(line));
             }
         }
     }

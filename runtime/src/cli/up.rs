@@ -139,6 +139,18 @@ pub struct UpArgs {
     #[arg(long, env = "EDDY_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
 
+    /// A folder whose files functions deployed through the API may name as secrets
+    /// (`file:/run/secrets/eddy/mail_key`); repeat for more. None by default: a deployed
+    /// manifest then takes secrets from environment variables only (never the host's own
+    /// EDDY_* settings). Manifests given with --functions may read any file.
+    #[arg(
+        long = "secret-dir",
+        env = "EDDY_SECRET_DIRS",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
+    pub secret_dirs: Vec<PathBuf>,
+
     /// Export one span per invocation to this OpenTelemetry collector (OTLP over HTTP, e.g.
     /// http://localhost:4318). Off when absent.
     #[arg(long, env = "EDDY_OTLP_ENDPOINT", value_name = "URL")]
@@ -159,6 +171,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             default_cache_dir()
         },
         ca_file: args.ca_file.clone(),
+        secret_dirs: args.secret_dirs.clone(),
         ..EngineConfig::default()
     })
     .context("cannot start the engine")?;

@@ -21,9 +21,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::capture::{LogLevel, OutputCapture, floor_char_boundary};
 use super::keyvalue::{
-    BucketId, KeyValue, KvError, MAX_OPEN_BUCKETS, check_key, check_keys, check_value,
+    BucketId, KeyValue, KvError, MAX_OPEN_BUCKETS, MAX_OPEN_CAS, check_key, check_keys, check_value,
 };
-use super::limits::{Limits, MAX_ECHOED_LOG_BYTES, MAX_ECHOED_LOG_LINES, MAX_ONCE_KEYS};
+use super::limits::{
+    Limits, MAX_ECHOED_LOG_BYTES, MAX_ECHOED_LOG_LINES, MAX_HOST_RESOURCES, MAX_HTTP_FIELDS_BYTES,
+    MAX_ONCE_KEYS,
+};
 use super::outbound::Outbound;
 use super::publish::{OnceClaim, PublishError, PublishRequest, Publisher, validate_publish};
 use super::secrets::Secrets;
@@ -69,6 +72,54 @@ pub fn add_to_linker(
     atomics::add_to_linker::<_, Me>(linker, me)?;
     batch::add_to_linker::<_, Me>(linker, me)?;
     Ok(())
+}
+
+/// The `wasi:http/types` instance wasmtime-wasi-http 48 defines (guests importing any 0.2.x
+/// resolve to it).
+const WASI_HTTP_TYPES: &str = "wasi:http/types@0.2.12";
+
+/// Replaces wasmtime-wasi-http's `http-error-code`, which only recognises an error already in
+/// the standard's shape: an error a response body's stream ends with (the body grew past
+/// `http_response_bytes`, a read timed out) reaches the guest in the crate's own error type,
+/// so the guest would see no code at all. Must follow wasmtime-wasi-http's `add_to_linker`.
+pub fn add_http_error_code(
+    linker: &mut wasmtime::component::Linker<InvocationState>,
+) -> wasmtime::Result<()> {
+    use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+    linker.allow_shadowing(true);
+    linker.instance(WASI_HTTP_TYPES)?.func_wrap(
+        "http-error-code",
+        |store: wasmtime::StoreContextMut<'_, InvocationState>,
+         (error,): (Resource<wasmtime::Error>,)| {
+            let error = store.data().table.get(&error)?;
+            let code = error.downcast_ref::<ErrorCode>().cloned().or_else(|| {
+                error
+                    .downcast_ref::<wasmtime_wasi_http::Error>()
+                    .and_then(standard_code)
+            });
+            Ok((code,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The standard error code of an error a response body's stream can end with.
+fn standard_code(
+    error: &wasmtime_wasi_http::Error,
+) -> Option<wasmtime_wasi_http::p2::bindings::http::types::ErrorCode> {
+    use wasmtime_wasi_http::Error as E;
+    use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+    Some(match error {
+        E::HttpResponseBodySize(limit) => ErrorCode::HttpResponseBodySize(*limit),
+        E::ConnectionReadTimeout => ErrorCode::ConnectionReadTimeout,
+        E::ConnectionTimeout => ErrorCode::ConnectionTimeout,
+        E::ConnectionTerminated => ErrorCode::ConnectionTerminated,
+        E::HttpResponseTimeout => ErrorCode::HttpResponseTimeout,
+        E::HttpResponseIncomplete => ErrorCode::HttpResponseIncomplete,
+        E::HttpProtocolError | E::Hyper(_) => ErrorCode::HttpProtocolError,
+        _ => return None,
+    })
 }
 
 /// A bucket a guest opened: which one it is.
@@ -156,6 +207,9 @@ pub struct InvocationState {
     keyvalue: Arc<dyn KeyValue>,
     shared_buckets: Arc<Vec<String>>,
     open_buckets: usize,
+    open_cas: usize,
+    /// Key-value bytes written so far, against `limits.kv_write_bytes`.
+    kv_written: u64,
     /// `wasi:http`'s state, and the gate its requests pass.
     http: WasiHttpCtx,
     outbound: Outbound,
@@ -212,9 +266,14 @@ impl InvocationState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Every handle lives in host memory, outside the guest's memory limit: bounded here.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)),
             capture,
             function,
@@ -231,7 +290,9 @@ impl InvocationState {
             keyvalue,
             shared_buckets,
             open_buckets: 0,
-            http: WasiHttpCtx::new(),
+            open_cas: 0,
+            kv_written: 0,
+            http,
             outbound,
         }
     }
@@ -366,10 +427,12 @@ impl logging::Host for InvocationState {
         }
         // Control characters are escaped by the host's log formatter (see `cli`), so a line
         // with a line break cannot pose as a line of its own.
-        let text = self
-            .secrets
-            .redact(&message[..floor_char_boundary(&message, MAX_ECHOED_LOG_BYTES)])
-            .into_owned();
+        // Redacted whole, then cut: a secret the cut splits would otherwise leave its start.
+        let mut text = self.secrets.redact(&message).into_owned();
+        if text.len() > MAX_ECHOED_LOG_BYTES {
+            text.truncate(floor_char_boundary(&text, MAX_ECHOED_LOG_BYTES));
+            self.secrets.redact_cut(&mut text);
+        }
         match level {
             LogLevel::Trace => tracing::trace!(function, guest = true, "{text}"),
             LogLevel::Debug => tracing::debug!(function, guest = true, "{text}"),
@@ -424,6 +487,21 @@ fn kv_error(error: KvError) -> store::Error {
 }
 
 impl InvocationState {
+    /// Counts `bytes` against the invocation's key-value write budget; an error naming the
+    /// limit once it would be passed.
+    fn spend_kv_write(&mut self, bytes: u64) -> Result<(), store::Error> {
+        let total = self.kv_written.saturating_add(bytes);
+        if total > self.limits.kv_write_bytes {
+            return Err(store::Error::Other(format!(
+                "this write of {bytes} bytes would pass the invocation's kv_write_bytes limit \
+                 of {} bytes ({} written so far)",
+                self.limits.kv_write_bytes, self.kv_written
+            )));
+        }
+        self.kv_written = total;
+        Ok(())
+    }
+
     fn bucket(&self, bucket: &Resource<OpenBucket>) -> Result<BucketId, store::Error> {
         self.table
             .get(bucket)
@@ -473,6 +551,7 @@ impl store::HostBucket for InvocationState {
         check_key(&key)
             .and_then(|()| check_value(&value))
             .map_err(kv_error)?;
+        self.spend_kv_write((key.len() + value.len()) as u64)?;
         self.keyvalue.set(&id, &key, &value).await.map_err(kv_error)
     }
 
@@ -530,6 +609,8 @@ impl atomics::Host for InvocationState {
     ) -> Result<i64, store::Error> {
         let id = self.bucket(&bucket)?;
         check_key(&key).map_err(kv_error)?;
+        // A new key costs its name and a number.
+        self.spend_kv_write((key.len() + 8) as u64)?;
         self.keyvalue
             .increment(&id, &key, delta)
             .await
@@ -543,6 +624,8 @@ impl atomics::Host for InvocationState {
     ) -> Result<(), atomics::CasError> {
         let store_error = |e: store::Error| atomics::CasError::StoreError(e);
         check_value(&value).map_err(|e| store_error(kv_error(e)))?;
+        self.spend_kv_write(value.len() as u64)
+            .map_err(store_error)?;
         let (bucket, key, read) = {
             let open = self
                 .table
@@ -556,7 +639,9 @@ impl atomics::Host for InvocationState {
             .await
             .map_err(|e| store_error(kv_error(e)))?;
         if swapped {
-            let _ = self.table.delete(cas);
+            if self.table.delete(cas).is_ok() {
+                self.open_cas = self.open_cas.saturating_sub(1);
+            }
             Ok(())
         } else {
             // Handed back, so the guest can read the value again and retry.
@@ -573,14 +658,24 @@ impl atomics::HostCas for InvocationState {
     ) -> Result<Resource<OpenCas>, store::Error> {
         let id = self.bucket(&bucket)?;
         check_key(&key).map_err(kv_error)?;
+        // Each handle keeps a copy of the value (up to 1 MiB) in host memory.
+        if self.open_cas >= MAX_OPEN_CAS {
+            return Err(store::Error::Other(format!(
+                "this invocation already holds {MAX_OPEN_CAS} compare-and-swap handles, the \
+                 most one may: drop one first"
+            )));
+        }
         let read = self.keyvalue.get(&id, &key).await.map_err(kv_error)?;
-        self.table
+        let cas = self
+            .table
             .push(OpenCas {
                 bucket: id,
                 key,
                 read,
             })
-            .map_err(|e| store::Error::Other(e.to_string()))
+            .map_err(|e| store::Error::Other(e.to_string()))?;
+        self.open_cas += 1;
+        Ok(cas)
     }
 
     async fn current(&mut self, cas: Resource<OpenCas>) -> Result<Option<Vec<u8>>, store::Error> {
@@ -592,6 +687,7 @@ impl atomics::HostCas for InvocationState {
 
     async fn drop(&mut self, cas: Resource<OpenCas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
+        self.open_cas = self.open_cas.saturating_sub(1);
         Ok(())
     }
 }
@@ -622,6 +718,11 @@ impl batch::Host for InvocationState {
         for (_, value) in &key_values {
             check_value(value).map_err(kv_error)?;
         }
+        let bytes = key_values
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+        self.spend_kv_write(bytes as u64)?;
         self.keyvalue
             .set_many(&id, &key_values)
             .await

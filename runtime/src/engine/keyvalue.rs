@@ -18,6 +18,12 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_KEYS: usize = 1000;
 /// Most buckets one invocation may hold open at once.
 pub const MAX_OPEN_BUCKETS: usize = 64;
+/// Most compare-and-swap handles one invocation may hold at once: 16. Each keeps a copy of the
+/// value it read (up to [`MAX_VALUE_BYTES`]) in host memory.
+pub const MAX_OPEN_CAS: usize = 16;
+/// Most value bytes one `get-many` may return: 16 MiB. A larger answer is refused before it is
+/// read, so one call cannot pull a whole bucket of large values into host memory.
+pub const MAX_BATCH_READ_BYTES: u64 = 16 * 1024 * 1024;
 /// Keys returned per `list-keys` page, at most.
 pub const LIST_PAGE: usize = 100;
 
@@ -173,13 +179,30 @@ impl MemoryKeyValue {
     }
 }
 
-/// The number a stored value holds, as `increment` reads it: decimal text.
+/// The number a stored value holds, as `increment` reads it: decimal text exactly as Redis's
+/// `HINCRBY` accepts it (an optional `-`, digits, no leading zero, space or `+`), so
+/// `eddy invoke` agrees with a host.
 pub fn parse_counter(key: &str, value: Option<&[u8]>) -> Result<i64, KvError> {
     let Some(value) = value else { return Ok(0) };
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits[0] != b'0')
+        && value != b"-0";
     std::str::from_utf8(value)
         .ok()
-        .and_then(|text| text.trim().parse().ok())
+        .filter(|_| canonical)
+        .and_then(|text| text.parse().ok())
         .ok_or_else(|| not_a_number(key))
+}
+
+/// The error of a `get-many` whose values come to `total` bytes, over
+/// [`MAX_BATCH_READ_BYTES`].
+pub fn too_much_to_read(total: u64) -> KvError {
+    KvError::Invalid(format!(
+        "these values come to {total} bytes, more than one get-many returns \
+         ({MAX_BATCH_READ_BYTES}): ask for fewer keys at once"
+    ))
 }
 
 /// The error of an increment of a value that is not a number.
@@ -263,7 +286,13 @@ impl KeyValue for MemoryKeyValue {
         bucket: &BucketId,
         keys: &[String],
     ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        Ok(self.with(bucket, |b| keys.iter().map(|k| b.get(k).cloned()).collect()))
+        self.with(bucket, |b| {
+            let total: usize = keys.iter().filter_map(|k| b.get(k)).map(Vec::len).sum();
+            if total as u64 > MAX_BATCH_READ_BYTES {
+                return Err(too_much_to_read(total as u64));
+            }
+            Ok(keys.iter().map(|k| b.get(k).cloned()).collect())
+        })
     }
 
     async fn set_many(
@@ -299,6 +328,32 @@ mod tests {
             BucketId::of("a", "default", &[]),
             BucketId::of("b", "default", &[])
         );
+    }
+
+    #[test]
+    fn counters_parse_as_redis_reads_them() {
+        for good in [
+            "0",
+            "5",
+            "-5",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert!(parse_counter("k", Some(good.as_bytes())).is_ok(), "{good}");
+        }
+        for bad in [
+            " 5",
+            "5 ",
+            "+5",
+            "05",
+            "-0",
+            "-",
+            "",
+            "1e3",
+            "9223372036854775808",
+        ] {
+            assert!(parse_counter("k", Some(bad.as_bytes())).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

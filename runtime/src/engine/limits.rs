@@ -34,6 +34,23 @@ pub const DEFAULT_HTTP_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
 /// `handle` fails with `connection-limit-reached`.
 pub const DEFAULT_HTTP_CONCURRENCY: u32 = 16;
 
+/// Default bytes one invocation may write to key-value buckets in all (keys and values of
+/// `set`, `set-many` and `swap`): 16 MiB. Past it writes fail, naming the limit, so one event
+/// cannot fill the Redis every function shares.
+pub const DEFAULT_KV_WRITE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most key-value bytes one invocation may be allowed to write: 1 GiB.
+pub const MAX_KV_WRITE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Most handles one invocation may hold in the host at once: 1,024. Streams, pollables, HTTP
+/// requests, responses and header sets, buckets and compare-and-swap handles each take one, and
+/// each lives in host memory, outside the guest's memory limit; real guests hold a few dozen.
+pub const MAX_HOST_RESOURCES: usize = 1024;
+
+/// Largest header set a guest may build for an outbound request: 32 KiB (more than servers
+/// accept). With [`MAX_HOST_RESOURCES`] it bounds what header sets hold in host memory.
+pub const MAX_HTTP_FIELDS_BYTES: usize = 32 * 1024;
+
 /// Largest outbound response body a function may be allowed: 256 MiB.
 pub const MAX_HTTP_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -125,6 +142,8 @@ pub struct Limits {
     pub http_response_bytes: u64,
     /// Outbound HTTP requests in flight per invocation ([`DEFAULT_HTTP_CONCURRENCY`]).
     pub http_concurrency: u32,
+    /// Key-value bytes one invocation may write ([`DEFAULT_KV_WRITE_BYTES`]).
+    pub kv_write_bytes: u64,
 }
 
 impl Default for Limits {
@@ -137,6 +156,7 @@ impl Default for Limits {
             publish_bytes: DEFAULT_PUBLISH_BYTES,
             http_response_bytes: DEFAULT_HTTP_RESPONSE_BYTES,
             http_concurrency: DEFAULT_HTTP_CONCURRENCY,
+            kv_write_bytes: DEFAULT_KV_WRITE_BYTES,
         }
     }
 }
@@ -168,8 +188,14 @@ impl Limits {
         check_range(
             "HTTP response bytes",
             self.http_response_bytes,
-            0,
+            1,
             MAX_HTTP_RESPONSE_BYTES,
+        )?;
+        check_range(
+            "key-value write bytes",
+            self.kv_write_bytes,
+            0,
+            MAX_KV_WRITE_BYTES,
         )?;
         check_range(
             "HTTP concurrency",
@@ -211,6 +237,9 @@ pub struct EngineConfig {
     /// A PEM file of extra certificate authorities outbound HTTPS trusts, beside the usual web
     /// roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
+    /// Folders whose files functions deployed through the API may name as secrets
+    /// (`--secret-dir`); none by default, so a deploy cannot read the host's files.
+    pub secret_dirs: Vec<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -220,6 +249,7 @@ impl Default for EngineConfig {
             cache_dir: default_cache_dir(),
             keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
             ca_file: None,
+            secret_dirs: Vec::new(),
         }
     }
 }

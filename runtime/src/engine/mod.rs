@@ -44,8 +44,8 @@ pub use cache::{ComponentCache, digest};
 pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use gate::CpuGate;
 pub use keyvalue::{
-    BucketId, KeyValue, KvError, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKeyValue,
-    check_key, check_value, not_a_number,
+    BucketId, KeyValue, KvError, MAX_BATCH_KEYS, MAX_BATCH_READ_BYTES, MAX_KEY_BYTES, MAX_OPEN_CAS,
+    MAX_VALUE_BYTES, MemoryKeyValue, check_key, check_value, not_a_number, too_much_to_read,
 };
 pub use limits::*;
 pub use outbound::{AllowList, Origin, OutboundStats};
@@ -118,6 +118,8 @@ struct EngineInner {
     load_checks: Arc<Semaphore>,
     /// How outbound HTTPS connects: the web roots plus `--ca-file`.
     tls: Arc<rustls::ClientConfig>,
+    /// Where deployed functions' secret files may be (`--secret-dir`).
+    secret_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -148,6 +150,7 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host::add_to_linker(&mut linker)?;
+        host::add_http_error_code(&mut linker)?;
         let tls = outbound::tls_config(config.ca_file.as_deref())?;
 
         spawn_epoch_ticker(&wasmtime);
@@ -163,8 +166,14 @@ impl Engine {
                 instances: Arc::new(Semaphore::new(config.max_instances as usize)),
                 load_checks: Arc::new(Semaphore::new(LOAD_CHECK_INSTANCES as usize)),
                 tls,
+                secret_dirs: config.secret_dirs.clone(),
             }),
         })
+    }
+
+    /// The folders whose files deployed functions may name as secrets.
+    pub fn secret_dirs(&self) -> &[std::path::PathBuf] {
+        &self.inner.secret_dirs
     }
 
     /// Compiles `bytes` (or loads it from the cache), checks it implements the function world,
@@ -600,17 +609,15 @@ impl Function {
             }
             return None;
         };
-        if !output.stdout.is_empty() || !output.stderr.is_empty() {
-            tracing::debug!(
-                function = %inner.name, event_id = %event.id,
-                stdout = %output.stdout, stderr = %output.stderr, "guest output"
-            );
-        }
-
         let mut result = match returned {
             Ok(Ok(response)) => {
+                // Redacted whole before it is cut, so the cut cannot split a secret unseen.
                 let mut body = response.body;
-                body.truncate(MAX_RESPONSE_BODY_BYTES);
+                inner.secrets.redact_bytes(&mut body);
+                if body.len() > MAX_RESPONSE_BODY_BYTES {
+                    body.truncate(MAX_RESPONSE_BODY_BYTES);
+                    inner.secrets.redact_cut_bytes(&mut body);
+                }
                 InvokeResult::returned(response.status, body, duration, output)
             }
             Ok(Err(error)) => {
@@ -638,6 +645,12 @@ impl Function {
                 .await;
         }
         result.redact(&inner.secrets);
+        if !result.output.stdout.is_empty() || !result.output.stderr.is_empty() {
+            tracing::debug!(
+                function = %inner.name, event_id = %event.id,
+                stdout = %result.output.stdout, stderr = %result.output.stderr, "guest output"
+            );
+        }
         result.outbound = outbound_stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -73,42 +73,86 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Parses an allow-list entry; the error says what was expected.
+    /// Parses an allow-list entry; the error says which part is wrong and what was expected.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let expected = "an origin such as \"https://api.example.com\", \"http://127.0.0.1:*\" \
-                        or \"https://*.example.com:8443\" (scheme, host, optional port or *; no \
-                        path)";
+        let example = "as in \"https://api.example.com\", \"http://127.0.0.1:*\" or \
+                       \"https://*.example.com:8443\"";
+        let lower = text.to_ascii_lowercase();
         let (scheme, rest) = if let Some(rest) = text.strip_prefix("https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = text.strip_prefix("http://") {
             (Scheme::Http, rest)
+        } else if lower.starts_with("https://") || lower.starts_with("http://") {
+            return Err(format!(
+                "a lowercase scheme, http:// or https://, {example}"
+            ));
         } else {
-            return Err(expected.to_owned());
+            return Err(format!(
+                "an origin: http:// or https://, a host, and a port or * if not the default, \
+                 {example}"
+            ));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-            return Err(expected.to_owned());
+        if rest.is_empty() {
+            return Err(format!("a host after the scheme, {example}"));
         }
-        // An IPv6 literal is bracketed: the port comes after the closing bracket.
-        let (host, port) = match rest.rfind(':') {
-            Some(colon) if !rest[colon..].contains(']') => {
-                (&rest[..colon], Some(&rest[colon + 1..]))
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "a scheme, a host and a port only (no path, query or user part), {example}"
+            ));
+        }
+        // A bracketed IPv6 literal holds colons of its own; the port comes after the bracket.
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let Some((address, after)) = inner.split_once(']') else {
+                return Err("an IPv6 address closed by ], as in \"http://[::1]:8080\"".to_owned());
+            };
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!(
+                    "an IPv6 address between the brackets, not {address:?}"
+                ));
             }
-            _ => (rest, None),
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                    "a port after the closing bracket, as in \"http://[::1]:8080\"".to_owned()
+                })?),
+            };
+            (format!("[{}]", address.to_ascii_lowercase()), port)
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            };
+            if port.is_some_and(|p| p.contains(':')) {
+                return Err("an IPv6 address in brackets, as in \"http://[::1]:8080\"".to_owned());
+            }
+            (host.to_ascii_lowercase(), port)
         };
         let ports = match port {
             None => Ports::Default,
             Some("*") => Ports::Any,
-            Some(port) => Ports::Exactly(port.parse().map_err(|_| expected.to_owned())?),
+            Some(port) => match port.parse::<u16>() {
+                Ok(n) if n > 0 => Ports::Exactly(n),
+                _ => return Err(format!("a port from 1 to 65535, or *, not {port:?}")),
+            },
         };
-        let host = host.to_ascii_lowercase();
-        let bare = host.strip_prefix("*.").unwrap_or(&host);
-        let valid = !bare.is_empty()
-            && bare
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-        if !valid {
-            return Err(expected.to_owned());
+        if !host.starts_with('[') {
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            let label_ok = |label: &str| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if bare.len() > 253 || !bare.split('.').all(label_ok) {
+                return Err(format!(
+                    "a host that is a DNS name or an address (letters, digits and hyphens \
+                     between dots; `*.` in front for every subdomain), not {host:?}"
+                ));
+            }
         }
         Ok(Self {
             scheme,
@@ -141,22 +185,18 @@ impl AllowList {
         Self(origins)
     }
 
-    /// Whether a request to `uri` may be sent.
-    fn allows(&self, uri: &hyper::Uri) -> bool {
-        let Some(scheme) = (match uri.scheme_str() {
-            Some("https") => Some(Scheme::Https),
-            Some("http") => Some(Scheme::Http),
-            _ => None,
-        }) else {
-            return false;
+    /// The entry that lets a request to `uri` be sent, if any.
+    fn matching(&self, uri: &hyper::Uri) -> Option<&Origin> {
+        let scheme = match uri.scheme_str() {
+            Some("https") => Scheme::Https,
+            Some("http") => Scheme::Http,
+            _ => return None,
         };
-        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
-            return false;
-        };
+        let host = uri.host()?.to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(scheme.default_port());
         self.0
             .iter()
-            .any(|origin| origin.allows(scheme, &host, port))
+            .find(|origin| origin.allows(scheme, &host, port))
     }
 }
 
@@ -358,13 +398,13 @@ fn refuse(error: HttpError) -> Sent {
     Box::new(async move { Err(error) })
 }
 
-/// A URL without its query, for logs: a query may carry a key.
-fn shown_url(uri: &hyper::Uri) -> String {
+/// The origin of a URL, for logs: its user part, path and query may carry a key.
+fn shown_origin(uri: &hyper::Uri) -> String {
+    let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!(
-        "{}://{}{}",
+        "{}://{}{port}",
         uri.scheme_str().unwrap_or("?"),
-        uri.authority().map(|a| a.as_str()).unwrap_or("?"),
-        uri.path()
+        uri.host().unwrap_or("?"),
     )
 }
 
@@ -393,8 +433,9 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Sent {
         let uri = request.uri().clone();
-        let host = uri.host().unwrap_or("").to_ascii_lowercase();
-        if !self.allow.allows(&uri) {
+        // Metrics name the allow-list entry's host, not the one asked for: a guest with a
+        // wildcard entry cannot grow the label set beyond what its manifest lists.
+        let Some(host) = self.allow.matching(&uri).map(|origin| origin.host.clone()) else {
             let mut first = false;
             self.with_stats(|s| {
                 first = s.denied == 0;
@@ -402,14 +443,14 @@ impl WasiHttpHooks for Outbound {
             });
             if first {
                 tracing::warn!(
-                    function = %self.function, url = %shown_url(&uri),
+                    function = %self.function, origin = %shown_origin(&uri),
                     "outbound request refused: the origin is not in the function's [outbound] \
                      http allow-list"
                 );
             }
             METRICS.outbound(&self.function, "denied", "denied", None);
             return refuse(HttpError::HttpRequestDenied);
-        }
+        };
         if self.in_flight.load(Ordering::Acquire) >= self.concurrency {
             self.with_stats(|s| s.limit("http_concurrency"));
             METRICS.outbound(&self.function, &host, "limited", None);
@@ -442,6 +483,7 @@ impl WasiHttpHooks for Outbound {
             in_flight: self.in_flight.clone(),
             stats: self.stats.clone(),
             limit: self.response_bytes,
+            deadline: self.deadline,
             ended: false,
         };
         let (tls, pool) = (self.tls.clone(), self.pool.clone());
@@ -467,10 +509,24 @@ struct Call {
     in_flight: Arc<AtomicUsize>,
     stats: Arc<Mutex<OutboundStats>>,
     limit: u64,
+    /// When the invocation ends.
+    deadline: Instant,
     ended: bool,
 }
 
+/// How close to the invocation's deadline a request's timeout must fire to be the deadline's
+/// doing rather than the guest's own shorter timeout.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
+
 impl Call {
+    /// A timeout fired: the invocation's `timeout` limit if it was the deadline that cut the
+    /// request, else the guest's own choice, not a limit.
+    fn timed_out(&self) {
+        if Instant::now() + DEADLINE_SLACK >= self.deadline {
+            self.limit_hit("timeout");
+        }
+    }
+
     fn limit_hit(&self, name: &'static str) {
         self.stats
             .lock()
@@ -543,7 +599,7 @@ async fn send(
             Ok(sender) => sender,
             Err((outcome, error)) => {
                 if outcome == "timeout" {
-                    call.limit_hit("timeout");
+                    call.timed_out();
                 }
                 return Err(call.fail(outcome, error));
             }
@@ -561,7 +617,7 @@ async fn send(
             Ok(Ok(response)) => response,
             Ok(Err(error)) => return Err(call.fail("error", HttpError::from(error))),
             Err(_) => {
-                call.limit_hit("timeout");
+                call.timed_out();
                 return Err(call.fail("timeout", HttpError::HttpResponseTimeout));
             }
         };
@@ -728,7 +784,7 @@ impl Body for Bounded {
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
                 if timer.as_mut().poll(cx).is_ready() {
-                    this.call.limit_hit("timeout");
+                    this.call.timed_out();
                     this.call.end();
                     return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
                 }
@@ -752,7 +808,7 @@ mod tests {
 
     fn allows(list: &[&str], url: &str) -> bool {
         let list = AllowList::new(list.iter().map(|o| Origin::parse(o).unwrap()).collect());
-        list.allows(&url.parse().unwrap())
+        list.matching(&url.parse().unwrap()).is_some()
     }
 
     #[test]
@@ -792,9 +848,33 @@ mod tests {
             "https://x:port",
             "https://user@x",
             "https://x?y",
+            "http://x:0",
+            "http://x:99999",
+            "http://::1",
+            "http://[::1",
+            "http://[nope]:80",
+            "http://-",
+            "http://a..b",
+            "HTTP://x",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+        assert!(
+            Origin::parse("http://x:0")
+                .unwrap_err()
+                .contains("1 to 65535")
+        );
+        assert!(
+            Origin::parse("HTTPS://x")
+                .unwrap_err()
+                .contains("lowercase")
+        );
+        assert!(
+            Origin::parse("http://::1")
+                .unwrap_err()
+                .contains("brackets")
+        );
+        assert!(Origin::parse("http://-").unwrap_err().contains("DNS name"));
         assert!(Origin::parse("https://[::1]:8443").is_ok());
         assert!(Origin::parse("http://127.0.0.1:*/").is_ok());
     }

@@ -170,16 +170,22 @@ impl InvokeResult {
     }
 
     /// Replaces every secret's value with `[redacted]` in what the result keeps of the guest:
-    /// its body, output and failure.
+    /// its body, output and failure. Where the output budget cut the output, what is left of a
+    /// secret at the end of each part is redacted too.
     pub fn redact(&mut self, secrets: &super::secrets::Secrets) {
         if secrets.is_empty() {
             return;
         }
         secrets.redact_bytes(&mut self.body);
-        secrets.redact_in_place(&mut self.output.stdout);
-        secrets.redact_in_place(&mut self.output.stderr);
-        for line in &mut self.output.logs {
-            secrets.redact_in_place(&mut line.message);
+        let cut = self.output.dropped_bytes > 0;
+        let texts = [&mut self.output.stdout, &mut self.output.stderr]
+            .into_iter()
+            .chain(self.output.logs.iter_mut().map(|line| &mut line.message));
+        for text in texts {
+            secrets.redact_in_place(text);
+            if cut {
+                secrets.redact_cut(text);
+            }
         }
         if let Some(Failure::Trap { message, panic }) = &mut self.failure {
             secrets.redact_in_place(message);
