@@ -184,14 +184,17 @@ pub async fn run(
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string());
+    // One of each for the triggers and the API: they share the broker's connection.
+    let publisher: Arc<dyn Publisher> = Arc::new(RedisPublisher::new(&broker));
+    let keyvalue: Arc<dyn crate::engine::KeyValue> = Arc::new(RedisKeyValue::new(&broker));
     if let Some(listener) = listener {
         let state = Arc::new(api::ApiState {
             broker: broker.clone(),
             token_digest: config.token_digest,
             engine: engine.clone(),
             static_functions: static_names.clone(),
-            publisher: Arc::new(RedisPublisher::new(&broker)),
-            keyvalue: Arc::new(RedisKeyValue::new(&broker)),
+            publisher: publisher.clone(),
+            keyvalue: keyvalue.clone(),
             loaded: loaded.clone(),
             workers: workers.clone(),
             deployed: deployed.clone(),
@@ -206,8 +209,8 @@ pub async fn run(
     let broker_for_records = broker.shared();
     let ctx = HostContext {
         workers,
-        publisher: Arc::new(RedisPublisher::new(&broker)),
-        keyvalue: Arc::new(RedisKeyValue::new(&broker)),
+        publisher,
+        keyvalue,
         broker,
         consumer: config.consumer.clone().into(),
         shutdown: shutdown.clone(),
@@ -348,20 +351,49 @@ async fn load_deployed(
     let Some(version) = registry::current(conn, name).await? else {
         return Ok(None);
     };
+    let loaded = load_version(engine, conn, name, &version).await?;
+    Ok(Some((version.version, loaded)))
+}
+
+/// Why a deployed version could not be loaded on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadVersionError {
+    /// Its manifest is invalid, or names a secret this host cannot resolve.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    /// Its component is not in the registry.
+    #[error("component {0} is missing from the registry")]
+    MissingComponent(String),
+    /// The registry could not be read.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The component does not load.
+    #[error(transparent)]
+    Load(#[from] crate::engine::LoadError),
+    /// The compile task died (a bug in the host).
+    #[error("the compile task failed: {0}")]
+    Task(String),
+}
+
+/// Loads `version` of deployed function `name`: its manifest, its secrets on this host, its
+/// component from the registry, compiled off the async workers.
+pub async fn load_version(
+    engine: &Engine,
+    conn: &mut redis::aio::ConnectionManager,
+    name: &str,
+    version: &registry::Version,
+) -> Result<LoadedFunction, LoadVersionError> {
     let manifest = manifest::parse_deployed(name, &version.manifest)?;
     let bytes = registry::get_component(conn, &version.digest)
         .await?
-        .with_context(|| format!("component {} is missing from the registry", version.digest))?;
+        .ok_or_else(|| LoadVersionError::MissingComponent(version.digest.clone()))?;
     let spec = manifest.function_spec(Some(version.version), engine.secret_dirs())?;
     let engine = engine.clone();
     // Compiling (or reading the compile cache) blocks: keep it off the async workers.
     let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
         .await
-        .context("the compile task failed")??;
-    Ok(Some((
-        version.version,
-        LoadedFunction { manifest, function },
-    )))
+        .map_err(|e| LoadVersionError::Task(e.to_string()))??;
+    Ok(LoadedFunction { manifest, function })
 }
 
 /// Runs deployed functions: loads every current one, then follows the deployments stream and

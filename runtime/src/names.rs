@@ -1,11 +1,13 @@
 //! Names people and programs give Eddy: one validation for each kind, used by every door a
 //! name comes in through (manifests, the HTTP API, cronjobs, the CLI, a guest's `publish`).
 //!
-//! Two kinds:
-//! - **identifiers** name functions, cron triggers and cronjobs: 1 to 64 lowercase letters,
-//!   digits, `-` and `_`, starting with a letter or digit;
+//! Three kinds:
+//! - **identifiers** name functions, cron triggers, cronjobs, key-value buckets and secrets:
+//!   1 to 64 lowercase letters, digits, `-` and `_`, starting with a letter or digit;
 //! - **stream names** name streams, consumer groups and dead-letter streams: 1 to 256 bytes of
-//!   ASCII letters, digits and `. _ - : / @ +`.
+//!   ASCII letters, digits and `. _ - : / @ +`;
+//! - **event types** (a CloudEvents `type`) are any text of 1 to 256 bytes without control
+//!   characters, since they are shown in logs, records and the page.
 //!
 //! Both refuse what would let a name reach into someone else's keys: a stream name may not
 //! start with `eddy:` in any case (Eddy's own keys: registry, deployments, cron state), and
@@ -17,22 +19,24 @@
 //! Text from outside that is shown rather than checked (a guest's log line, an event id, an
 //! error message) goes through [`Escaped`], which writes control characters as escapes.
 
-/// Longest identifier (function, cron trigger or cronjob name).
-pub const MAX_IDENTIFIER_BYTES: usize = 64;
+/// Longest identifier (function, cron trigger, cronjob, bucket or secret name).
+const MAX_IDENTIFIER_BYTES: usize = 64;
 /// Longest stream, group or dead-letter stream name. Redis allows more; a longer one is surely
 /// a mistake.
-pub const MAX_STREAM_NAME_BYTES: usize = 256;
+const MAX_STREAM_NAME_BYTES: usize = 256;
+/// Longest event type.
+pub const MAX_EVENT_TYPE_BYTES: usize = 256;
 /// The prefix of Eddy's own Redis keys, reserved in any case.
-pub const RESERVED_PREFIX: &str = "eddy:";
+const RESERVED_PREFIX: &str = "eddy:";
 /// The punctuation a stream name may hold besides ASCII letters and digits.
 const STREAM_PUNCTUATION: &str = "._-:/@+";
 
 /// Why a name was refused; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    /// The name is empty.
-    #[error("{0:?} is empty: expected {1}")]
-    Empty(String, &'static str),
+    /// The name is empty (or, for an event type, blank).
+    #[error("the name is empty: expected {0}")]
+    Empty(&'static str),
     /// The name is longer than allowed.
     #[error("{name:?} is {len} bytes long: expected {expected}")]
     TooLong {
@@ -65,7 +69,7 @@ impl NameError {
     /// What was expected instead, as the end of a sentence: "field `x` = "a?b": expected …".
     pub fn expected(&self) -> String {
         match self {
-            NameError::Empty(_, expected) => (*expected).to_owned(),
+            NameError::Empty(expected) => (*expected).to_owned(),
             NameError::TooLong { len, expected, .. } => format!("{expected} (not {len} bytes)"),
             NameError::Character {
                 found, expected, ..
@@ -91,11 +95,34 @@ fn describe(c: char) -> String {
 const IDENTIFIER: &str =
     "1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit";
 const STREAM: &str = "1 to 256 bytes of ASCII letters, digits and . _ - : / @ +";
+const EVENT_TYPE: &str = "1 to 256 bytes of text with no control characters";
 
-/// Checks a function, cron trigger or cronjob name.
+/// Checks an event type, from a producer, a guest's `publish` or a cronjob.
+pub fn event_type(name: &str) -> Result<(), NameError> {
+    if name.trim().is_empty() {
+        return Err(NameError::Empty(EVENT_TYPE));
+    }
+    if name.len() > MAX_EVENT_TYPE_BYTES {
+        return Err(NameError::TooLong {
+            name: name.to_owned(),
+            len: name.len(),
+            expected: EVENT_TYPE,
+        });
+    }
+    if let Some(found) = name.chars().find(|c| c.is_control()) {
+        return Err(NameError::Character {
+            name: name.to_owned(),
+            found,
+            expected: EVENT_TYPE,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a function, cron trigger, cronjob, bucket or secret name.
 pub fn identifier(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err(NameError::Empty(name.to_owned(), IDENTIFIER));
+        return Err(NameError::Empty(IDENTIFIER));
     }
     if name.len() > MAX_IDENTIFIER_BYTES {
         return Err(NameError::TooLong {
@@ -133,7 +160,7 @@ pub fn stream(name: &str) -> Result<(), NameError> {
 
 fn stream_shape(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err(NameError::Empty(name.to_owned(), STREAM));
+        return Err(NameError::Empty(STREAM));
     }
     if name.len() > MAX_STREAM_NAME_BYTES {
         return Err(NameError::TooLong {
@@ -156,7 +183,7 @@ fn stream_shape(name: &str) -> Result<(), NameError> {
 }
 
 /// Whether `name` starts with [`RESERVED_PREFIX`], in any case.
-pub fn is_reserved(name: &str) -> bool {
+fn is_reserved(name: &str) -> bool {
     name.len() >= RESERVED_PREFIX.len()
         && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
 }

@@ -14,24 +14,14 @@ use eddy_tests::http::curl;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{add, entries, eventually, manifest, settled, unique};
 use eddy_tests::web::{Reply, TestCa, WebServer};
-use eddy_tests::{eddy, eddy_bin, eddy_redis, repo_dir, run, wasm, with_toolchains};
+use eddy_tests::{eddy_bin, eddy_redis, invoke_json, repo_dir, run, wasm, with_toolchains};
 use redis::Commands as _;
 use serde_json::{Value, json};
 
 /// `eddy invoke` of component `path` on `data` with `extra` flags: (exit code, result, stderr).
 fn invoke_file(path: &Path, data: &Value, extra: &[&str]) -> (i32, Value, String) {
-    let cache = tempfile::tempdir().unwrap();
     let data = data.to_string();
-    let mut args = vec![
-        "invoke",
-        path.to_str().unwrap(),
-        "--data",
-        &data,
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let run = eddy(&args, cache.path());
+    let run = invoke_json(path, &[&["--data", data.as_str()], extra].concat());
     let document = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
     (run.code, document, run.stderr)
 }

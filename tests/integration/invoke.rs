@@ -5,11 +5,7 @@ use eddy_tests::{eddy, wasm};
 use serde_json::Value;
 
 fn invoke_json(fixture: &str, extra: &[&str]) -> (i32, Value) {
-    let cache = tempfile::tempdir().unwrap();
-    let path = wasm(fixture);
-    let mut args = vec!["invoke", path.to_str().unwrap(), "--output", "json"];
-    args.extend_from_slice(extra);
-    let run = eddy(&args, cache.path());
+    let run = eddy_tests::invoke_json(&wasm(fixture), extra);
     (run.code, run.json())
 }
 

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use eddy_tests::fakes::FakeApis;
-use eddy_tests::{eddy, eddy_bin, run, wasm};
+use eddy_tests::{eddy_bin, invoke_json, run, wasm};
 use serde_json::{Value, json};
 
 const ORDER: &str = r#"{"orderId":"o-1","userId":"u-1","email":"ada@example.com",
@@ -14,20 +14,10 @@ const ORDER: &str = r#"{"orderId":"o-1","userId":"u-1","email":"ada@example.com"
 const MAIL_KEY: &str = "mail-key-for-tests";
 
 fn invoke(function: &str, data: &str, extra: &[&str]) -> (i32, Value) {
-    let cache = tempfile::tempdir().unwrap();
-    let path = wasm(function);
-    let mut args = vec![
-        "invoke",
-        path.to_str().unwrap(),
-        "--type",
-        "OrderPlaced",
-        "--data",
-        data,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let run = eddy(&args, cache.path());
+    let run = invoke_json(
+        &wasm(function),
+        &[&["--type", "OrderPlaced", "--data", data], extra].concat(),
+    );
     (run.code, run.json())
 }
 

@@ -20,7 +20,7 @@ use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
     add, entries, eventually, group_exists, manifest, record_function, unique,
 };
-use eddy_tests::{eddy, eddy_bin, eddy_redis, run, run_within, wasm};
+use eddy_tests::{eddy_bin, eddy_redis, invoke_json, run, run_within, wasm};
 use redis::Commands as _;
 use serde_json::Value;
 
@@ -28,18 +28,7 @@ const TOKEN: &str = "security-token-for-tests";
 
 /// `eddy invoke` of the hostile fixture on `data`, with `extra` flags; (exit code, result).
 fn invoke_hostile(data: &str, extra: &[&str]) -> (i32, Value, String) {
-    let cache = tempfile::tempdir().unwrap();
-    let path = wasm("hostile");
-    let mut args = vec![
-        "invoke",
-        path.to_str().unwrap(),
-        "--data",
-        data,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let run = eddy(&args, cache.path());
+    let run = invoke_json(&wasm("hostile"), &[&["--data", data], extra].concat());
     let json = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
     (run.code, json, run.stderr)
 }
@@ -409,7 +398,14 @@ fn slow_uploads_cannot_keep_health_checks_out() {
     let mut host = Host::start(
         &redis.url(),
         dir.path(),
-        &["--http-body-timeout", "60s", "--http-max-connections", "20"],
+        &[
+            "--http-body-timeout",
+            "60s",
+            "--http-header-timeout",
+            "1s",
+            "--http-max-connections",
+            "20",
+        ],
     );
     let url = host.api_url();
     let addr = url.trim_start_matches("http://").to_owned();
@@ -433,6 +429,17 @@ fn slow_uploads_cannot_keep_health_checks_out() {
         );
     }
     drop(uploads);
+
+    // A connection idle a while, then slow with its headers, gets the header timeout from its
+    // first byte, not after the rest of the (30 s) idle timeout.
+    let mut late = TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let (_, closed) = read_until_closed(&mut late, Duration::from_secs(5));
+    assert!(
+        closed,
+        "a header started after an idle wait must still be timed out"
+    );
 }
 
 // 4. Guest logs bypassed the output budget and could forge host log lines.
@@ -919,6 +926,16 @@ fn request_paths_are_percent_decoded_then_checked() {
     assert_eq!(stored, 1, "the decoded name is the stream");
     let control = post_event(&url, "a%0Ab");
     assert_eq!(control.status, 400, "{control:?}");
+    // An event type is decoded too, then held to the rule a guest's publish follows.
+    let forged = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{}",
+        &format!("{url}/v1/streams/{slash}/events?type=T%0Aforged"),
+    ]);
+    assert_eq!(forged.status, 400, "{forged:?}");
+    assert_eq!(forged.json()["error"]["field"], "type", "{forged:?}");
     // The CLI sends a name as one encoded segment, so the host names what is wrong with it.
     let out = run(Command::new(eddy_bin()).args([
         "publish", "a?b", "--type", "T", "--data", "{}", "--host", &url,

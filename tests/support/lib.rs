@@ -113,6 +113,15 @@ pub fn eddy(args: &[&str], cache: &Path) -> Run {
         .env("XDG_CACHE_HOME", cache))
 }
 
+/// `eddy invoke COMPONENT --output json ARGS…`, with a compile cache of its own.
+pub fn invoke_json(component: &Path, args: &[&str]) -> Run {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let component = component.to_str().expect("a UTF-8 path");
+    let mut all = vec!["invoke", component, "--output", "json"];
+    all.extend_from_slice(args);
+    eddy(&all, cache.path())
+}
+
 /// Runs a Redis-direct `eddy` command (`cron`, `dlq`, `logs`, `replay`, …) with `args`
 /// against the Redis at `redis_url`.
 pub fn eddy_redis(args: &[&str], redis_url: &str) -> Run {

@@ -82,14 +82,18 @@ pub async fn ingest(
         _ => vec![plain(query_type, &content_type, &body)?],
     };
     for (i, fields) in events.iter().enumerate() {
-        wire::to_event(stream, "0-0", fields, 1).map_err(|malformed| {
-            let at = if events.len() > 1 {
-                format!("[{i}].data")
+        let at = |field: &str| {
+            if events.len() > 1 {
+                format!("[{i}].{field}")
             } else {
-                "data".to_owned()
-            };
-            ApiError::bad_request(&at, malformed.to_string())
-        })?;
+                field.to_owned()
+            }
+        };
+        let event = wire::to_event(stream, "0-0", fields, 1)
+            .map_err(|malformed| ApiError::bad_request(&at("data"), malformed.to_string()))?;
+        // The same rule as a guest's publish and a cronjob's, whichever mode it came in by.
+        crate::names::event_type(&event.event_type)
+            .map_err(|e| ApiError::bad_request(&at("type"), format!("event type {e}")))?;
     }
 
     let mut pipe = redis::pipe();

@@ -13,7 +13,6 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,7 +21,7 @@ use crate::engine::{FunctionSpec, digest};
 use crate::manifest;
 use crate::registry;
 
-pub use crate::engine::MAX_COMPONENT_BYTES;
+use crate::engine::MAX_COMPONENT_BYTES;
 /// Largest deploy request (the manifest) accepted.
 const MAX_DEPLOY_BODY_BYTES: usize = 256 * 1024;
 /// Default number of API invocations that may run at once on a host: 4. They share the
@@ -38,18 +37,9 @@ const RETRY_AFTER_SECONDS: u32 = 1;
 /// The bound on API invocations: a few run, a few more wait, the rest are refused at once.
 pub struct InvokeBound {
     running: Arc<Semaphore>,
-    /// Invocations running or waiting.
-    admitted: Arc<AtomicUsize>,
+    /// One permit per invocation running or waiting.
+    admitted: Arc<Semaphore>,
     most: usize,
-}
-
-/// A place in the bound, given back when dropped.
-struct Admission(Arc<AtomicUsize>);
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl InvokeBound {
@@ -57,27 +47,23 @@ impl InvokeBound {
     pub fn new(concurrency: usize, queue: usize) -> Self {
         Self {
             running: Arc::new(Semaphore::new(concurrency.max(1))),
-            admitted: Arc::new(AtomicUsize::new(0)),
+            admitted: Arc::new(Semaphore::new(concurrency.max(1) + queue)),
             most: concurrency.max(1) + queue,
         }
     }
 
     /// Takes a turn: waits for one if there is room in the queue, else a 429.
-    async fn turn(&self) -> Result<(Admission, OwnedSemaphorePermit), ApiError> {
-        self.admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.most).then_some(n + 1)
-            })
-            .map_err(|n| {
-                ApiError::busy(
-                    format!(
-                        "{n} invocations are running or waiting on this host, its limit \
-                         (--api-invoke-concurrency and --api-invoke-queue): try again shortly"
-                    ),
-                    RETRY_AFTER_SECONDS,
-                )
-            })?;
-        let admission = Admission(self.admitted.clone());
+    async fn turn(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+        let admission = self.admitted.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy(
+                format!(
+                    "{} invocations are running or waiting on this host, its limit \
+                     (--api-invoke-concurrency and --api-invoke-queue): try again shortly",
+                    self.most
+                ),
+                RETRY_AFTER_SECONDS,
+            )
+        })?;
         let permit = self
             .running
             .clone()
@@ -364,25 +350,23 @@ pub async fn invoke(
         Some(loaded) => loaded,
         // Deployed a moment ago and not yet switched to here: load it for this call.
         None => {
-            let manifest = manifest::parse_deployed(name, &version.manifest)
-                .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
-            let bytes = registry::get_component(&mut conn, &version.digest)
+            use crate::host::LoadVersionError as E;
+            crate::host::load_version(&state.engine, &mut conn, name, &version)
                 .await
-                .map_err(unavailable)?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("component {} is missing", version.digest))
-                })?;
-            let spec = manifest
-                .function_spec(Some(version.version), state.engine.secret_dirs())
-                .map_err(|e| ApiError::invalid("manifest.secrets", e.to_string()))?;
-            let engine = state.engine.clone();
-            let function = tokio::task::spawn_blocking(move || engine.load(spec, &bytes))
-                .await
-                .map_err(|e| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                .map_err(|error| match error {
+                    E::Manifest(e @ manifest::ManifestError::Secret { .. }) => {
+                        ApiError::invalid("manifest.secrets", e.to_string())
+                    }
+                    E::Manifest(e) => ApiError::invalid("manifest", e.to_string()),
+                    E::MissingComponent(_) => ApiError::not_found(error.to_string()),
+                    E::Redis(e) => unavailable(e),
+                    E::Load(e) => ApiError::invalid("component", e.to_string()),
+                    E::Task(_) => ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        error.to_string(),
+                    ),
                 })?
-                .map_err(|e| ApiError::invalid("component", e.to_string()))?;
-            crate::host::LoadedFunction { manifest, function }
         }
     };
     let publisher: Arc<dyn crate::engine::Publisher> =

@@ -21,11 +21,10 @@ mod server;
 
 pub use functions::{
     DEFAULT_API_INVOKE_CONCURRENCY, DEFAULT_API_INVOKE_QUEUE, InvokeBound, MAX_API_INVOKE_BOUND,
-    MAX_COMPONENT_BYTES,
 };
 pub use server::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    HttpLimits, MAX_CONNECTIONS_CEILING, MAX_HTTP_TIMEOUT, open_file_limit, serve,
+    HttpLimits, MAX_CONNECTIONS_CEILING, MAX_HTTP_TIMEOUT, raise_open_file_limit, serve,
 };
 
 use std::net::SocketAddr;

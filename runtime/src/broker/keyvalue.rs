@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionManager;
 
 use crate::engine::{
-    BucketId, KeyValue, KvError, MAX_BATCH_READ_BYTES, not_a_number, too_much_to_read,
+    BucketId, KeyValue, KvError, MAX_BATCH_READ_BYTES, not_a_number, overflows, too_much_to_read,
 };
 
 /// The Redis key of a bucket.
@@ -149,9 +149,7 @@ impl KeyValue for RedisKeyValue {
         match incremented {
             Ok(n) => Ok(n),
             Err(error) if error.to_string().contains("not an integer") => Err(not_a_number(key)),
-            Err(error) if error.to_string().contains("overflow") => {
-                Err(KvError::Conflict(format!("incrementing {key:?} overflows")))
-            }
+            Err(error) if error.to_string().contains("overflow") => Err(overflows(key)),
             Err(error) => Err(unavailable(error)),
         }
     }

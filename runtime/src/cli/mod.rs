@@ -291,23 +291,9 @@ pub fn bytes_within(
     }
 }
 
-/// A flag's parser for a count from `min` to `max`.
-pub fn count_within(
-    min: usize,
-    max: usize,
-) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
-    move |input| {
-        let value: usize = input
-            .trim()
-            .parse()
-            .map_err(|_| format!("{input:?}: expected a whole number"))?;
-        if !(min..=max).contains(&value) {
-            return Err(format!(
-                "{value}: expected at least {min} and at most {max}"
-            ));
-        }
-        Ok(value)
-    }
+/// A flag's parser for a count from `min` to `max` (clap's own, which names the range).
+pub fn count_within(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min as u64..=max as u64)
 }
 
 /// Runs `work` on a connection to the hosts' Redis (`--redis`, else the private one in

@@ -235,7 +235,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         api_invoke_concurrency: args.api_invoke_concurrency,
         api_invoke_queue: args.api_invoke_queue,
     };
-    raise_open_file_limit();
+    crate::api::raise_open_file_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -256,26 +256,6 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         redis.stop();
     }
     result.map(|()| EXIT_OK)
-}
-
-/// Raises this process's soft open-file limit to its hard limit, as servers do: the default
-/// soft limit (often 1024) is what a host with many API clients and Redis connections runs
-/// out of first. The API's connection cap is then fitted below it.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::debug!("cannot raise the open-file limit; keeping the soft one");
-            }
-        }
-    }
 }
 
 /// First SIGINT/SIGTERM: drain. Second: stop waiting.

@@ -326,35 +326,29 @@ impl publisher::Host for InvocationState {
         event_type: String,
         data: Vec<u8>,
     ) -> Result<String, wit::Error> {
-        let result = self.spend_publish(&stream, &event_type, &data);
-        let result = match result {
+        let published = match self.spend_publish(&stream, &event_type, &data) {
             Ok(()) => {
                 let request = PublishRequest {
                     function: self.function.to_string(),
-                    stream,
-                    event_type,
+                    stream: stream.clone(),
+                    event_type: event_type.clone(),
                     data,
                     caused_by: self.event_id.clone(),
                     extensions: Vec::new(),
                 };
-                let (stream, event_type) = (request.stream.clone(), request.event_type.clone());
-                let published = self.publisher.publish(request).await;
-                match &published {
-                    Ok(id) => tracing::debug!(
-                        function = %self.function, %stream, %event_type, %id, "published"
-                    ),
-                    Err(error) => tracing::warn!(
-                        function = %self.function, %stream, %error, "publish refused"
-                    ),
-                }
-                published
+                self.publisher.publish(request).await
             }
-            Err(error) => {
-                tracing::warn!(function = %self.function, %stream, %error, "publish refused");
-                Err(error)
-            }
+            Err(error) => Err(error),
         };
-        result.map_err(wit_error)
+        match &published {
+            Ok(id) => tracing::debug!(
+                function = %self.function, %stream, %event_type, %id, "published"
+            ),
+            Err(error) => {
+                tracing::warn!(function = %self.function, %stream, %error, "publish refused")
+            }
+        }
+        published.map_err(wit_error)
     }
 }
 

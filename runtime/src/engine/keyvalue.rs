@@ -196,6 +196,11 @@ pub fn parse_counter(key: &str, value: Option<&[u8]>) -> Result<i64, KvError> {
         .ok_or_else(|| not_a_number(key))
 }
 
+/// The error of an increment that would pass the range of a 64-bit integer.
+pub fn overflows(key: &str) -> KvError {
+    KvError::Conflict(format!("incrementing {key:?} overflows"))
+}
+
 /// The error of a `get-many` whose values come to `total` bytes, over
 /// [`MAX_BATCH_READ_BYTES`].
 pub fn too_much_to_read(total: u64) -> KvError {
@@ -259,7 +264,7 @@ impl KeyValue for MemoryKeyValue {
         self.with(bucket, |b| {
             let now = parse_counter(key, b.get(key).map(Vec::as_slice))?
                 .checked_add(delta)
-                .ok_or_else(|| KvError::Conflict(format!("incrementing {key:?} overflows")))?;
+                .ok_or_else(|| overflows(key))?;
             b.insert(key.to_owned(), now.to_string().into_bytes());
             Ok(now)
         })

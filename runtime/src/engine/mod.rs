@@ -45,15 +45,15 @@ pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
 pub use gate::CpuGate;
 pub use keyvalue::{
     BucketId, KeyValue, KvError, MAX_BATCH_KEYS, MAX_BATCH_READ_BYTES, MAX_KEY_BYTES, MAX_OPEN_CAS,
-    MAX_VALUE_BYTES, MemoryKeyValue, check_key, check_value, not_a_number, too_much_to_read,
+    MAX_VALUE_BYTES, MemoryKeyValue, check_key, check_value, not_a_number, overflows,
+    too_much_to_read,
 };
 pub use limits::*;
 pub use outbound::{AllowList, Origin, OutboundStats};
 pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
-    AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_EVENT_TYPE_BYTES, MAX_ONCE_KEY_BYTES,
-    MAX_ONCE_TTL, MemoryPublisher, OnceClaim, OnceState, PublishError, PublishRequest, Publisher,
-    validate_publish,
+    AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL, MemoryPublisher,
+    OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
 };
 pub use secrets::{MIN_SECRET_BYTES, REDACTED, SecretSource, Secrets};
 pub use workers::{Submitted, Workers, default_workers};
@@ -219,11 +219,6 @@ impl Engine {
             }),
         })
     }
-
-    /// Instances invocations may still take from the pool now.
-    pub fn free_instances(&self) -> usize {
-        self.inner.instances.available_permits()
-    }
 }
 
 impl Engine {
@@ -261,16 +256,10 @@ impl Engine {
                     secrets: Arc::new(Secrets::default()),
                     keyvalue: Arc::new(MemoryKeyValue::default()),
                     shared_buckets: Arc::new(Vec::new()),
-                    // Nothing may leave while a component is only being checked.
-                    outbound: outbound::Outbound::new(
+                    outbound: outbound::Outbound::closed(
                         function,
-                        Arc::new(AllowList::default()),
                         self.inner.tls.clone(),
                         deadline,
-                        1,
-                        0,
-                        None,
-                        Arc::default(),
                     ),
                 },
                 deadline,
@@ -611,14 +600,7 @@ impl Function {
         };
         let mut result = match returned {
             Ok(Ok(response)) => {
-                // Redacted whole before it is cut, so the cut cannot split a secret unseen.
-                let mut body = response.body;
-                inner.secrets.redact_bytes(&mut body);
-                if body.len() > MAX_RESPONSE_BODY_BYTES {
-                    body.truncate(MAX_RESPONSE_BODY_BYTES);
-                    inner.secrets.redact_cut_bytes(&mut body);
-                }
-                InvokeResult::returned(response.status, body, duration, output)
+                InvokeResult::returned(response.status, response.body, duration, output)
             }
             Ok(Err(error)) => {
                 let failure = classify_error(&error, refused, &limits, &output.stderr);
@@ -644,7 +626,12 @@ impl Function {
                 .settle_once(&claims, result.outcome == Outcome::Done)
                 .await;
         }
+        // Redacted whole before the body is cut, so the cut cannot split a secret unseen.
         result.redact(&inner.secrets);
+        if result.body.len() > MAX_RESPONSE_BODY_BYTES {
+            result.body.truncate(MAX_RESPONSE_BODY_BYTES);
+            inner.secrets.redact_cut_bytes(&mut result.body);
+        }
         if !result.output.stdout.is_empty() || !result.output.stderr.is_empty() {
             tracing::debug!(
                 function = %inner.name, event_id = %event.id,
@@ -661,8 +648,7 @@ impl Function {
             })
             && result.outbound.calls > 0
         {
-            result.outbound.limits.push("timeout");
-            result.outbound.limits.dedup();
+            result.outbound.limit("timeout");
         }
         result.span = Some(span);
         result.instantiation = instantiation;

@@ -265,7 +265,8 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl OutboundStats {
-    fn limit(&mut self, name: &'static str) {
+    /// Notes that limit `name` was hit (once, however often).
+    pub(crate) fn limit(&mut self, name: &'static str) {
         if !self.limits.contains(&name) {
             self.limits.push(name);
         }
@@ -325,21 +326,21 @@ impl Pool {
 /// The outbound side of one invocation: its allow-list, limits, deadline and what it did.
 pub struct Outbound {
     /// The function, for logs and metrics.
-    pub function: Arc<str>,
+    function: Arc<str>,
     /// Where it may go.
-    pub allow: Arc<AllowList>,
+    allow: Arc<AllowList>,
     /// How it connects over TLS.
-    pub tls: Arc<rustls::ClientConfig>,
+    tls: Arc<rustls::ClientConfig>,
     /// When the invocation ends.
-    pub deadline: Instant,
+    deadline: Instant,
     /// Requests in flight at most.
-    pub concurrency: usize,
+    concurrency: usize,
     /// Bytes of one response body at most.
-    pub response_bytes: u64,
+    response_bytes: u64,
     /// The invocation's `traceparent`, added to each request.
-    pub traceparent: Option<String>,
+    traceparent: Option<String>,
     /// The function's kept-alive connections.
-    pub pool: Arc<Pool>,
+    pool: Arc<Pool>,
     in_flight: Arc<AtomicUsize>,
     stats: Arc<Mutex<OutboundStats>>,
 }
@@ -369,6 +370,20 @@ impl Outbound {
             in_flight: Arc::new(AtomicUsize::new(0)),
             stats: Arc::new(Mutex::new(OutboundStats::default())),
         }
+    }
+
+    /// An outbound side that lets nothing out: for a component only being checked at load.
+    pub fn closed(function: Arc<str>, tls: Arc<rustls::ClientConfig>, deadline: Instant) -> Self {
+        Self::new(
+            function,
+            Arc::new(AllowList::default()),
+            tls,
+            deadline,
+            1,
+            0,
+            None,
+            Arc::default(),
+        )
     }
 
     /// A handle on what the requests did, read when the invocation ends.

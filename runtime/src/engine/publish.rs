@@ -14,10 +14,10 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
-
-use super::limits::MAX_PUBLISHED_EVENT_BYTES;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::limits::MAX_PUBLISHED_EVENT_BYTES;
 
 /// One event a function asked to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,24 +195,13 @@ impl OnceState {
     }
 }
 
-/// Longest event type accepted from a guest.
-pub const MAX_EVENT_TYPE_BYTES: usize = 256;
-
 /// Checks a published event before any publisher sees it: the stream name (one validation for
 /// every name, [`crate::names::stream`]), the type, and that the data is one JSON document of
 /// at most [`MAX_PUBLISHED_EVENT_BYTES`], as its `application/json` label promises.
 pub fn validate_publish(stream: &str, event_type: &str, data: &[u8]) -> Result<(), PublishError> {
     crate::names::stream(stream).map_err(|e| PublishError::Invalid(format!("stream name {e}")))?;
-    if event_type.is_empty()
-        || event_type.len() > MAX_EVENT_TYPE_BYTES
-        || event_type.chars().any(char::is_control)
-    {
-        return Err(PublishError::Invalid(format!(
-            "event type \"{}\": expected 1 to {MAX_EVENT_TYPE_BYTES} bytes with no control \
-             characters",
-            crate::names::Escaped(event_type)
-        )));
-    }
+    crate::names::event_type(event_type)
+        .map_err(|e| PublishError::Invalid(format!("event type {e}")))?;
     if data.len() > MAX_PUBLISHED_EVENT_BYTES {
         return Err(PublishError::Invalid(format!(
             "event data of {} bytes is over the {MAX_PUBLISHED_EVENT_BYTES}-byte limit of one \
