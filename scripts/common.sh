@@ -70,6 +70,25 @@ install_function_toolchains() {
   fi
 }
 
+# The stream bench's peers (tests/benches/peers): the same drain done by a redis-py consumer,
+# in its own virtualenv outside the clone, and by a BullMQ worker, both pinned. The bench finds
+# them through EDDY_BENCH_PYTHON and EDDY_BENCH_BULLMQ.
+EDDY_BENCH_VENV="${EDDY_BENCH_VENV:-$HOME/.cache/eddy/bench-venv}"
+export EDDY_BENCH_PYTHON="$EDDY_BENCH_VENV/bin/python"
+export EDDY_BENCH_BULLMQ="$ROOT/tests/benches/peers/bullmq/drain.mjs"
+install_bench_peers() {
+  if ! "$EDDY_BENCH_PYTHON" -c 'import redis, sys; sys.exit(redis.__version__ != "8.1.0")' 2>/dev/null; then
+    step "installing redis-py 8.1.0 for the stream bench (pip, in $EDDY_BENCH_VENV)"
+    python3 -m venv "$EDDY_BENCH_VENV" || { apt_install "" python3-venv && python3 -m venv "$EDDY_BENCH_VENV"; }
+    "$EDDY_BENCH_VENV/bin/pip" install -q --disable-pip-version-check redis==8.1.0
+  fi
+  if [ ! -d "$ROOT/tests/benches/peers/bullmq/node_modules" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install "" nodejs npm
+    step "installing bullmq 6.7.0 for the stream bench (npm ci in tests/benches/peers/bullmq)"
+    (cd "$ROOT/tests/benches/peers/bullmq" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 build_functions() {
   step "building functions and fixtures for wasm32-wasip2"
   (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)

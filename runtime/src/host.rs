@@ -52,6 +52,9 @@ pub struct HostConfig {
     pub api_invoke_concurrency: usize,
     /// API invocations waiting for a turn beyond those ([`api::DEFAULT_API_INVOKE_QUEUE`]).
     pub api_invoke_queue: usize,
+    /// Redis memory every invocation record may take, across hosts
+    /// ([`crate::records::DEFAULT_BUDGET`]).
+    pub records_budget: u64,
 }
 
 /// The deployed functions a host runs now, by name, with their version: what the API's invoke
@@ -216,7 +219,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         abandon: abandon.clone(),
         claim_margin: config.claim_margin,
-        recorder: crate::records::Recorder::spawn(broker_for_records),
+        recorder: crate::records::Recorder::spawn(broker_for_records, config.records_budget),
         spans: config.spans.clone(),
     };
     let mut triggers = JoinSet::new();

@@ -61,6 +61,28 @@ fn lateness_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 12))
 }
 
+/// One function's event metrics, resolved once (see [`Metrics::function`]); each field is a
+/// handle on the series of [`METRICS`] itself.
+#[derive(Clone)]
+pub struct FunctionMetrics {
+    /// `eddy_events_total{outcome="ok"}`.
+    pub ok: Counter,
+    /// `eddy_events_total{outcome="rejected"}`.
+    pub rejected: Counter,
+    /// `eddy_events_total{outcome="failed"}`.
+    pub failed: Counter,
+    /// `eddy_events_total{outcome="retried"}`.
+    pub retried: Counter,
+    /// `eddy_events_total{outcome="dead_lettered"}`.
+    pub dead_lettered: Counter,
+    /// `eddy_invocation_duration_seconds`.
+    pub duration: Histogram,
+    /// `eddy_instantiation_duration_seconds`.
+    pub instantiation: Histogram,
+    /// `eddy_invocations_in_flight`.
+    pub in_flight: Gauge,
+}
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -185,6 +207,27 @@ impl Metrics {
             self.outbound_duration
                 .get_or_create(&labels(&[("function", function), ("host", host)]))
                 .observe(took.as_secs_f64());
+        }
+    }
+
+    /// The handles of `function`'s event metrics, resolved once: a trigger holds them so its
+    /// per-event path looks no label up.
+    pub fn function(&self, function: &str) -> FunctionMetrics {
+        let events = |outcome: &str| {
+            self.events
+                .get_or_create(&labels(&[("function", function), ("outcome", outcome)]))
+                .clone()
+        };
+        let one = labels(&[("function", function)]);
+        FunctionMetrics {
+            ok: events("ok"),
+            rejected: events("rejected"),
+            failed: events("failed"),
+            retried: events("retried"),
+            dead_lettered: events("dead_lettered"),
+            duration: self.duration.get_or_create(&one).clone(),
+            instantiation: self.instantiation.get_or_create(&one).clone(),
+            in_flight: self.in_flight.get_or_create(&one).clone(),
         }
     }
 

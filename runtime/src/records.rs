@@ -1,13 +1,20 @@
-//! Invocation records: what happened to each event, kept in Redis for `eddy logs` and
-//! `eddy trace`.
+//! Invocation records: what happened to each event, kept in Redis for `eddy logs`,
+//! `eddy trace` and the web page, within a memory budget that does not grow with the event rate.
 //!
-//! Every invocation is recorded: time, function, event id, stream and entry id, attempt,
-//! status, outcome, duration, the host, the correlation id, and its log lines (bounded to
-//! [`RECORD_LOG_BYTES`]). Records go to `eddy:records:<function>` (the newest
-//! [`RECORDS_PER_FUNCTION`] are kept) and to `eddy:trace:<correlation id>` (a flow's records in
-//! order, kept [`TRACE_TTL`]); `eddy:event:<id>` maps an event to its correlation id;
-//! [`FAILURES_KEY`] keeps the newest failures across functions, for the web page. A host
-//! writes them from a background task in pipelined batches, off the invocation path.
+//! Every invocation is recorded: time, function, event id and type, stream and entry id,
+//! attempt, status, outcome, error, duration, the host, the correlation id, the event that
+//! caused it, and its log lines (the last [`RECORD_LOG_BYTES`] of a failure's, the last
+//! [`SUCCESS_LOG_BYTES`] of a success's). A host gathers records for up to [`LINGER`] (or
+//! [`BATCH`] records) and writes them with **one** script call: one entry of the stream
+//! [`RECORDS_KEY`] holding the whole batch as a JSON array. The script counts the bytes it
+//! holds in [`RECORDS_BYTES_KEY`] and deletes the oldest entries while the total is over the
+//! budget (`eddy up --records-budget`, default [`DEFAULT_BUDGET`]), so what records cost in
+//! Redis is bounded by the budget, however many events run. Failures are also kept whole in
+//! [`FAILURES_KEY`] (the newest [`RECENT_FAILURES`]), which the web page reads.
+//!
+//! Reading scans the stream from the newest entry: `eddy logs` stops once it has
+//! [`RECORDS_PER_FUNCTION`] of the function's records, and `eddy trace` finds a flow only while
+//! its records are within the budget. Nothing else (no key per event or per flow) is written.
 
 use std::time::Duration;
 
@@ -15,20 +22,75 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// Records kept per function (older ones are trimmed).
+/// The stream holding every record, a batch per entry.
+pub const RECORDS_KEY: &str = "eddy:records";
+/// The bytes [`RECORDS_KEY`] holds, as counted by the hosts that write it.
+pub const RECORDS_BYTES_KEY: &str = "eddy:records:bytes";
+/// The default budget: Redis memory all records may take, across every host and function.
+pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
+/// The smallest budget accepted.
+pub const MIN_BUDGET: u64 = 1024 * 1024;
+/// The largest budget accepted.
+pub const MAX_BUDGET: u64 = 64 * 1024 * 1024 * 1024;
+/// Records `eddy logs` shows per function at most: the newest.
 pub const RECORDS_PER_FUNCTION: usize = 1000;
-/// Records kept per flow (correlation id): the newest.
+/// Records `eddy trace` shows per flow at most.
 pub const RECORDS_PER_TRACE: usize = 1000;
-/// How long a flow's records and event lookups are kept.
-pub const TRACE_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Bytes of log lines kept in one record.
+/// Bytes of log lines kept in the record of a failed or rejected invocation.
 pub const RECORD_LOG_BYTES: usize = 2048;
+/// Bytes of log lines kept in the record of a successful one: the common case stays small.
+pub const SUCCESS_LOG_BYTES: usize = 256;
 /// The newest failed or rejected invocations across all functions, newest first.
 pub const FAILURES_KEY: &str = "eddy:failures";
 /// How many of those are kept.
 pub const RECENT_FAILURES: usize = 200;
-/// Records written per pipeline at most.
-const BATCH: usize = 256;
+/// Records written per script call at most.
+pub const BATCH: usize = 512;
+/// How long a record may wait for others to share its write: records are for people, and
+/// one write per many events is what keeps them off Redis's per-event bill.
+pub const LINGER: Duration = Duration::from_millis(50);
+/// Bytes counted per stream entry beyond its JSON, for Redis's own bookkeeping.
+const ENTRY_OVERHEAD: usize = 64;
+/// Entries a write deletes at most to get back under the budget (a smaller budget set by a
+/// later host is reached over a few writes, never by one long script).
+const MAX_TRIMMED_PER_WRITE: usize = 64;
+/// Stream entries read per page when scanning.
+const SCAN_PAGE: usize = 32;
+
+/// KEYS: records stream, byte counter, failures list. ARGV: budget, entry size, the batch's
+/// JSON, then the failures' JSON documents. Appends the batch, counts its bytes, deletes the
+/// oldest entries while over the budget, and keeps the newest failures.
+static APPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"
+        redis.call('XADD', KEYS[1], '*', 's', ARGV[2], 'r', ARGV[3])
+        local held = redis.call('INCRBY', KEYS[2], ARGV[2])
+        local budget = tonumber(ARGV[1])
+        local trimmed = 0
+        while held > budget and trimmed < {MAX_TRIMMED_PER_WRITE} do
+            local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+            if #oldest == 0 then
+                redis.call('SET', KEYS[2], 0)
+                break
+            end
+            local size = 0
+            local fields = oldest[1][2]
+            for i = 1, #fields, 2 do
+                if fields[i] == 's' then size = tonumber(fields[i + 1]) or 0 end
+            end
+            redis.call('XDEL', KEYS[1], oldest[1][1])
+            held = redis.call('DECRBY', KEYS[2], size)
+            trimmed = trimmed + 1
+        end
+        if #ARGV > 3 then
+            redis.call('LPUSH', KEYS[3], unpack(ARGV, 4))
+            redis.call('LTRIM', KEYS[3], 0, {last})
+        end
+        return held
+        ",
+        last = RECENT_FAILURES - 1,
+    ))
+});
 
 /// One invocation, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +146,19 @@ impl Record {
 
 /// The last [`RECORD_LOG_BYTES`] of `logs`, cut at a character boundary.
 pub fn bounded_logs(logs: &str) -> String {
-    let cut = logs.len().saturating_sub(RECORD_LOG_BYTES);
+    last_bytes(logs, RECORD_LOG_BYTES)
+}
+
+/// The end of `logs` a record keeps for an invocation that ended in `outcome`.
+pub fn logs_for(outcome: crate::engine::Outcome, logs: &str) -> String {
+    match outcome {
+        crate::engine::Outcome::Done => last_bytes(logs, SUCCESS_LOG_BYTES),
+        _ => last_bytes(logs, RECORD_LOG_BYTES),
+    }
+}
+
+fn last_bytes(logs: &str, max: usize) -> String {
+    let cut = logs.len().saturating_sub(max);
     let cut = (cut..=logs.len())
         .find(|i| logs.is_char_boundary(*i))
         .unwrap_or(logs.len());
@@ -93,84 +167,139 @@ pub fn bounded_logs(logs: &str) -> String {
 
 /// Queues records for writing; cheap to clone.
 #[derive(Clone)]
-pub struct Recorder(mpsc::UnboundedSender<Record>);
+pub struct Recorder(mpsc::UnboundedSender<Vec<Record>>);
 
 impl Recorder {
-    /// Starts the writing task.
-    pub fn spawn(conn: ConnectionManager) -> Self {
+    /// Starts the writing task, keeping every record within `budget` bytes of Redis memory.
+    pub fn spawn(conn: ConnectionManager, budget: u64) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write(conn, receiver));
+        tokio::spawn(write(conn, receiver, budget.clamp(MIN_BUDGET, MAX_BUDGET)));
         Self(sender)
     }
 
-    /// Queues `record`.
+    /// Queues `records` (one send for a whole batch).
+    pub fn record_many(&self, records: Vec<Record>) {
+        if !records.is_empty() {
+            let _ = self.0.send(records);
+        }
+    }
+
+    /// Queues one record.
     pub fn record(&self, record: Record) {
-        let _ = self.0.send(record);
+        self.record_many(vec![record]);
     }
 }
 
-async fn write(mut conn: ConnectionManager, mut receiver: mpsc::UnboundedReceiver<Record>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        let ttl = TRACE_TTL.as_secs();
-        let mut failed = false;
-        for record in batch.drain(..) {
-            let json = serde_json::to_string(&record).expect("a record serializes");
-            let by_function = format!("eddy:records:{}", record.function);
-            let trace = format!("eddy:trace:{}", record.correlation_id);
-            pipe.cmd("LPUSH").arg(&by_function).arg(&json).ignore();
-            pipe.cmd("LTRIM")
-                .arg(&by_function)
-                .arg(0)
-                .arg(RECORDS_PER_FUNCTION - 1)
-                .ignore();
-            if record.outcome != "done" {
-                pipe.cmd("LPUSH").arg(FAILURES_KEY).arg(&json).ignore();
-                failed = true;
+async fn write(
+    mut conn: ConnectionManager,
+    mut receiver: mpsc::UnboundedReceiver<Vec<Record>>,
+    budget: u64,
+) {
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut received = Vec::new();
+    loop {
+        // Wait for the first records, then linger for more to share the write.
+        if receiver.recv_many(&mut received, 64).await == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            batch.extend(received.drain(..).flatten());
+            if batch.len() >= BATCH {
+                break;
             }
-            pipe.cmd("RPUSH").arg(&trace).arg(&json).ignore();
-            // A client that reuses one correlation id must not grow a list without end.
-            pipe.cmd("LTRIM")
-                .arg(&trace)
-                .arg(-(RECORDS_PER_TRACE as i64))
-                .arg(-1)
-                .ignore();
-            pipe.cmd("EXPIRE").arg(&trace).arg(ttl).ignore();
-            pipe.cmd("SET")
-                .arg(format!("eddy:event:{}", record.event_id))
-                .arg(&record.correlation_id)
-                .arg("EX")
-                .arg(ttl)
-                .ignore();
+            tokio::select! {
+                got = receiver.recv_many(&mut received, 64) => if got == 0 { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
         }
-        if failed {
-            pipe.cmd("LTRIM")
-                .arg(FAILURES_KEY)
-                .arg(0)
-                .arg(RECENT_FAILURES - 1)
-                .ignore();
-        }
-        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-            // Records are for people; losing a batch during an outage is acceptable.
-            tracing::warn!(%error, "writing invocation records failed");
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(BATCH));
+            append(&mut conn, &batch, budget).await;
+            batch = rest;
         }
     }
 }
 
-/// The newest records of `function`, newest first, optionally only failures or one event's.
+/// Writes one batch of records with one script call.
+async fn append(conn: &mut ConnectionManager, records: &[Record], budget: u64) {
+    let json = serde_json::to_string(records).expect("records serialize");
+    let mut invocation = APPEND.prepare_invoke();
+    invocation
+        .key(RECORDS_KEY)
+        .key(RECORDS_BYTES_KEY)
+        .key(FAILURES_KEY)
+        .arg(budget)
+        .arg(json.len() + ENTRY_OVERHEAD)
+        .arg(json);
+    for record in records.iter().filter(|r| r.outcome != "done") {
+        invocation.arg(serde_json::to_string(record).expect("a record serializes"));
+    }
+    if let Err(error) = invocation.invoke_async::<i64>(conn).await {
+        // Records are for people; losing a batch during an outage is acceptable.
+        tracing::warn!(%error, records = records.len(), "writing invocation records failed");
+    }
+}
+
+/// Calls `visit` with every record, newest first, until it returns false or the records end.
+async fn scan<C: ConnectionLike>(
+    conn: &mut C,
+    mut visit: impl FnMut(Record) -> bool,
+) -> redis::RedisResult<()> {
+    let mut end = "+".to_owned();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(RECORDS_KEY)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .query_async(conn)
+            .await?;
+        let Some((last_id, _)) = page.last() else {
+            return Ok(());
+        };
+        end = format!("({last_id}");
+        for (_, fields) in &page {
+            let Some((_, json)) = fields.iter().find(|(name, _)| name == "r") else {
+                continue;
+            };
+            // A batch that does not parse was written by a newer host: skipped.
+            let Ok(records) = serde_json::from_str::<Vec<Record>>(json) else {
+                continue;
+            };
+            for record in records.into_iter().rev() {
+                if !visit(record) {
+                    return Ok(());
+                }
+            }
+        }
+        if page.len() < SCAN_PAGE {
+            return Ok(());
+        }
+    }
+}
+
+/// The newest records of `function` (at most [`RECORDS_PER_FUNCTION`]), newest first,
+/// optionally only failures or one event's.
 pub async fn logs<C: ConnectionLike>(
     conn: &mut C,
     function: &str,
     failed_only: bool,
     event: Option<&str>,
 ) -> redis::RedisResult<Vec<Record>> {
-    Ok(read_list(conn, &format!("eddy:records:{function}"), -1)
-        .await?
-        .into_iter()
-        .filter(|r| !failed_only || r.outcome != "done")
-        .filter(|r| event.is_none_or(|e| r.event_id == e))
-        .collect())
+    let mut found = Vec::new();
+    scan(conn, |record| {
+        if record.function == function
+            && (!failed_only || record.outcome != "done")
+            && event.is_none_or(|e| record.event_id == e)
+        {
+            found.push(record);
+        }
+        found.len() < RECORDS_PER_FUNCTION
+    })
+    .await?;
+    Ok(found)
 }
 
 /// The newest `limit` (at most [`RECENT_FAILURES`]) invocations that did not succeed, across
@@ -181,35 +310,8 @@ pub async fn recent_failures<C: ConnectionLike>(
     limit: usize,
 ) -> redis::RedisResult<Vec<Record>> {
     let last = limit.clamp(1, RECENT_FAILURES) as isize - 1;
-    read_list(conn, FAILURES_KEY, last).await
-}
-
-/// Every recorded invocation of the flow `event_id` belongs to, in order.
-pub async fn trace<C: ConnectionLike>(
-    conn: &mut C,
-    event_id: &str,
-) -> redis::RedisResult<Vec<Record>> {
-    let correlation: Option<String> = redis::cmd("GET")
-        .arg(format!("eddy:event:{event_id}"))
-        .query_async(conn)
-        .await?;
-    let correlation = correlation.unwrap_or_else(|| event_id.to_owned());
-    let mut flow = read_list(conn, &format!("eddy:trace:{correlation}"), -1).await?;
-    // Records land in the order invocations *ended*; a function can publish and keep working,
-    // so the event it caused may finish first. Ordering by start keeps cause before effect.
-    flow.sort_by_key(Record::started_micros);
-    Ok(flow)
-}
-
-/// The records of list `key` up to index `last` (-1: all), skipping any that do not parse
-/// (written by a newer host).
-async fn read_list<C: ConnectionLike>(
-    conn: &mut C,
-    key: &str,
-    last: isize,
-) -> redis::RedisResult<Vec<Record>> {
     let raw: Vec<String> = redis::cmd("LRANGE")
-        .arg(key)
+        .arg(FAILURES_KEY)
         .arg(0)
         .arg(last)
         .query_async(conn)
@@ -218,6 +320,42 @@ async fn read_list<C: ConnectionLike>(
         .iter()
         .filter_map(|r| serde_json::from_str(r).ok())
         .collect())
+}
+
+/// Every recorded invocation of the flow `event_id` belongs to (at most
+/// [`RECORDS_PER_TRACE`]), in order, among the records still held.
+pub async fn trace<C: ConnectionLike>(
+    conn: &mut C,
+    event_id: &str,
+) -> redis::RedisResult<Vec<Record>> {
+    // One pass finds the flow if `event_id` started it (its correlation id is its own id);
+    // otherwise it finds the event's record, whose correlation id names the flow.
+    let mut flow = Vec::new();
+    let mut correlation = None;
+    scan(conn, |record| {
+        if record.event_id == event_id && correlation.is_none() {
+            correlation = Some(record.correlation_id.clone());
+        }
+        if record.correlation_id == event_id {
+            flow.push(record);
+        }
+        flow.len() < RECORDS_PER_TRACE
+    })
+    .await?;
+    if let Some(correlation) = correlation.filter(|c| c != event_id) {
+        flow.clear();
+        scan(conn, |record| {
+            if record.correlation_id == correlation {
+                flow.push(record);
+            }
+            flow.len() < RECORDS_PER_TRACE
+        })
+        .await?;
+    }
+    // Records land in the order invocations *ended*; a function can publish and keep working,
+    // so the event it caused may finish first. Ordering by start keeps cause before effect.
+    flow.sort_by_key(Record::started_micros);
+    Ok(flow)
 }
 
 #[cfg(test)]

@@ -49,7 +49,93 @@ fn fill(conn: &mut redis::Connection, stream: &str, events: usize) {
     }
 }
 
-fn native_drain(redis: &RedisServer, events: usize) -> f64 {
+/// Where a drain's CPU went and what it asked of Redis, per event.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    events_per_s: f64,
+    /// CPU the consumer process used over the drain, µs per event (`None`: not measured).
+    consumer_us: Option<f64>,
+    /// CPU Redis used over the drain, µs per event (`INFO cpu`).
+    redis_us: f64,
+    /// Redis commands per event (`INFO commandstats`, commands run by scripts included).
+    commands: f64,
+}
+
+/// Redis's CPU seconds and commands run so far.
+#[derive(Clone, Copy)]
+struct RedisUse {
+    cpu_s: f64,
+    commands: u64,
+}
+
+fn redis_use(conn: &mut redis::Connection) -> RedisUse {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn).unwrap();
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu_s = field("used_cpu_sys") + field("used_cpu_user");
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let commands = stats
+        .lines()
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    RedisUse { cpu_s, commands }
+}
+
+/// CPU seconds (user and system, every thread) process `pid` has used.
+fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf reads a constant.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// What a drain measures: the clock, the consumer's CPU and Redis's use, from its start.
+struct Meter {
+    started: Instant,
+    redis: RedisUse,
+    consumer: Option<(u32, f64)>,
+}
+
+impl Meter {
+    fn start(conn: &mut redis::Connection, consumer: Option<u32>) -> Self {
+        Self {
+            redis: redis_use(conn),
+            consumer: consumer.map(|pid| (pid, process_cpu_s(pid))),
+            started: Instant::now(),
+        }
+    }
+
+    fn stop(self, conn: &mut redis::Connection, events: usize) -> Cost {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let redis = redis_use(conn);
+        let per_event = |s: f64| s * 1e6 / events as f64;
+        Cost {
+            events_per_s: events as f64 / seconds,
+            consumer_us: self
+                .consumer
+                .map(|(pid, before)| per_event(process_cpu_s(pid) - before)),
+            redis_us: per_event(redis.cpu_s - self.redis.cpu_s),
+            commands: (redis.commands - self.redis.commands) as f64 / events as f64,
+        }
+    }
+}
+
+fn native_drain(redis: &RedisServer, events: usize) -> Cost {
     let mut conn = redis.conn();
     let stream = unique("native");
     fill(&mut conn, &stream, events);
@@ -60,7 +146,8 @@ fn native_drain(redis: &RedisServer, events: usize) -> f64 {
         .arg("0")
         .query(&mut conn)
         .unwrap();
-    let started = Instant::now();
+    let mut meter_conn = redis.conn();
+    let meter = Meter::start(&mut meter_conn, Some(std::process::id()));
     let mut handled = 0;
     while handled < events {
         let reply: redis::Value = redis::cmd("XREADGROUP")
@@ -86,32 +173,113 @@ fn native_drain(redis: &RedisServer, events: usize) -> f64 {
             .query(&mut conn)
             .unwrap();
     }
-    events as f64 / started.elapsed().as_secs_f64()
+    meter.stop(&mut meter_conn, events)
 }
 
-fn eddy_drain(redis: &RedisServer, events: usize, concurrency: usize) -> f64 {
+/// A peer consumer run as its own process: it prints one JSON line with `events_per_s` and
+/// `cpu_us_per_event`; Redis's side is measured here.
+fn peer_drain(redis: &RedisServer, events: usize, command: &mut std::process::Command) -> Cost {
+    let mut conn = redis.conn();
+    let meter = Meter::start(&mut conn, None);
+    let output = command.output().expect("starting a peer consumer");
+    assert!(
+        output.status.success(),
+        "peer consumer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut cost = meter.stop(&mut conn, events);
+    let line = String::from_utf8_lossy(&output.stdout);
+    let reported: serde_json::Value =
+        serde_json::from_str(line.trim().lines().last().unwrap_or("")).expect("peer's JSON line");
+    cost.events_per_s = reported["events_per_s"].as_f64().unwrap();
+    cost.consumer_us = reported["cpu_us_per_event"].as_f64();
+    cost
+}
+
+fn redis_py_drain(redis: &RedisServer, python: &str, events: usize) -> Cost {
+    let mut conn = redis.conn();
+    let stream = unique("redis-py");
+    fill(&mut conn, &stream, events);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/peers/redis_py_consumer.py"
+    );
+    peer_drain(
+        redis,
+        events,
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(redis.url())
+            .arg(&stream)
+            .arg("g")
+            .arg(events.to_string())
+            .arg(BATCH.to_string()),
+    )
+}
+
+fn bullmq_drain(redis: &RedisServer, drain: &str, events: usize, concurrency: usize) -> Cost {
+    peer_drain(
+        redis,
+        events,
+        std::process::Command::new("node")
+            .arg(drain)
+            .arg(redis.url())
+            .arg(unique("bullmq"))
+            .arg(events.to_string())
+            .arg(concurrency.to_string()),
+    )
+}
+
+fn eddy_drain(
+    redis: &RedisServer,
+    events: usize,
+    component: &str,
+    concurrency: Option<usize>,
+    extra: &str,
+) -> Cost {
     let mut conn = redis.conn();
     let stream = unique("eddy");
     fill(&mut conn, &stream, events);
     let dir = tempfile::tempdir().unwrap();
+    let concurrency = concurrency.map_or(String::new(), |c| format!("concurrency = {c}\n"));
     manifest(
         dir.path(),
-        "echo",
-        "echo",
+        component,
+        component,
         &format!(
-            "[[triggers.stream]]\nstream = {stream:?}\nstart = \"earliest\"\nbatch = {BATCH}\nconcurrency = {concurrency}\n"
+            "[[triggers.stream]]\nstream = {stream:?}\nstart = \"earliest\"\nbatch = {BATCH}\n{concurrency}{extra}"
         ),
     );
-    let _host = Host::start(&redis.url(), dir.path(), &[]);
+    let host = Host::start(&redis.url(), dir.path(), &[]);
     // The host creates the group when its trigger starts; the clock starts then.
     eventually(Duration::from_secs(30), "the group", || {
-        group_exists(&mut conn, &stream, "echo").then_some(())
+        group_exists(&mut conn, &stream, component).then_some(())
     });
-    let started = Instant::now();
-    while !eddy_tests::streams::settled(&mut conn, &stream, "echo") {
-        std::thread::sleep(Duration::from_millis(100));
+    let meter = Meter::start(&mut conn, Some(host.pid()));
+    while !eddy_tests::streams::settled(&mut conn, &stream, component) {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    events as f64 / started.elapsed().as_secs_f64()
+    meter.stop(&mut conn, events)
+}
+
+/// Prints one row of the drain table.
+fn row(name: &str, cost: Cost, native: f64) {
+    println!(
+        "  {name:<44} {:>9.0} ev/s {:>6.2}x  {:>9}  {:>7.2}  {:>7.3}",
+        cost.events_per_s,
+        cost.events_per_s / native,
+        cost.consumer_us
+            .map_or("-".to_owned(), |us| format!("{us:.1}")),
+        cost.redis_us,
+        cost.commands,
+    );
 }
 
 fn now_ns() -> u128 {
@@ -190,14 +358,59 @@ fn main() {
     let seconds: u64 = env_or("EDDY_BENCH_SECONDS", 10);
     let redis = RedisServer::start_fast();
 
-    println!("drain throughput, {events} queued events, batch {BATCH}");
+    println!(
+        "drain, {events} queued events, batch {BATCH} (per event: consumer CPU µs, Redis CPU µs, Redis commands)"
+    );
+    println!(
+        "  {:<44} {:>14} {:>7}  {:>9}  {:>7}  {:>7}",
+        "consumer", "rate", "ratio", "cpu µs", "redis µs", "cmds"
+    );
     let native = native_drain(&redis, events);
-    println!("  native XREADGROUP/XACK loop, no wasm: {native:>9.0} events/s");
-    for concurrency in [8, 32, 128] {
-        let eddy = eddy_drain(&redis, events, concurrency);
-        println!(
-            "  eddy up, echo function, concurrency {concurrency}: {eddy:>9.0} events/s  ({:.2}x native)",
-            eddy / native
+    row(
+        "native XREADGROUP/XACK loop, no wasm",
+        native,
+        native.events_per_s,
+    );
+    let native = native.events_per_s;
+    match std::env::var("EDDY_BENCH_PYTHON") {
+        Ok(python) => row(
+            "redis-py consumer-group loop",
+            redis_py_drain(&redis, &python, events),
+            native,
+        ),
+        Err(_) => println!("  redis-py: skipped (EDDY_BENCH_PYTHON unset; scripts/bench sets it)"),
+    }
+    match std::env::var("EDDY_BENCH_BULLMQ") {
+        Ok(drain) => {
+            // One job at a time is slow: a fifth of the events gives the same per-event figures.
+            row(
+                "BullMQ worker, concurrency 1",
+                bullmq_drain(&redis, &drain, events / 5, 1),
+                native,
+            );
+            row(
+                "BullMQ worker, concurrency 100",
+                bullmq_drain(&redis, &drain, events, 100),
+                native,
+            );
+        }
+        Err(_) => println!("  BullMQ: skipped (EDDY_BENCH_BULLMQ unset; scripts/bench sets it)"),
+    }
+    row(
+        "eddy, noop, default concurrency",
+        eddy_drain(&redis, events, "noop", None, ""),
+        native,
+    );
+    row(
+        "eddy, echo, default concurrency",
+        eddy_drain(&redis, events, "echo", None, ""),
+        native,
+    );
+    for concurrency in [8, 128] {
+        row(
+            &format!("eddy, echo, concurrency {concurrency}"),
+            eddy_drain(&redis, events, "echo", Some(concurrency), ""),
+            native,
         );
     }
 

@@ -96,6 +96,19 @@ pub struct UpArgs {
         value_parser = super::count_within(0, api::MAX_API_INVOKE_BOUND))]
     pub api_invoke_queue: usize,
 
+    /// Redis memory that invocation records (`eddy logs`, `eddy trace`, the page) may take in
+    /// all, across hosts and functions: the oldest are dropped beyond it. At least 1MiB, at
+    /// most 64GiB.
+    #[arg(
+        long,
+        env = "EDDY_RECORDS_BUDGET",
+        value_name = "SIZE",
+        default_value = "64MiB",
+        value_parser = super::bytes_within(crate::records::MIN_BUDGET, crate::records::MAX_BUDGET)
+    )]
+    // records::DEFAULT_BUDGET
+    pub records_budget: u64,
+
     /// Time a client has to send a request's headers, from their first byte; at most 1h.
     #[arg(long, value_name = "DURATION", default_value = "10s",
         value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
@@ -234,6 +247,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         },
         api_invoke_concurrency: args.api_invoke_concurrency,
         api_invoke_queue: args.api_invoke_queue,
+        records_budget: args.records_budget,
     };
     crate::api::raise_open_file_limit();
 

@@ -187,14 +187,14 @@ static DEAD_LETTER_PENDING: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Dead-letters a pending stream entry and acknowledges it in one step. Returns the dead
-/// letter's id, or `None` when the entry was no longer pending (another host finished it).
-pub async fn dead_letter_pending<C: redis::aio::ConnectionLike>(
-    conn: &mut C,
+/// Adds to `pipe` dead-lettering a pending stream entry and acknowledging it in one step
+/// (nothing happens if the entry was no longer pending: another host finished it).
+pub fn push_dead_letter_pending(
+    pipe: &mut redis::Pipeline,
     dead_letter_stream: &str,
     original: &[(String, Vec<u8>)],
     letter: &DeadLetter,
-) -> redis::RedisResult<Option<String>> {
+) {
     let mut invocation = DEAD_LETTER_PENDING.prepare_invoke();
     invocation
         .key(&letter.stream)
@@ -202,7 +202,13 @@ pub async fn dead_letter_pending<C: redis::aio::ConnectionLike>(
         .arg(&letter.group)
         .arg(&letter.entry_id);
     push_letter(&mut invocation, original, letter);
-    invocation.invoke_async(conn).await
+    pipe.invoke_script(&invocation).ignore();
+}
+
+/// Loads the script [`push_dead_letter_pending`] uses (see
+/// [`super::retry_queue::load_scripts`]).
+pub async fn load_script<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
+    DEAD_LETTER_PENDING.load_async(conn).await.map(drop)
 }
 
 /// Appends a dead letter's field/value pairs to a script's arguments: Eddy's `eddy.*` fields,

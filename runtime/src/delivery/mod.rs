@@ -13,26 +13,30 @@
 //! - `retry_queue`: the durable schedule of retries (a sorted set leased by Lua scripts), so a
 //!   retry survives the host that scheduled it.
 //! - `dead_letter`: what a dead-letter entry holds, and the atomic "dead-letter and ack" step.
-//! - `acker`: batched `XACK`s for the common path.
 //! - [`replay`]: dead-letter operations: list, show, replay into the retry schedule, purge.
 //! - [`history`]: re-running a function over a range of its stream's history.
 
-mod acker;
 mod backoff;
 mod dead_letter;
 pub mod history;
 pub mod replay;
 mod retry_queue;
 
-pub use acker::{AckHandle, Acker, MAX_ACK_BATCH};
 pub use backoff::{
     DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER,
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy,
 };
 pub use dead_letter::{
-    DeadLetter, LOG_TAIL_BYTES, Reason, dead_letter_pending, error_text, log_tail,
+    DeadLetter, LOG_TAIL_BYTES, Reason, error_text, log_tail, push_dead_letter_pending,
 };
 pub use retry_queue::{LeasedRetry, RetryKeys, RetryRecord};
+
+/// Loads every settling script into Redis's script cache: pipelines send a script's hash
+/// only, and Redis forgets scripts when it restarts.
+pub async fn load_scripts<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
+    retry_queue::load_scripts(conn).await?;
+    dead_letter::load_script(conn).await
+}
 
 use std::time::Duration;
 

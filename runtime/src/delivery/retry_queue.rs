@@ -245,19 +245,20 @@ impl RetryKeys {
             .key(&self.lease);
     }
 
-    /// Moves a pending stream entry whose attempt `attempts` failed into the schedule, due at
-    /// `due_ms`, acknowledging it in the same step. False if it was no longer pending.
+    /// Adds to `pipe` the move of a pending stream entry whose attempt `attempts` failed into
+    /// the schedule, due at `due_ms`, acknowledging it in the same step (nothing happens if it
+    /// is no longer pending: another host settled it).
     #[allow(clippy::too_many_arguments)]
-    pub async fn schedule_first<C: ConnectionLike>(
+    pub fn push_schedule_first(
         &self,
-        conn: &mut C,
+        pipe: &mut redis::Pipeline,
         stream: &str,
         group: &str,
         entry_id: &str,
         due_ms: i64,
         attempts: u32,
         record: &RetryRecord,
-    ) -> redis::RedisResult<bool> {
+    ) {
         let mut invocation = SCHEDULE_FIRST.prepare_invoke();
         invocation
             .key(stream)
@@ -270,19 +271,18 @@ impl RetryKeys {
             .arg(due_ms)
             .arg(record.encode())
             .arg(attempts);
-        let moved: i64 = invocation.invoke_async(conn).await?;
-        Ok(moved == 1)
+        pipe.invoke_script(&invocation).ignore();
     }
 
-    /// Puts a leased event back in the schedule for another attempt. False if the lease was
-    /// lost (it expired and another host holds it now).
-    pub async fn reschedule<C: ConnectionLike>(
+    /// Adds to `pipe` putting a leased event back in the schedule for another attempt (nothing
+    /// happens if the lease was lost: it expired and another host holds it now).
+    pub fn push_reschedule(
         &self,
-        conn: &mut C,
+        pipe: &mut redis::Pipeline,
         leased: &LeasedRetry,
         due_ms: i64,
         record: &RetryRecord,
-    ) -> redis::RedisResult<bool> {
+    ) {
         let mut invocation = RESCHEDULE.prepare_invoke();
         self.add_keys(&mut invocation);
         invocation
@@ -290,8 +290,7 @@ impl RetryKeys {
             .arg(&leased.token)
             .arg(due_ms)
             .arg(record.encode());
-        let moved: i64 = invocation.invoke_async(conn).await?;
-        Ok(moved == 1)
+        pipe.invoke_script(&invocation).ignore();
     }
 
     /// Leases up to `max` events due by `now_ms` until `until_ms`, counting an attempt each.
@@ -341,44 +340,41 @@ impl RetryKeys {
         Ok(first.first().map(|(_, score)| *score as i64))
     }
 
-    /// Extends the lease of an event still waiting for a worker. False if the lease was lost.
-    pub async fn extend_lease<C: ConnectionLike>(
+    /// Adds to `pipe` extending the lease of an event this host holds until `until_ms`; its
+    /// reply is 1, or 0 if the lease was lost.
+    pub fn push_extend_lease(
         &self,
-        conn: &mut C,
+        pipe: &mut redis::Pipeline,
         leased: &LeasedRetry,
         until_ms: i64,
-    ) -> redis::RedisResult<bool> {
+    ) {
         let mut invocation = EXTEND.prepare_invoke();
         self.add_keys(&mut invocation);
         invocation
             .arg(&leased.entry_id)
             .arg(&leased.token)
             .arg(until_ms);
-        let extended: i64 = invocation.invoke_async(conn).await?;
-        Ok(extended == 1)
+        pipe.invoke_script(&invocation);
     }
 
-    /// Removes a leased event that succeeded. False if the lease was lost.
-    pub async fn finish<C: ConnectionLike>(
-        &self,
-        conn: &mut C,
-        leased: &LeasedRetry,
-    ) -> redis::RedisResult<bool> {
+    /// Adds to `pipe` removing a leased event that succeeded (nothing happens if the lease was
+    /// lost).
+    pub fn push_finish(&self, pipe: &mut redis::Pipeline, leased: &LeasedRetry) {
         let mut invocation = FINISH.prepare_invoke();
         self.add_keys(&mut invocation);
         invocation.arg(&leased.entry_id).arg(&leased.token);
-        let done: i64 = invocation.invoke_async(conn).await?;
-        Ok(done == 1)
+        pipe.invoke_script(&invocation).ignore();
     }
 
-    /// Moves a leased event to the dead-letter stream. `None` if the lease was lost.
-    pub async fn dead_letter<C: ConnectionLike>(
+    /// Adds to `pipe` moving a leased event to the dead-letter stream (nothing happens if the
+    /// lease was lost).
+    pub fn push_dead_letter(
         &self,
-        conn: &mut C,
+        pipe: &mut redis::Pipeline,
         dead_letter_stream: &str,
         leased: &LeasedRetry,
         letter: &DeadLetter,
-    ) -> redis::RedisResult<Option<String>> {
+    ) {
         let mut invocation = DEAD_LETTER.prepare_invoke();
         self.add_keys(&mut invocation);
         invocation
@@ -386,8 +382,24 @@ impl RetryKeys {
             .arg(&leased.entry_id)
             .arg(&leased.token);
         super::dead_letter::push_letter(&mut invocation, &leased.record.fields, letter);
-        invocation.invoke_async(conn).await
+        pipe.invoke_script(&invocation).ignore();
     }
+}
+
+/// Loads every script the schedule uses, after Redis answered `NOSCRIPT` to a pipeline (it
+/// restarted, or its script cache was flushed): a pipeline sends script hashes only.
+pub async fn load_scripts<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
+    for script in [
+        &*SCHEDULE_FIRST,
+        &*RESCHEDULE,
+        &*LEASE,
+        &*EXTEND,
+        &*FINISH,
+        &*DEAD_LETTER,
+    ] {
+        script.load_async(conn).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub use publish::{
     OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
 };
 pub use secrets::{MIN_SECRET_BYTES, REDACTED, SecretSource, Secrets};
-pub use workers::{Submitted, Workers, default_workers};
+pub use workers::{BatchJob, BatchResults, Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -618,7 +618,7 @@ impl Function {
         tracing::debug!(
             function = %inner.name, event_id = %event.id, attempt = event.delivery.attempt,
             outcome = result.outcome.as_str(), status = result.status,
-            duration_us = duration.as_micros() as u64, "invoked"
+            duration_us = duration.as_micros() as u64, "instance finished"
         );
         if !claims.is_empty() {
             // Kept only when the invocation succeeded, so a retry of a failure can redo them.

@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use super::{CpuGate, Function, InvokeResult, RunHooks, Services};
 use crate::event::Event;
@@ -45,6 +48,21 @@ pub struct Submitted {
     /// (a bug in the host, not the guest).
     pub done: oneshot::Receiver<Option<InvokeResult>>,
 }
+
+/// One invocation of a batch: the event, the trigger's hooks and the span it runs in.
+pub struct BatchJob {
+    /// The event.
+    pub event: Event,
+    /// The trigger's hooks for it.
+    pub hooks: RunHooks,
+    /// Everything the invocation logs carries this span.
+    pub span: tracing::Span,
+}
+
+/// Results of a batch as they come: each group is whatever finished together, as (index in
+/// the batch, result); a result is `None` when the invocation did not run to an outcome this
+/// host may settle. An index never sent means the worker died (a bug in the host).
+pub type BatchResults = mpsc::UnboundedReceiver<Vec<(usize, Option<InvokeResult>)>>;
 
 /// The default number of workers: one per core the process may use.
 pub fn default_workers() -> usize {
@@ -98,5 +116,56 @@ impl Workers {
             let _ = done.send(result);
         });
         Submitted { done: done_rx }
+    }
+
+    /// Queues a batch as one job: one hand-off for all its invocations, which run as futures
+    /// of one task (each still through the CPU gate, so one computes while another waits in a
+    /// host call), and come back in groups: whatever finished while nothing else was ready.
+    /// A batch of fast invocations so comes back as one group, and a slow one does not hold
+    /// back the results of the others.
+    pub fn submit_batch(
+        &self,
+        function: Function,
+        jobs: Vec<BatchJob>,
+        services: Services,
+    ) -> BatchResults {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let gate = self.inner.gate.clone();
+        let runtime = self
+            .inner
+            .runtime
+            .as_ref()
+            .expect("the workers' runtime lives as long as they do");
+        runtime.spawn(async move {
+            let mut running: FuturesUnordered<_> = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(index, job)| {
+                    let BatchJob {
+                        event,
+                        mut hooks,
+                        span,
+                    } = job;
+                    hooks.gate = Some(gate.clone());
+                    let (function, services) = (&function, services.clone());
+                    async move {
+                        let result = function.run(&event, services, hooks).instrument(span).await;
+                        (index, result)
+                    }
+                })
+                .collect();
+            while let Some(first) = running.next().await {
+                let mut group = vec![first];
+                // Whatever else is ready now goes back with it, without waiting.
+                while let Some(Some(next)) = futures_util::FutureExt::now_or_never(running.next()) {
+                    group.push(next);
+                }
+                if sender.send(group).is_err() {
+                    // The trigger stopped listening (its host is past the grace period).
+                    return;
+                }
+            }
+        });
+        receiver
     }
 }

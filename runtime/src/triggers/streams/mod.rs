@@ -1,29 +1,32 @@
 //! The stream trigger: runs a function on every entry of a Redis stream, through a consumer
 //! group, with at-least-once delivery.
 //!
-//! Per trigger and host there are three loops:
-//! - the **reader** takes as many concurrency permits as are free (up to `batch`), then reads
-//!   that many new entries with one blocking `XREADGROUP`: never more than `concurrency` in
-//!   flight. Every few seconds it also claims entries another
-//!   consumer left pending for longer than the function's timeout plus a margin: that consumer
-//!   died mid-invocation, and the claim counts as an attempt.
-//! - the **retry loop** leases events whose backoff has elapsed from the durable schedule
-//!   ([`crate::delivery`]), whichever host scheduled them.
-//! - the **acker** sends the `XACK`s of handled entries in batches.
+//! The unit of work is a read batch, in stages, each in its own file:
+//! 1. **read** (here): per trigger and host, a reader takes as many concurrency permits as are
+//!    free (up to `batch`) and reads that many new entries with one blocking `XREADGROUP`;
+//!    every few seconds it also claims entries a dead consumer left pending (the claim counts
+//!    as an attempt). A retry loop leases due events from the durable schedule
+//!    ([`crate::delivery`]). Both give [`plan::Delivery`] values, one type whatever the source.
+//! 2. **screen and run** ([`batch`]): entries that cannot reach the function (deleted, of
+//!    another type, malformed, out of attempts) are decided at once; the rest go to the
+//!    invocation workers as one job per worker thread, not one per event. Their leases are
+//!    kept fresh together while they wait and run, so no other host mistakes them for
+//!    abandoned; an invocation starts only if its lease was confirmed recently, and is
+//!    cancelled if a refresh finds it taken over: one event never runs twice at once.
+//! 3. **plan** ([`plan`]): outcomes in, a settlement out (acks, retry schedules, reschedules,
+//!    dead letters). Pure, with every row of the outcome table tested without Redis.
+//! 4. **settle** ([`settle`]): the settlement in one pipeline, retried until it lands.
+//! 5. **observe** ([`observe`]): metrics, spans and invocation records, from one place.
 //!
-//! Each invocation runs on the host's invocation workers (one thread per core); `concurrency`
-//! bounds the events in flight, running or queued for a worker. From the moment an event is
-//! read until it is settled, its lease in Redis is kept fresh (its idle time reset by
-//! `XCLAIM … JUSTID` to itself, only while it is still this consumer's, or its retry lease
-//! extended), so no other host mistakes it for abandoned, however long it waits for a worker
-//! or in a host call. An invocation starts only if its lease was confirmed within three
-//! quarters of the claim margin, and is cancelled if a refresh finds the event taken over: one event never
-//! runs twice at once, even when this host loses Redis for a while. Its outcome is settled in
-//! Redis (ack, schedule a retry, or dead-letter) before its permit is released. On shutdown the
-//! loops stop reading, invocations in flight finish and are settled, and anything not finished
-//! stays pending for another host.
+//! An event's permit is released only once its outcome is settled in Redis, so `concurrency`
+//! bounds the events in flight. On shutdown the loops stop reading, invocations in flight
+//! finish and are settled, and anything not finished stays pending for another host.
 
+mod batch;
 mod config;
+pub mod observe;
+pub mod plan;
+mod settle;
 pub mod wire;
 
 pub use config::{
@@ -43,14 +46,10 @@ use tokio_util::task::TaskTracker;
 
 use super::sleep_or_cancel;
 use crate::broker::{Broker, READ_BLOCK};
-use crate::delivery::{
-    AckHandle, Acker, DeadLetter, Decision, LeasedRetry, Reason, RetryKeys, RetryRecord,
-    dead_letter_pending, decide, error_text, log_tail,
-};
-use crate::engine::{Failure, Function, InvokeResult, Publisher, RunHooks, Workers};
+use crate::delivery::RetryKeys;
+use crate::engine::{Function, Publisher, Workers};
 use crate::metrics::METRICS;
-use crate::telemetry::FinishedInvocation;
-use tracing::Instrument as _;
+use plan::{Delivery, Source};
 use wire::Entry;
 
 /// How often, per idle-time threshold, a reader looks for entries to claim: a dead
@@ -92,14 +91,6 @@ pub struct HostContext {
     pub spans: crate::telemetry::SpanExport,
 }
 
-/// Where an event came from and how often it was tried: what settling it needs.
-struct Delivered {
-    entry_id: String,
-    fields: Vec<(String, Vec<u8>)>,
-    attempt: u32,
-    history: Option<RetryRecord>,
-}
-
 /// The version of a function its triggers run: swapped in place when a new version with the
 /// same triggers is deployed, so the switch is immediate and invocations already running
 /// finish on the version they started with.
@@ -112,65 +103,14 @@ struct Trigger {
     keys: RetryKeys,
     ctx: HostContext,
     conn: ConnectionManager,
-    acks: AckHandle,
+    settler: settle::Settler,
+    observer: observe::Observer,
     permits: Arc<Semaphore>,
     tasks: TaskTracker,
     retry_wakeup: Notify,
     lease_counter: AtomicU64,
     /// Entries this host is handling now: never claimed as abandoned by this host itself.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-/// An event's lease as this host last saw it: when Redis last confirmed it is this host's, and
-/// whether a refresh found it taken over.
-struct Lease {
-    confirmed: std::sync::Mutex<Instant>,
-    lost: std::sync::atomic::AtomicBool,
-}
-
-impl Lease {
-    fn new() -> Self {
-        Self {
-            confirmed: std::sync::Mutex::new(Instant::now()),
-            lost: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn confirm(&self) {
-        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    }
-
-    /// Whether the lease was confirmed within `max` and not lost: an invocation started now
-    /// ends (at its deadline) before any other host may take the event over.
-    fn fresh_within(&self, max: Duration) -> bool {
-        !self.lost.load(Ordering::Acquire)
-            && self
-                .confirmed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                <= max
-    }
-}
-
-/// KEYS: stream. ARGV: group, consumer, entry id. Resets the entry's idle time only if it is
-/// still pending for this consumer (1), else touches nothing (0): a refresh must never take an
-/// entry back from a host that claimed it.
-static REFRESH_IF_MINE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-        local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-        if #pending == 0 then return 0 end
-        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-        return 1
-        ",
-    )
-});
-
-/// A unit of work: a stream entry delivered for its `attempt`-th time, or a leased retry.
-enum Work {
-    Entry { entry: Entry, attempt: u32 },
-    Retry(LeasedRetry),
 }
 
 /// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
@@ -184,16 +124,23 @@ pub async fn run(
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
     let conn = ctx.broker.shared();
-    let acker = Acker::spawn(
-        conn.clone(),
-        config.stream.clone(),
-        config.group.clone(),
-        ctx.abandon.clone(),
-    );
+    let name = function
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .name()
+        .to_owned();
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
         permits: Arc::new(Semaphore::new(config.concurrency)),
-        acks: acker.handle(),
+        settler: settle::Settler::new(conn.clone(), &config, ctx.consumer.clone()),
+        observer: observe::Observer {
+            metrics: METRICS.function(&name),
+            recorder: ctx.recorder.clone(),
+            spans: ctx.spans.clone(),
+            host: ctx.consumer.clone(),
+            stream: config.stream.clone(),
+            dead_letter: config.dead_letter.clone(),
+        },
         function,
         publisher,
         config,
@@ -244,7 +191,6 @@ pub async fn run(
     let name = trigger.function().name().to_owned();
     let stream = trigger.config.stream.clone();
     drop(trigger);
-    acker.close().await;
     tracing::info!(function = %name, %stream, "stream trigger stopped");
 }
 
@@ -299,18 +245,22 @@ impl Trigger {
         let mut last_claim: Option<Instant> = None;
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let Some(mut permits) = self.permits_unless_shutdown().await else {
+            let Some(mut permits) = self.permits_unless_shutdown(self.read_threshold()).await
+            else {
                 return;
             };
             if last_claim.is_none_or(|t| t.elapsed() >= claim_interval) {
                 last_claim = Some(Instant::now());
                 match self.claim_abandoned(permits.len()).await {
-                    Ok(claimed) => {
-                        for (entry, attempt) in claimed {
-                            let permit = permits.pop().expect("claimed at most one per permit");
-                            self.spawn(Work::Entry { entry, attempt }, permit);
-                        }
+                    Ok(claimed) if !claimed.is_empty() => {
+                        let taken = permits.split_off(permits.len() - claimed.len());
+                        let deliveries = claimed
+                            .into_iter()
+                            .map(|(entry, attempt)| from_stream(entry, attempt))
+                            .collect();
+                        self.dispatch(deliveries, taken);
                     }
+                    Ok(_) => {}
                     Err(error) => self.warn("claiming abandoned entries failed", &error),
                 }
                 if permits.is_empty() {
@@ -334,15 +284,23 @@ impl Trigger {
                 .map_err(|e| e.to_string())
                 .and_then(wire::read_reply_entries);
             match result {
-                Ok(entries) => {
+                Ok(mut entries) => {
                     backoff = ERROR_BACKOFF;
-                    for entry in entries {
-                        let Some(permit) = permits.pop() else {
-                            tracing::error!(entry_id = %entry.id, "read more entries than asked for");
-                            break;
-                        };
-                        self.spawn(Work::Entry { entry, attempt: 1 }, permit);
+                    if entries.len() > permits.len() {
+                        tracing::error!(
+                            read = entries.len(),
+                            asked = permits.len(),
+                            "read more entries than asked for; the rest stay pending"
+                        );
+                        entries.truncate(permits.len());
                     }
+                    let taken = permits.split_off(permits.len() - entries.len());
+                    drop(permits);
+                    let deliveries = entries
+                        .into_iter()
+                        .map(|entry| from_stream(entry, 1))
+                        .collect();
+                    self.dispatch(deliveries, taken);
                 }
                 Err(error) => {
                     drop(permits);
@@ -365,24 +323,29 @@ impl Trigger {
     }
 
     /// [`take_permits`](Self::take_permits), or `None` once the host is stopping.
-    async fn permits_unless_shutdown(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+    async fn permits_unless_shutdown(&self, least: usize) -> Option<Vec<OwnedSemaphorePermit>> {
         tokio::select! {
             // Shutdown first: free permits are always ready and must not win the race.
             biased;
             _ = self.ctx.shutdown.cancelled() => None,
-            held = self.take_permits() => Some(held),
+            held = self.take_permits(least) => Some(held),
         }
     }
 
-    /// Waits for one free permit, then takes every other free one up to `batch`.
-    async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
-        let first = self
+    /// Waits for `least` free permits at once, then takes every other free one up to `batch`.
+    async fn take_permits(&self, least: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut many = self
             .permits
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(least as u32)
             .await
             .expect("the semaphore is never closed");
-        let mut held = vec![first];
+        let mut held = Vec::with_capacity(self.config.batch);
+        // One permit per event: each goes back when its event is settled.
+        while many.num_permits() > 1 {
+            held.push(many.split(1).expect("more than one permit left"));
+        }
+        held.push(many);
         while held.len() < self.config.batch {
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => held.push(permit),
@@ -390,6 +353,14 @@ impl Trigger {
             }
         }
         held
+    }
+
+    /// Free permits the reader waits for before reading: half a batch (or half the
+    /// concurrency, if smaller), so that under load one read, one hand-off and one settlement
+    /// serve many events instead of each event freeing a read of its own. When idle every
+    /// permit is free and a read starts at once, so this costs no latency.
+    fn read_threshold(&self) -> usize {
+        (self.config.batch.min(self.config.concurrency) / 2).max(1)
     }
 
     /// Claims up to `max` entries idle longer than the threshold, with their attempt numbers.
@@ -454,7 +425,7 @@ impl Trigger {
         let mut conn = self.conn.clone();
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let Some(mut permits) = self.permits_unless_shutdown().await else {
+            let Some(mut permits) = self.permits_unless_shutdown(1).await else {
                 return;
             };
             let now = now_ms();
@@ -472,11 +443,17 @@ impl Trigger {
                 Ok(leased) => {
                     backoff = ERROR_BACKOFF;
                     let full = leased.len() == permits.len();
-                    for retry in leased {
-                        let permit = permits.pop().expect("leased at most one per permit");
-                        self.spawn(Work::Retry(retry), permit);
-                    }
+                    let taken = permits.split_off(permits.len() - leased.len());
                     drop(permits);
+                    let deliveries = leased
+                        .into_iter()
+                        .map(|leased| Delivery {
+                            entry_id: leased.entry_id.clone(),
+                            attempt: leased.attempt,
+                            source: Source::Retry(leased),
+                        })
+                        .collect();
+                    self.dispatch(deliveries, taken);
                     if full {
                         continue;
                     }
@@ -504,484 +481,6 @@ impl Trigger {
                 _ = shutdown.cancelled() => return,
             }
         }
-    }
-
-    fn spawn(self: &Arc<Self>, work: Work, permit: OwnedSemaphorePermit) {
-        let trigger = self.clone();
-        let entry_id = match &work {
-            Work::Entry { entry, .. } => Some(entry.id.clone()),
-            Work::Retry(_) => None,
-        };
-        if let Some(id) = &entry_id {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
-        }
-        self.tasks.spawn(async move {
-            trigger.handle(work).await;
-            if let Some(id) = entry_id {
-                trigger
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-            }
-            drop(permit);
-        });
-    }
-
-    async fn handle(self: &Arc<Self>, work: Work) {
-        let (entry_id, fields, attempt) = match &work {
-            Work::Entry { entry, attempt } => match &entry.fields {
-                Some(fields) => (entry.id.clone(), fields.clone(), *attempt),
-                None => {
-                    // Deleted from the stream while pending: nothing left to handle.
-                    self.acks.ack(entry.id.clone());
-                    return;
-                }
-            },
-            Work::Retry(leased) => (
-                leased.entry_id.clone(),
-                leased.record.fields.clone(),
-                leased.attempt,
-            ),
-        };
-        if !self.config.handles(wire::event_type(&fields)) {
-            // Only a replay from history can schedule an entry of another type.
-            match &work {
-                Work::Entry { .. } => self.acks.ack(entry_id),
-                Work::Retry(leased) => {
-                    self.settle("dropping an entry of another type", |mut conn| {
-                        let keys = self.keys.clone();
-                        let leased = leased.clone();
-                        async move { keys.finish(&mut conn, &leased).await }
-                    })
-                    .await
-                }
-            }
-            return;
-        }
-        let history = match &work {
-            Work::Retry(leased) => Some(leased.record.clone()),
-            Work::Entry { .. } => None,
-        };
-        if attempt > self.config.retry.max_attempts {
-            let (status, error) = match &history {
-                Some(h) => (h.last_status, h.last_error.clone()),
-                None => (None, String::new()),
-            };
-            let error = format!(
-                "hosts stopped while handling it on {} attempts{}",
-                attempt - 1,
-                if error.is_empty() {
-                    String::new()
-                } else {
-                    format!("; last error: {error}")
-                }
-            );
-            let letter = self.letter(
-                &entry_id,
-                Reason::Abandoned,
-                status,
-                error,
-                String::new(),
-                attempt - 1,
-                history.as_ref(),
-            );
-            self.dead_letter(&work, &fields, letter).await;
-            return;
-        }
-        let event = match wire::to_event(&self.config.stream, &entry_id, &fields, attempt) {
-            Ok(event) => event,
-            Err(malformed) => {
-                let letter = self.letter(
-                    &entry_id,
-                    Reason::Malformed,
-                    None,
-                    malformed.to_string(),
-                    String::new(),
-                    attempt - 1,
-                    history.as_ref(),
-                );
-                self.dead_letter(&work, &fields, letter).await;
-                return;
-            }
-        };
-        let function = self.function();
-        // One span per invocation: everything logged while handling the event carries it, and
-        // its outcome, status and duration are filled in when the function returns.
-        let span = tracing::info_span!(
-            "invocation",
-            function = function.name(),
-            version = function.version(),
-            event_id = %event.id,
-            stream = %self.config.stream,
-            entry_id = %entry_id,
-            attempt,
-            trace_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            status = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        );
-        self.invoke(
-            work,
-            function,
-            event,
-            Delivered {
-                entry_id,
-                fields,
-                attempt,
-                history,
-            },
-        )
-        .instrument(span)
-        .await;
-    }
-
-    /// Runs the function on one parsed event, then acks, retries or dead-letters it.
-    async fn invoke(
-        self: &Arc<Self>,
-        work: Work,
-        function: Function,
-        event: crate::event::Event,
-        delivered: Delivered,
-    ) {
-        let Delivered {
-            entry_id,
-            fields,
-            attempt,
-            history,
-        } = delivered;
-        let function_name = function.name().to_owned();
-        let event_id = event.id.clone();
-        let event_type = event.event_type.clone();
-        let ext = |name: &str| {
-            event
-                .extensions
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let correlation_id = ext("correlationid").unwrap_or_else(|| event.id.clone());
-        let caused_by = ext(wire::CAUSATION_EXTENSION);
-        METRICS.in_flight(&function_name, 1);
-        let lease = Arc::new(Lease::new());
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let may_start = {
-            // Another host may take the event once it has been idle for the timeout plus the
-            // margin; started within three quarters of the margin of its last confirmation, the
-            // invocation ends (at its deadline) with a quarter margin to spare.
-            let (lease, max) = (lease.clone(), self.ctx.claim_margin * 3 / 4);
-            Box::new(move || lease.fresh_within(max))
-        };
-        let submitted = self.ctx.workers.submit(
-            function.clone(),
-            event,
-            crate::engine::Services {
-                publisher: self.publisher.clone(),
-                keyvalue: self.ctx.keyvalue.clone(),
-            },
-            RunHooks {
-                may_start: Some(may_start),
-                cancel: Some(cancel.clone()),
-                ..RunHooks::default()
-            },
-            None,
-        );
-        let ran = self
-            .keep_fresh(&work, &lease, &cancel, submitted.done)
-            .await;
-        METRICS.in_flight(&function_name, -1);
-        let result = match ran {
-            Ok(Some(result)) => result,
-            Ok(None) => {
-                // Not started (its lease could not be confirmed in time) or cancelled (taken
-                // over): it is not this host's to settle. Redis still has it pending or leased,
-                // and whoever holds it now, or the next claim, handles it.
-                tracing::warn!(
-                    function = %function_name, stream = %self.config.stream, entry_id = %entry_id,
-                    "event left to its current holder: its lease here was stale or taken over"
-                );
-                return;
-            }
-            Err(_) => InvokeResult::failed(
-                Failure::Trap {
-                    message: "host error: the invocation worker stopped".to_owned(),
-                    panic: None,
-                },
-                Duration::ZERO,
-                Default::default(),
-            ),
-        };
-        METRICS.invocation(
-            &function_name,
-            result.duration.as_secs_f64(),
-            result.instantiation.as_secs_f64(),
-        );
-        let decision = decide(&result, attempt, &self.config.retry);
-        let ended = std::time::SystemTime::now();
-        let error = result.failure.as_ref().map(|_| error_text(&result));
-        let current = tracing::Span::current();
-        current.record("outcome", result.outcome.as_str());
-        current.record("status", result.status);
-        current.record(
-            "duration_ms",
-            (result.duration.as_secs_f64() * 1e6).round() / 1e3,
-        );
-        if let Some(span) = &result.span {
-            current.record("trace_id", span.trace_id.as_str());
-            self.ctx.spans.finished(&FinishedInvocation {
-                span,
-                function: &function_name,
-                version: function.version(),
-                event_id: &event_id,
-                event_type: &event_type,
-                stream: &self.config.stream,
-                entry_id: &entry_id,
-                attempt,
-                outcome: result.outcome.as_str(),
-                status: result.status,
-                error: error.as_deref(),
-                ended,
-                duration: result.duration,
-            });
-        }
-        self.ctx.recorder.record(crate::records::Record {
-            time: chrono::DateTime::<chrono::Utc>::from(ended)
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            function: function_name.clone(),
-            event_id: event_id.clone(),
-            event_type,
-            stream: Some(self.config.stream.clone()),
-            entry_id: Some(entry_id.clone()),
-            attempt,
-            status: result.status,
-            outcome: result.outcome.as_str().to_owned(),
-            error,
-            duration_ms: result.duration.as_secs_f64() * 1000.0,
-            host: self.ctx.consumer.to_string(),
-            correlation_id,
-            caused_by,
-            logs: crate::records::bounded_logs(&log_tail(&result.output)),
-        });
-        METRICS.event(
-            &function_name,
-            match (decision, result.outcome) {
-                (Decision::Ack, _) => "ok",
-                (_, crate::engine::Outcome::Rejected) => "rejected",
-                _ => "failed",
-            },
-        );
-        match decision {
-            Decision::Retry(_) => METRICS.event(&function_name, "retried"),
-            Decision::DeadLetter(_) => METRICS.event(&function_name, "dead_lettered"),
-            Decision::Ack => {}
-        }
-        tracing::debug!("invoked");
-        match decision {
-            Decision::Ack => match &work {
-                Work::Entry { .. } => self.acks.ack(entry_id),
-                Work::Retry(leased) => {
-                    self.settle("finishing a retried event", |mut conn| {
-                        let keys = self.keys.clone();
-                        let leased = leased.clone();
-                        async move { keys.finish(&mut conn, &leased).await }
-                    })
-                    .await;
-                }
-            },
-            Decision::Retry(delay) => {
-                let now = now_ms();
-                let record = RetryRecord {
-                    fields,
-                    first_failure_ms: history.as_ref().map_or(now, |h| h.first_failure_ms),
-                    last_failure_ms: now,
-                    last_status: result.status,
-                    last_error: error_text(&result),
-                    log_tail: log_tail(&result.output),
-                };
-                let due = now + delay.as_millis() as i64;
-                tracing::info!(
-                    function = self.function().name(),
-                    stream = %self.config.stream,
-                    entry_id = %entry_id,
-                    attempt,
-                    error = %record.last_error,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "invocation failed; retry scheduled"
-                );
-                match &work {
-                    Work::Entry { .. } => {
-                        self.settle("scheduling a retry", |mut conn| {
-                            let keys = self.keys.clone();
-                            let record = record.clone();
-                            let (stream, group, id) = (
-                                self.config.stream.clone(),
-                                self.config.group.clone(),
-                                entry_id.clone(),
-                            );
-                            async move {
-                                keys.schedule_first(
-                                    &mut conn, &stream, &group, &id, due, attempt, &record,
-                                )
-                                .await
-                            }
-                        })
-                        .await;
-                    }
-                    Work::Retry(leased) => {
-                        self.settle("rescheduling a retry", |mut conn| {
-                            let keys = self.keys.clone();
-                            let record = record.clone();
-                            let leased = leased.clone();
-                            async move { keys.reschedule(&mut conn, &leased, due, &record).await }
-                        })
-                        .await;
-                    }
-                }
-                self.retry_wakeup.notify_one();
-            }
-            Decision::DeadLetter(reason) => {
-                let letter = self.letter(
-                    &entry_id,
-                    reason,
-                    result.status,
-                    error_text(&result),
-                    log_tail(&result.output),
-                    attempt,
-                    history.as_ref(),
-                );
-                self.dead_letter(&work, &fields, letter).await;
-            }
-        }
-    }
-
-    /// Waits for the invocation's result, keeping the event's lease fresh meanwhile (every
-    /// quarter of the claim margin): while it waits for an instance or a worker and while it
-    /// runs, whatever it waits on. A refresh that finds the event no longer this host's marks
-    /// the lease lost and cancels the invocation.
-    async fn keep_fresh(
-        &self,
-        work: &Work,
-        lease: &Lease,
-        cancel: &tokio_util::sync::CancellationToken,
-        mut done: tokio::sync::oneshot::Receiver<Option<InvokeResult>>,
-    ) -> Result<Option<InvokeResult>, tokio::sync::oneshot::error::RecvError> {
-        let every = (self.ctx.claim_margin / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                result = &mut done => return result,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let mut conn = self.conn.clone();
-            let refreshed: redis::RedisResult<bool> = match work {
-                Work::Entry { entry, .. } => {
-                    let mut invocation = REFRESH_IF_MINE.prepare_invoke();
-                    invocation
-                        .key(&self.config.stream)
-                        .arg(&self.config.group)
-                        .arg(&*self.ctx.consumer)
-                        .arg(&entry.id);
-                    invocation
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                        .map(|mine| mine == 1)
-                }
-                Work::Retry(leased) => {
-                    let until = now_ms() + self.min_idle().as_millis() as i64;
-                    self.keys.extend_lease(&mut conn, leased, until).await
-                }
-            };
-            match refreshed {
-                Ok(true) => lease.confirm(),
-                Ok(false) => {
-                    if !lease.lost.swap(true, Ordering::AcqRel) {
-                        self.warn(
-                            "an event this host holds was taken over by another host; \
-                             stopping its invocation",
-                            "lease lost",
-                        );
-                    }
-                    cancel.cancel();
-                }
-                Err(error) => self.warn("refreshing an event's lease failed", &error.to_string()),
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn letter(
-        &self,
-        entry_id: &str,
-        reason: Reason,
-        status: Option<u16>,
-        error: String,
-        logs: String,
-        attempts: u32,
-        history: Option<&RetryRecord>,
-    ) -> DeadLetter {
-        let now = now_ms();
-        DeadLetter {
-            reason,
-            function: self.function().name().to_owned(),
-            group: self.config.group.clone(),
-            stream: self.config.stream.clone(),
-            entry_id: entry_id.to_owned(),
-            status,
-            error,
-            logs,
-            attempts,
-            first_failure_ms: history.map_or(now, |h| h.first_failure_ms),
-            last_failure_ms: now,
-        }
-    }
-
-    async fn dead_letter(&self, work: &Work, fields: &[(String, Vec<u8>)], letter: DeadLetter) {
-        if matches!(letter.reason, Reason::Malformed | Reason::Abandoned) {
-            // Not counted by the invocation path: these never reached the function.
-            METRICS.event(&letter.function, "dead_lettered");
-        }
-        tracing::warn!(
-            function = self.function().name(),
-            stream = %self.config.stream,
-            entry_id = %letter.entry_id,
-            reason = letter.reason.as_str(),
-            attempts = letter.attempts,
-            error = %letter.error,
-            dead_letter = %self.config.dead_letter,
-            "dead-lettering"
-        );
-        let dlq = self.config.dead_letter.clone();
-        match work {
-            Work::Entry { .. } => {
-                self.settle("dead-lettering", |mut conn| {
-                    let (dlq, letter) = (dlq.clone(), letter.clone());
-                    let fields = fields.to_vec();
-                    async move { dead_letter_pending(&mut conn, &dlq, &fields, &letter).await }
-                })
-                .await;
-            }
-            Work::Retry(leased) => {
-                self.settle("dead-lettering a retried event", |mut conn| {
-                    let (dlq, letter, leased) = (dlq.clone(), letter.clone(), leased.clone());
-                    let keys = self.keys.clone();
-                    async move { keys.dead_letter(&mut conn, &dlq, &leased, &letter).await }
-                })
-                .await;
-            }
-        }
-    }
-
-    /// Runs a settling write until it succeeds or the grace period ends; an unsettled event
-    /// stays pending (or leased) and is delivered again, so giving up loses nothing.
-    async fn settle<T, F, Fut>(&self, what: &str, op: F)
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let conn = self.conn.clone();
-        let _ = retry_until_ok(&self.ctx.abandon, what, || op(conn.clone())).await;
     }
 
     fn warn(&self, what: &str, error: &str) {
@@ -1014,6 +513,15 @@ where
                 backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
             }
         }
+    }
+}
+
+/// A delivery of a stream entry for its `attempt`-th time.
+fn from_stream(entry: Entry, attempt: u32) -> Delivery {
+    Delivery {
+        entry_id: entry.id,
+        attempt,
+        source: Source::Stream(entry.fields),
     }
 }
 

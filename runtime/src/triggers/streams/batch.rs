@@ -1,0 +1,316 @@
+//! Running a read batch: screen it, hand it to the invocation workers, keep its leases fresh
+//! while it waits and runs, and settle and report results as they come back.
+//!
+//! A batch is split into one part per worker thread (so every core gets work), and each part
+//! is one hand-off: its invocations run as futures of one task on a worker and come back in
+//! groups ([`crate::engine::Workers::submit_batch`]). Each group is planned, settled with one
+//! pipeline and reported, and only then are its permits released. One timer per part
+//! refreshes every lease the part still holds, with one pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use super::Trigger;
+use super::observe::{Facts, Observed};
+use super::plan::{self, Delivery, PlanContext, Screened, Verdict};
+use crate::engine::{BatchJob, Failure, InvokeResult, RunHooks, Services};
+
+/// Events a part holds at least before a batch is split across worker threads: smaller
+/// parts cost a hand-off and a settlement each for little parallelism (under load, several
+/// reads are in flight at once and spread over the threads anyway).
+const MIN_PART: usize = 16;
+
+/// An event's lease as this host last saw it: when Redis last confirmed it is this host's, and
+/// whether a refresh found it taken over.
+struct Lease {
+    confirmed: std::sync::Mutex<Instant>,
+    lost: AtomicBool,
+}
+
+impl Lease {
+    fn new() -> Self {
+        Self {
+            confirmed: std::sync::Mutex::new(Instant::now()),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    fn confirm(&self) {
+        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Whether the lease was confirmed within `max` and not lost: an invocation started now
+    /// ends (at its deadline) before any other host may take the event over.
+    fn fresh_within(&self, max: Duration) -> bool {
+        !self.lost.load(Ordering::Acquire)
+            && self
+                .confirmed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                <= max
+    }
+}
+
+/// One delivery of a part, from its hand-off to its settlement.
+struct Slot {
+    delivery: Delivery,
+    /// Set once known.
+    verdict: Option<Verdict>,
+    facts: Option<Facts>,
+    span: Option<Span>,
+    lease: Arc<Lease>,
+    cancel: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Trigger {
+    /// Runs `deliveries`, one permit each, as parts of at most one per worker thread.
+    pub(super) fn dispatch(
+        self: &Arc<Self>,
+        deliveries: Vec<Delivery>,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) {
+        debug_assert_eq!(deliveries.len(), permits.len());
+        if deliveries.is_empty() {
+            return;
+        }
+        {
+            let mut mine = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for delivery in deliveries.iter().filter(|d| d.is_pending()) {
+                mine.insert(delivery.entry_id.clone());
+            }
+        }
+        let parts = self
+            .ctx
+            .workers
+            .threads()
+            .min(deliveries.len().div_ceil(MIN_PART))
+            .max(1);
+        let size = deliveries.len().div_ceil(parts);
+        let mut slots = deliveries
+            .into_iter()
+            .zip(permits)
+            .map(|(delivery, permit)| Slot {
+                delivery,
+                verdict: None,
+                facts: None,
+                span: None,
+                lease: Arc::new(Lease::new()),
+                cancel: CancellationToken::new(),
+                permit: Some(permit),
+            })
+            .collect::<Vec<_>>();
+        while !slots.is_empty() {
+            let rest = slots.split_off(size.min(slots.len()));
+            let part = std::mem::replace(&mut slots, rest);
+            let trigger = self.clone();
+            self.tasks
+                .spawn(async move { trigger.run_part(part).await });
+        }
+    }
+
+    /// Screens, runs, settles and reports one part.
+    async fn run_part(self: Arc<Self>, mut slots: Vec<Slot>) {
+        let function = self.function();
+        let in_flight = slots.len() as i64;
+        self.observer.metrics.in_flight.inc_by(in_flight);
+        let mut jobs = Vec::new();
+        let mut ran = Vec::new();
+        for (index, slot) in slots.iter_mut().enumerate() {
+            match plan::screen(&self.config, &slot.delivery) {
+                Screened::Decided(verdict) => slot.verdict = Some(verdict),
+                Screened::Run(event) => {
+                    // One span per invocation: everything logged while handling the event
+                    // carries it, and its outcome, status and duration are filled in at the end.
+                    let span = tracing::info_span!(
+                        "invocation",
+                        function = function.name(),
+                        version = function.version(),
+                        event_id = %event.id,
+                        stream = %self.config.stream,
+                        entry_id = %slot.delivery.entry_id,
+                        attempt = slot.delivery.attempt,
+                        trace_id = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                        status = tracing::field::Empty,
+                        duration_ms = tracing::field::Empty,
+                    );
+                    slot.facts = Some(Facts::of(&event));
+                    slot.span = Some(span.clone());
+                    // Another host may take the event once it has been idle for the timeout
+                    // plus the margin; started within three quarters of the margin of its last
+                    // confirmation, the invocation ends (at its deadline) with a quarter of the
+                    // margin to spare.
+                    let (lease, max) = (slot.lease.clone(), self.ctx.claim_margin * 3 / 4);
+                    jobs.push(BatchJob {
+                        event,
+                        hooks: RunHooks {
+                            may_start: Some(Box::new(move || lease.fresh_within(max))),
+                            cancel: Some(slot.cancel.clone()),
+                            ..RunHooks::default()
+                        },
+                        span,
+                    });
+                    ran.push(index);
+                }
+            }
+        }
+        // What is decided without running settles first.
+        let decided: Vec<usize> = (0..slots.len())
+            .filter(|i| slots[*i].verdict.is_some())
+            .collect();
+        self.settle(&function, &mut slots, &decided).await;
+        if !jobs.is_empty() {
+            let results = self.ctx.workers.submit_batch(
+                function.clone(),
+                jobs,
+                Services {
+                    publisher: self.publisher.clone(),
+                    keyvalue: self.ctx.keyvalue.clone(),
+                },
+            );
+            self.collect(&function, &mut slots, &ran, results).await;
+        }
+        self.observer.metrics.in_flight.dec_by(in_flight);
+        let mut mine = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in slots.iter().filter(|s| s.delivery.is_pending()) {
+            mine.remove(&slot.delivery.entry_id);
+        }
+    }
+
+    /// Receives the part's results group by group, settling each, while refreshing the
+    /// leases of what is still out.
+    async fn collect(
+        &self,
+        function: &crate::engine::Function,
+        slots: &mut [Slot],
+        ran: &[usize],
+        mut results: crate::engine::BatchResults,
+    ) {
+        let every = (self.ctx.claim_margin / 4).max(Duration::from_millis(10));
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut outstanding = ran.len();
+        while outstanding > 0 {
+            tokio::select! {
+                group = results.recv() => {
+                    let Some(group) = group else { break };
+                    let mut settled = Vec::with_capacity(group.len());
+                    for (job, result) in group {
+                        let index = ran[job];
+                        slots[index].verdict = Some(match result {
+                            Some(result) => Verdict::Ran(Box::new(result)),
+                            None => Verdict::LeftToHolder,
+                        });
+                        settled.push(index);
+                    }
+                    outstanding -= settled.len();
+                    self.settle(function, slots, &settled).await;
+                }
+                _ = refresh.tick() => self.refresh(slots, ran).await,
+            }
+        }
+        // The worker stopped without answering for these: a bug in the host, not the guest.
+        let lost: Vec<usize> = ran
+            .iter()
+            .copied()
+            .filter(|i| slots[*i].verdict.is_none())
+            .collect();
+        if !lost.is_empty() {
+            for &index in &lost {
+                slots[index].verdict = Some(Verdict::Ran(Box::new(InvokeResult::failed(
+                    Failure::Trap {
+                        message: "host error: the invocation worker stopped".to_owned(),
+                        panic: None,
+                    },
+                    Duration::ZERO,
+                    Default::default(),
+                ))));
+            }
+            self.settle(function, slots, &lost).await;
+        }
+    }
+
+    /// Refreshes the leases of the part's events still running or waiting to.
+    async fn refresh(&self, slots: &[Slot], ran: &[usize]) {
+        let open: Vec<&Slot> = ran
+            .iter()
+            .map(|i| &slots[*i])
+            .filter(|s| s.verdict.is_none())
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let deliveries: Vec<&Delivery> = open.iter().map(|s| &s.delivery).collect();
+        let until = super::now_ms() + self.min_idle().as_millis() as i64;
+        let Some(mine) = self.settler.refresh(&deliveries, until).await else {
+            return;
+        };
+        for (slot, mine) in open.iter().zip(mine) {
+            if mine {
+                slot.lease.confirm();
+            } else {
+                if !slot.lease.lost.swap(true, Ordering::AcqRel) {
+                    self.warn(
+                        "an event this host holds was taken over by another host; \
+                         stopping its invocation",
+                        &slot.delivery.entry_id,
+                    );
+                }
+                slot.cancel.cancel();
+            }
+        }
+    }
+
+    /// Plans, writes and reports the slots at `indices` (whose verdicts are known), then
+    /// releases their permits.
+    async fn settle(
+        &self,
+        function: &crate::engine::Function,
+        slots: &mut [Slot],
+        indices: &[usize],
+    ) {
+        if indices.is_empty() {
+            return;
+        }
+        let ctx = PlanContext {
+            function: function.name(),
+            config: &self.config,
+            now_ms: super::now_ms(),
+        };
+        let settlement = plan::plan(
+            &ctx,
+            indices.iter().map(|i| {
+                let slot = &slots[*i];
+                (
+                    &slot.delivery,
+                    slot.verdict.as_ref().expect("settled slots have verdicts"),
+                )
+            }),
+        );
+        self.settler.apply(&settlement, &self.ctx.abandon).await;
+        if settlement.schedules_retries() {
+            self.retry_wakeup.notify_one();
+        }
+        self.observer.batch(
+            function,
+            indices.iter().zip(&settlement.planned).map(|(i, planned)| {
+                let slot = &slots[*i];
+                Observed {
+                    delivery: &slot.delivery,
+                    verdict: slot.verdict.as_ref().expect("settled slots have verdicts"),
+                    planned,
+                    ran: slot.facts.as_ref().zip(slot.span.as_ref()),
+                }
+            }),
+        );
+        for &index in indices {
+            slots[index].permit = None;
+        }
+    }
+}
