@@ -1,9 +1,13 @@
 //! Stream benchmarks against a real `redis-server` and a real `eddy up` host (not timed tests:
 //! run by `scripts/bench`, figures recorded in BENCHMARKS.md).
 //!
-//! 1. **Drain throughput**: 100k events queued in a stream, drained by a host running the
-//!    `echo` function, against a bare native consumer draining an identical stream with the
-//!    same `XREADGROUP`/`XACK` loop and no wasm: the limit. Reported as events/s and a ratio.
+//! 1. **Drain cost**: 100k events queued in a stream, drained by hosts running the `noop` and
+//!    `echo` functions and, in the same run, by peers: a bare native consumer (the same
+//!    `XREADGROUP`/`XACK` loop with no wasm: the limit), a redis-py consumer-group loop and a
+//!    BullMQ worker at concurrency 1 and 100 (when `EDDY_BENCH_PYTHON` and `EDDY_BENCH_BULLMQ`
+//!    name them; `scripts/bench` installs both). Each row gives events/s, the ratio to native,
+//!    the consumer's CPU µs per event, Redis's CPU µs per event (`INFO cpu`) and Redis
+//!    commands per event (`INFO commandstats`): CPU per event is far steadier than events/s.
 //! 2. **Latency**: events published at a steady rate to a host running the `record` function;
 //!    an event counts as handled when the record it publishes is read back, so the figure also
 //!    holds the function's own publish and one read: an upper bound on publish → handled.

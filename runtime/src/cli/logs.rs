@@ -105,7 +105,7 @@ pub fn run_trace(args: TraceArgs) -> anyhow::Result<u8> {
         let found = records::trace(&mut conn, &args.event_id).await?;
         if found.is_empty() {
             anyhow::bail!(
-                "no invocation records for event {:?} (kept 24 hours)",
+                "no invocation records for event {:?} (records are kept within the --records-budget of the hosts, newest first)",
                 args.event_id
             );
         }
