@@ -36,6 +36,8 @@
 //! batch = 32                  # entries per read, 1..=1000
 //! concurrency = 32            # events in flight per host (running or queued), 1..=256
 //! dead_letter = "orders.dlq"  # default: <stream>.dlq
+//! instance = "per-event"      # or "per-batch": one instance for a read batch, for throughput
+//! batch_window = "0s"         # wait up to this for a read to fill its batch, at most 10s
 //!
 //! [triggers.stream.retry]      # the same table works under [[triggers.cron]]
 //! max_attempts = 5            # attempts in all, 1..=100
@@ -77,8 +79,8 @@ use crate::triggers::cron::{
     CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, state_key, tick_stream,
 };
 use crate::triggers::streams::{
-    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
-    StreamTriggerConfig,
+    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
+    MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
 };
 use crate::units::{parse_bytes, parse_duration};
 
@@ -279,6 +281,8 @@ struct RawStreamTrigger {
     concurrency: Option<i64>,
     retry: Option<RawRetry>,
     dead_letter: Option<String>,
+    instance: Option<Instance>,
+    batch_window: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +542,20 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             dead_letter != t.stream,
             "a stream name other than the trigger's own stream",
         )?;
+        let batch_window = match &t.batch_window {
+            None => DEFAULT_BATCH_WINDOW,
+            Some(text) => {
+                let field = format!("{at}.batch_window");
+                let window = v.duration(&field, text)?;
+                v.check(
+                    &field,
+                    text,
+                    window <= MAX_BATCH_WINDOW,
+                    &format!("a duration of at most {MAX_BATCH_WINDOW:?}"),
+                )?;
+                window
+            }
+        };
         streams.push(StreamTriggerConfig {
             stream: t.stream,
             group,
@@ -547,6 +565,8 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             concurrency,
             retry,
             dead_letter,
+            instance: t.instance.unwrap_or_default(),
+            batch_window,
         });
     }
 
@@ -605,6 +625,8 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             concurrency: DEFAULT_CONCURRENCY,
             retry,
             dead_letter,
+            instance: Instance::PerEvent,
+            batch_window: DEFAULT_BATCH_WINDOW,
         });
         let state = state_key(&name);
         tickers.push(Ticker {
@@ -914,6 +936,17 @@ mod tests {
             field_error(&format!("{head}[[triggers.stream]]\nstream = \"a b\"\n")).0,
             "triggers.stream[0].stream"
         );
+        assert_eq!(
+            field_error(&format!("{head}{stream}batch_window = \"20s\"\n")),
+            ("triggers.stream[0].batch_window".into(), "\"20s\"".into())
+        );
+        assert!(parse_str(&format!("{head}{stream}instance = \"per-thread\"\n")).is_err());
+        let m = parse_str(&format!(
+            "{head}{stream}instance = \"per-batch\"\nbatch_window = \"50ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.streams[0].instance, Instance::PerBatch);
+        assert_eq!(m.streams[0].batch_window, Duration::from_millis(50));
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! caused it, and its log lines (the last [`RECORD_LOG_BYTES`] of a failure's, the last
 //! [`SUCCESS_LOG_BYTES`] of a success's). A host gathers records for up to [`LINGER`] (or
 //! [`BATCH`] records) and writes them with **one** script call: one entry of the stream
-//! [`RECORDS_KEY`] holding the whole batch as a JSON array. The script counts the bytes it
+//! [`RECORDS_KEY`] holding the whole batch as a JSON array (split if it would exceed a
+//! sixteenth of the budget; text fields are cut to [`RECORD_FIELD_BYTES`]). The script counts the bytes it
 //! holds in [`RECORDS_BYTES_KEY`] and deletes the oldest entries while the total is over the
 //! budget (`eddy up --records-budget`, default [`DEFAULT_BUDGET`]), so what records cost in
 //! Redis is bounded by the budget, however many events run. Failures are also kept whole in
-//! [`FAILURES_KEY`] (the newest [`RECENT_FAILURES`]), which the web page reads.
+//! [`FAILURES_KEY`] (the newest [`RECENT_FAILURES`], each at most about 4 KiB, so under 1 MiB
+//! beside the budget), which the web page reads.
 //!
 //! Reading scans the stream from the newest entry: `eddy logs` stops once it has
 //! [`RECORDS_PER_FUNCTION`] of the function's records, and `eddy trace` finds a flow only while
@@ -26,6 +28,11 @@ use tokio::sync::mpsc;
 pub const RECORDS_KEY: &str = "eddy:records";
 /// The bytes [`RECORDS_KEY`] holds, as counted by the hosts that write it.
 pub const RECORDS_BYTES_KEY: &str = "eddy:records:bytes";
+/// The size of each entry of [`RECORDS_KEY`], oldest first.
+pub const RECORDS_SIZES_KEY: &str = "eddy:records:sizes";
+/// Bytes kept of each text field of a record (ids, type, error): a producer's 20 KB event id
+/// must not make records expensive.
+pub const RECORD_FIELD_BYTES: usize = 512;
 /// The default budget: Redis memory all records may take, across every host and function.
 pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
 /// The smallest budget accepted.
@@ -46,6 +53,9 @@ pub const FAILURES_KEY: &str = "eddy:failures";
 pub const RECENT_FAILURES: usize = 200;
 /// Records written per script call at most.
 pub const BATCH: usize = 512;
+/// Bytes of one records entry at most, as a fraction of the budget: an entry is never dropped
+/// to make room for itself, so each must be a small part of the budget.
+const ENTRY_SHARE_OF_BUDGET: u64 = 16;
 /// How long a record may wait for others to share its write: records are for people, and
 /// one write per many events is what keeps them off Redis's per-event bill.
 pub const LINGER: Duration = Duration::from_millis(50);
@@ -57,34 +67,41 @@ const MAX_TRIMMED_PER_WRITE: usize = 64;
 /// Stream entries read per page when scanning.
 const SCAN_PAGE: usize = 32;
 
-/// KEYS: records stream, byte counter, failures list. ARGV: budget, entry size, the batch's
-/// JSON, then the failures' JSON documents. Appends the batch, counts its bytes, deletes the
-/// oldest entries while over the budget, and keeps the newest failures.
+/// KEYS: records stream, byte counter, sizes list, failures list. ARGV: budget, entry size,
+/// the batch's JSON, then the failures' JSON documents. Appends the batch, counts its bytes,
+/// drops the oldest entries while over the budget (never the one just added), and keeps the
+/// newest failures. The sizes list holds each entry's size in stream order, so trimming reads
+/// sizes, not entries, and cuts the stream with one `XTRIM`. If the counter, the sizes or the
+/// stream were changed behind the script's back (a key deleted by hand), they no longer agree
+/// and are started over from the entry just added.
 static APPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(&format!(
         r"
         redis.call('XADD', KEYS[1], '*', 's', ARGV[2], 'r', ARGV[3])
+        redis.call('RPUSH', KEYS[3], ARGV[2])
         local held = redis.call('INCRBY', KEYS[2], ARGV[2])
+        local len = redis.call('XLEN', KEYS[1])
+        if redis.call('LLEN', KEYS[3]) ~= len then
+            redis.call('XTRIM', KEYS[1], 'MAXLEN', 1)
+            redis.call('DEL', KEYS[3])
+            redis.call('RPUSH', KEYS[3], ARGV[2])
+            redis.call('SET', KEYS[2], ARGV[2])
+            held = tonumber(ARGV[2])
+            len = 1
+        end
         local budget = tonumber(ARGV[1])
-        local trimmed = 0
-        while held > budget and trimmed < {MAX_TRIMMED_PER_WRITE} do
-            local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-            if #oldest == 0 then
-                redis.call('SET', KEYS[2], 0)
-                break
-            end
-            local size = 0
-            local fields = oldest[1][2]
-            for i = 1, #fields, 2 do
-                if fields[i] == 's' then size = tonumber(fields[i + 1]) or 0 end
-            end
-            redis.call('XDEL', KEYS[1], oldest[1][1])
-            held = redis.call('DECRBY', KEYS[2], size)
-            trimmed = trimmed + 1
+        local drop = 0
+        while held > budget and drop < len - 1 and drop < {MAX_TRIMMED_PER_WRITE} do
+            held = held - tonumber(redis.call('LPOP', KEYS[3]))
+            drop = drop + 1
+        end
+        if drop > 0 then
+            redis.call('XTRIM', KEYS[1], 'MAXLEN', len - drop)
+            redis.call('SET', KEYS[2], held)
         end
         if #ARGV > 3 then
-            redis.call('LPUSH', KEYS[3], unpack(ARGV, 4))
-            redis.call('LTRIM', KEYS[3], 0, {last})
+            redis.call('LPUSH', KEYS[4], unpack(ARGV, 4))
+            redis.call('LTRIM', KEYS[4], 0, {last})
         end
         return held
         ",
@@ -128,6 +145,26 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record with each text field cut to [`RECORD_FIELD_BYTES`] (logs are already cut).
+    fn bounded(&self) -> Self {
+        let cut = |text: &str| text[..floor(text, RECORD_FIELD_BYTES)].to_owned();
+        Self {
+            function: cut(&self.function),
+            event_id: cut(&self.event_id),
+            event_type: cut(&self.event_type),
+            stream: self.stream.as_deref().map(cut),
+            entry_id: self.entry_id.as_deref().map(cut),
+            error: self
+                .error
+                .as_deref()
+                .map(|e| e[..floor(e, 2 * RECORD_FIELD_BYTES)].to_owned()),
+            host: cut(&self.host),
+            correlation_id: cut(&self.correlation_id),
+            caused_by: self.caused_by.as_deref().map(cut),
+            ..self.clone()
+        }
+    }
+
     /// When the invocation started, in microseconds since the Unix epoch (0 if unknown).
     pub fn started_micros(&self) -> i64 {
         chrono::DateTime::parse_from_rfc3339(&self.time)
@@ -155,6 +192,11 @@ pub fn logs_for(outcome: crate::engine::Outcome, logs: &str) -> String {
         crate::engine::Outcome::Done => last_bytes(logs, SUCCESS_LOG_BYTES),
         _ => last_bytes(logs, RECORD_LOG_BYTES),
     }
+}
+
+/// The largest index at most `max` that is a character boundary of `text`.
+fn floor(text: &str, max: usize) -> usize {
+    crate::engine::floor_char_boundary(text, max)
 }
 
 fn last_bytes(logs: &str, max: usize) -> String {
@@ -213,31 +255,50 @@ async fn write(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(BATCH));
-            append(&mut conn, &batch, budget).await;
-            batch = rest;
+        let max_entry = (budget / ENTRY_SHARE_OF_BUDGET) as usize;
+        let mut json = String::from("[");
+        let mut failures = Vec::new();
+        for record in batch.drain(..) {
+            let one = serde_json::to_string(&record.bounded()).expect("a record serializes");
+            if json.len() > 1 && json.len() + one.len() + 1 > max_entry {
+                append(&mut conn, std::mem::take(&mut json), &failures, budget).await;
+                json.push('[');
+                failures.clear();
+            }
+            if json.len() > 1 {
+                json.push(',');
+            }
+            json.push_str(&one);
+            if record.outcome != "done" {
+                failures.push(one);
+            }
+        }
+        if json.len() > 1 {
+            append(&mut conn, json, &failures, budget).await;
         }
     }
 }
 
-/// Writes one batch of records with one script call.
-async fn append(conn: &mut ConnectionManager, records: &[Record], budget: u64) {
-    let json = serde_json::to_string(records).expect("records serialize");
+/// Writes one entry of records (`json`, an array missing its closing bracket) with one
+/// script call, with the failures among them.
+async fn append(conn: &mut ConnectionManager, mut json: String, failures: &[String], budget: u64) {
+    json.push(']');
     let mut invocation = APPEND.prepare_invoke();
     invocation
         .key(RECORDS_KEY)
         .key(RECORDS_BYTES_KEY)
+        .key(RECORDS_SIZES_KEY)
         .key(FAILURES_KEY)
         .arg(budget)
         .arg(json.len() + ENTRY_OVERHEAD)
         .arg(json);
-    for record in records.iter().filter(|r| r.outcome != "done") {
-        invocation.arg(serde_json::to_string(record).expect("a record serializes"));
+    // The newest failures only: the list keeps that many anyway.
+    for failure in failures.iter().rev().take(RECENT_FAILURES).rev() {
+        invocation.arg(failure);
     }
     if let Err(error) = invocation.invoke_async::<i64>(conn).await {
         // Records are for people; losing a batch during an outage is acceptable.
-        tracing::warn!(%error, records = records.len(), "writing invocation records failed");
+        tracing::warn!(%error, "writing invocation records failed");
     }
 }
 
@@ -276,6 +337,55 @@ async fn scan<C: ConnectionLike>(
         }
         if page.len() < SCAN_PAGE {
             return Ok(());
+        }
+    }
+}
+
+/// Where following the records starts: the newest entry's id (`0-0` when there is none).
+pub async fn cursor<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<String> {
+    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(RECORDS_KEY)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(newest
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
+
+/// The records written after `cursor`, oldest first, moving `cursor` past them: what
+/// `eddy logs --follow` reads each time, rather than the whole stream.
+pub async fn newer<C: ConnectionLike>(
+    conn: &mut C,
+    cursor: &mut String,
+) -> redis::RedisResult<Vec<Record>> {
+    let mut out = Vec::new();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(RECORDS_KEY)
+            .arg(format!("({cursor}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .query_async(conn)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        *cursor = last.clone();
+        for (_, fields) in &page {
+            if let Some((_, json)) = fields.iter().find(|(name, _)| name == "r")
+                && let Ok(records) = serde_json::from_str::<Vec<Record>>(json)
+            {
+                out.extend(records);
+            }
+        }
+        if page.len() < SCAN_PAGE {
+            return Ok(out);
         }
     }
 }

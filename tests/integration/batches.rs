@@ -13,6 +13,16 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn one_batch_with_a_failure_and_a_trap_settles_each_event_alone() {
+    a_mixed_batch_settles_each_event_alone("per-event");
+}
+
+#[test]
+fn one_instance_per_batch_still_settles_each_event_alone() {
+    // The trap ends the shared instance; the events after it run in a fresh one.
+    a_mixed_batch_settles_each_event_alone("per-batch");
+}
+
+fn a_mixed_batch_settles_each_event_alone(instance: &str) {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
     let stream = unique("batch");
@@ -36,7 +46,8 @@ fn one_batch_with_a_failure_and_a_trap_settles_each_event_alone() {
         "status",
         &format!(
             "[[triggers.stream]]\nstream = {stream:?}\nstart = \"earliest\"\nbatch = 10\n\
-             concurrency = 10\n[triggers.stream.retry]\nmax_attempts = 3\ninitial = \"100ms\"\n\
+             concurrency = 10\ninstance = {instance:?}\nbatch_window = \"200ms\"\n\
+             [triggers.stream.retry]\nmax_attempts = 3\ninitial = \"100ms\"\n\
              jitter = 0.0\n"
         ),
     );

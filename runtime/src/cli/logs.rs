@@ -74,27 +74,37 @@ fn print(record: &Record, output: OutputFormat) {
 /// Runs `eddy logs`.
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<u8> {
     super::with_redis(args.redis.clone(), |mut conn| async move {
-        // Records from several hosts can land out of time order, so following remembers
-        // what it printed rather than the newest time it saw.
-        let mut seen: Option<HashSet<String>> = None;
+        // Where following picks up: taken before the listing, so nothing falls in between
+        // (a record both listed and followed is shown once, by its key).
+        let mut cursor = records::cursor(&mut conn).await?;
+        let mut found =
+            records::logs(&mut conn, &args.name, args.failed, args.event.as_deref()).await?;
+        found.reverse(); // oldest first
+        if found.is_empty() && args.redis.output == OutputFormat::Human {
+            println!("no invocation records for {} yet", args.name);
+        }
+        let mut shown: HashSet<String> = found.iter().map(Record::key).collect();
+        for record in &found {
+            print(record, args.redis.output);
+        }
+        if !args.follow {
+            return Ok(EXIT_OK);
+        }
         loop {
-            let mut found =
-                records::logs(&mut conn, &args.name, args.failed, args.event.as_deref()).await?;
-            found.reverse(); // oldest first
-            let keys: HashSet<String> = found.iter().map(Record::key).collect();
-            if seen.is_none() && found.is_empty() && args.redis.output == OutputFormat::Human {
-                println!("no invocation records for {} yet", args.name);
-            }
-            for record in &found {
-                if !seen.as_ref().is_some_and(|s| s.contains(&record.key())) {
-                    print(record, args.redis.output);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Only what was written since the last look: a busy stream is not read again.
+            for record in records::newer(&mut conn, &mut cursor).await? {
+                let wanted = record.function == args.name
+                    && (!args.failed || record.outcome != "done")
+                    && args.event.as_deref().is_none_or(|e| record.event_id == e);
+                if wanted && shown.insert(record.key()) {
+                    print(&record, args.redis.output);
                 }
             }
-            seen = Some(keys);
-            if !args.follow {
-                return Ok(EXIT_OK);
+            // Keys of records printed long ago can go: following never sees them again.
+            if shown.len() > 4 * records::RECORDS_PER_FUNCTION {
+                shown.clear();
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
 }

@@ -211,8 +211,14 @@ pub async fn load_script<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::
     DEAD_LETTER_PENDING.load_async(conn).await.map(drop)
 }
 
+/// Original fields a dead letter keeps at most. A producer can write an entry with any number
+/// of fields, but a Lua script cannot pass more than a few thousand values on to `XADD`; past
+/// this the letter says how many were dropped (`eddy.dropped_fields`) rather than failing.
+pub const MAX_LETTER_FIELDS: usize = 1000;
+
 /// Appends a dead letter's field/value pairs to a script's arguments: Eddy's `eddy.*` fields,
-/// the marker with the count of original fields, then the original's.
+/// the marker with the count of original fields, then the original's (at most
+/// [`MAX_LETTER_FIELDS`]).
 pub(super) fn push_letter(
     invocation: &mut redis::ScriptInvocation<'_>,
     original: &[(String, Vec<u8>)],
@@ -221,8 +227,14 @@ pub(super) fn push_letter(
     for (name, value) in letter.fields() {
         invocation.arg(name).arg(value);
     }
-    invocation.arg(ORIGINAL_MARKER).arg(original.len());
-    for (name, value) in original {
+    let kept = &original[..original.len().min(MAX_LETTER_FIELDS)];
+    if kept.len() < original.len() {
+        invocation
+            .arg("eddy.dropped_fields")
+            .arg(original.len() - kept.len());
+    }
+    invocation.arg(ORIGINAL_MARKER).arg(kept.len());
+    for (name, value) in kept {
         invocation.arg(name).arg(value.as_slice());
     }
 }

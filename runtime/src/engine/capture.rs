@@ -147,6 +147,15 @@ impl OutputCapture {
         buffer.extend_from_slice(&bytes[..kept]);
     }
 
+    /// Empties the capture and gives it a fresh budget of `budget` bytes (the next event of an
+    /// instance that handles a batch).
+    pub fn reset(&self, budget: usize) {
+        *self.lock() = State {
+            budget,
+            ..State::default()
+        };
+    }
+
     /// Takes what was captured so far, leaving the capture empty.
     pub fn finish(&self) -> Captured {
         let mut state = self.lock();

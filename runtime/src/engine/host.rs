@@ -47,6 +47,7 @@ mod bindings {
     });
 }
 
+pub use bindings::HostSide as FunctionBindings;
 pub use bindings::HostSidePre as FunctionPre;
 pub use bindings::eddy::function::types as wit;
 use bindings::eddy::function::{config, idempotency, logging, publisher, secrets};
@@ -295,6 +296,31 @@ impl InvocationState {
             http,
             outbound,
         }
+    }
+
+    /// Readies the state of an instance that already handled an event for the next event of
+    /// its batch: that event's id, publisher (carrying its trace), `once` token and lapse,
+    /// outbound gate (with its deadline) and fresh per-event budgets (output, publishes,
+    /// key-value writes). What the instance itself holds (its memory, open handles) stays:
+    /// sharing it is what a batch trades for speed.
+    pub fn begin_event(
+        &mut self,
+        event_id: String,
+        publisher: Arc<dyn Publisher>,
+        claims_lapse: std::time::Instant,
+        outbound: Outbound,
+    ) {
+        self.event_id = event_id;
+        self.publisher = publisher;
+        self.claims_lapse = claims_lapse;
+        self.claims.clear();
+        self.token = uuid::Uuid::new_v4().simple().to_string();
+        self.published = (0, 0);
+        self.echoed = 0;
+        self.kv_written = 0;
+        self.limiter.refused = None;
+        self.capture.reset(self.limits.output_bytes);
+        self.outbound = outbound;
     }
 }
 

@@ -41,7 +41,7 @@ mod secrets;
 mod workers;
 
 pub use cache::{ComponentCache, digest};
-pub use capture::{Captured, LogLevel, LogLine, OutputCapture};
+pub use capture::{Captured, LogLevel, LogLine, OutputCapture, floor_char_boundary};
 pub use gate::CpuGate;
 pub use keyvalue::{
     BucketId, KeyValue, KvError, MAX_BATCH_KEYS, MAX_BATCH_READ_BYTES, MAX_KEY_BYTES, MAX_OPEN_CAS,
@@ -311,6 +311,13 @@ fn new_store(
 ) -> Store<InvocationState> {
     let mut store = Store::new(engine, InvocationState::new(parts));
     store.limiter(|state| &mut state.limiter);
+    set_deadline(&mut store, deadline, ticked);
+    store
+}
+
+/// Sets the epoch callback of `store` for a call that must end by `deadline` (again for each
+/// event of a batch sharing the instance).
+fn set_deadline(store: &mut Store<InvocationState>, deadline: Instant, ticked: Arc<AtomicBool>) {
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
@@ -319,7 +326,6 @@ fn new_store(
         ticked.store(true, Ordering::Release);
         Ok(UpdateDeadline::Yield(1))
     });
-    store
 }
 
 /// A background thread advances the epoch every [`EPOCH_TICK`]; it holds only a weak
@@ -506,6 +512,30 @@ impl Function {
         services: Services,
         hooks: RunHooks,
     ) -> Option<InvokeResult> {
+        let mut out = None;
+        self.run_each(
+            [(event, hooks, tracing::Span::none())],
+            services,
+            |_, result| out = result,
+        )
+        .await;
+        out
+    }
+
+    /// Runs the function on each of `jobs` in turn, in **one** fresh instance, and calls
+    /// `done` with each result as it comes (its index, and `None` as [`run`](Self::run)
+    /// says). Each event still gets its own deadline, budgets, `once` claims, captured output
+    /// and outcome; only the instance (its memory and globals) is shared, which is what saves
+    /// instantiating it per event. When a call traps (or times out, or hits the memory
+    /// limit), or is cancelled because its lease was lost, that instance is dropped and the
+    /// batch's next event starts in a fresh one. Each call runs in its `span` (none: the
+    /// caller's).
+    pub async fn run_each<E: std::borrow::Borrow<Event>>(
+        &self,
+        jobs: impl IntoIterator<Item = (E, RunHooks, tracing::Span)>,
+        services: Services,
+        mut done: impl FnMut(usize, Option<InvokeResult>),
+    ) {
         let inner = &*self.inner;
         let _slot = inner
             .engine
@@ -514,145 +544,179 @@ impl Function {
             .acquire()
             .await
             .expect("the instance semaphore is never closed");
-        // From here a gate slot is held; it is given back however this ends.
-        let slot = gate::Slot::take(hooks.gate.as_deref()).await;
-        if hooks.may_start.as_ref().is_some_and(|may| !may()) {
-            return None;
-        }
-
-        let span = propagation::InvocationSpan::for_event(&event.extensions);
-        let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
-            services.publisher,
-            propagation::carried(&event.extensions, &event.id, &span),
-        ));
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
-        let started = Instant::now();
-        let deadline = started + limits.timeout;
-        let ticked = Arc::new(AtomicBool::new(false));
-        let outbound = outbound::Outbound::new(
-            inner.name.clone(),
-            inner.outbound.clone(),
-            inner.engine.inner.tls.clone(),
-            deadline,
-            limits.http_concurrency as usize,
-            limits.http_response_bytes,
-            Some(span.traceparent()),
-            inner.pool.clone(),
-        );
-        let outbound_stats = outbound.stats();
-        let mut store = new_store(
-            &inner.engine.inner.wasmtime,
-            StateParts {
-                function: inner.name.clone(),
-                event_id: event.id.clone(),
-                limits,
-                capture: capture.clone(),
-                config: inner.config.clone(),
-                publisher: publisher.clone(),
-                claims_lapse: deadline + ONCE_LEASE_SLACK,
-                secrets: inner.secrets.clone(),
-                keyvalue: services.keyvalue,
-                shared_buckets: inner.shared_buckets.clone(),
-                outbound,
-            },
-            deadline,
-            ticked.clone(),
-        );
+        let mut session: Option<Store<InvocationState>> = None;
+        let mut bindings: Option<host::FunctionBindings> = None;
+        for (index, (event, hooks, call_span)) in jobs.into_iter().enumerate() {
+            let event: &Event = event.borrow();
+            // From here a gate slot is held; it is given back however this ends.
+            let slot = gate::Slot::take(hooks.gate.as_deref()).await;
+            if hooks.may_start.as_ref().is_some_and(|may| !may()) {
+                done(index, None);
+                continue;
+            }
 
-        let mut instantiation = Duration::ZERO;
-        let wit_event = to_wit(event);
-        let call = async {
-            let bindings = inner.pre.instantiate_async(&mut store).await?;
-            instantiation = started.elapsed();
-            bindings
-                .eddy_function_handler()
-                .call_handle(&mut store, &wit_event)
-                .await
-        };
-        let ended = {
-            let call = slot.run(call, ticked);
-            let cancelled = async {
-                match &hooks.cancel {
-                    Some(token) => token.cancelled().await,
-                    None => std::future::pending().await,
+            let span = propagation::InvocationSpan::for_event(&event.extensions);
+            let publisher: Arc<dyn Publisher> = Arc::new(publish::Carrying::new(
+                services.publisher.clone(),
+                propagation::carried(&event.extensions, &event.id, &span),
+            ));
+            let started = Instant::now();
+            let deadline = started + limits.timeout;
+            let ticked = Arc::new(AtomicBool::new(false));
+            let outbound = outbound::Outbound::new(
+                inner.name.clone(),
+                inner.outbound.clone(),
+                inner.engine.inner.tls.clone(),
+                deadline,
+                limits.http_concurrency as usize,
+                limits.http_response_bytes,
+                Some(span.traceparent()),
+                inner.pool.clone(),
+            );
+            let outbound_stats = outbound.stats();
+            let store = match &mut session {
+                Some(store) => {
+                    store.data_mut().begin_event(
+                        event.id.clone(),
+                        publisher.clone(),
+                        deadline + ONCE_LEASE_SLACK,
+                        outbound,
+                    );
+                    set_deadline(store, deadline, ticked.clone());
+                    store
+                }
+                None => session.insert(new_store(
+                    &inner.engine.inner.wasmtime,
+                    StateParts {
+                        function: inner.name.clone(),
+                        event_id: event.id.clone(),
+                        limits,
+                        capture: capture.clone(),
+                        config: inner.config.clone(),
+                        publisher: publisher.clone(),
+                        claims_lapse: deadline + ONCE_LEASE_SLACK,
+                        secrets: inner.secrets.clone(),
+                        keyvalue: services.keyvalue.clone(),
+                        shared_buckets: inner.shared_buckets.clone(),
+                        outbound,
+                    },
+                    deadline,
+                    ticked.clone(),
+                )),
+            };
+
+            let mut instantiation = Duration::ZERO;
+            let wit_event = to_wit(event);
+            let call = async {
+                let instance = match &bindings {
+                    Some(instance) => instance,
+                    None => {
+                        let made = inner.pre.instantiate_async(&mut *store).await?;
+                        instantiation = started.elapsed();
+                        bindings.insert(made)
+                    }
+                };
+                instance
+                    .eddy_function_handler()
+                    .call_handle(&mut *store, &wit_event)
+                    .await
+            };
+            let ended = {
+                let call = tracing::Instrument::instrument(slot.run(call, ticked), call_span);
+                let cancelled = async {
+                    match &hooks.cancel {
+                        Some(token) => token.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    returned = tokio::time::timeout_at(deadline.into(), call) => Some(returned),
+                    () = cancelled => None,
                 }
             };
-            tokio::select! {
-                returned = tokio::time::timeout_at(deadline.into(), call) => Some(returned),
-                () = cancelled => None,
+            let duration = started.elapsed();
+            let refused = store.data().limiter.refused;
+            let claims = std::mem::take(&mut store.data_mut().claims);
+            let output = capture.finish();
+            let Some(returned) = ended else {
+                tracing::warn!(
+                    function = %inner.name, event_id = %event.id,
+                    "invocation cancelled: its event was taken over by another host"
+                );
+                if !claims.is_empty() {
+                    publisher.settle_once(&claims, false).await;
+                }
+                // Stopped mid-call: the instance is not reused.
+                session = None;
+                bindings = None;
+                done(index, None);
+                continue;
+            };
+            let mut result = match returned {
+                Ok(Ok(response)) => {
+                    InvokeResult::returned(response.status, response.body, duration, output)
+                }
+                Ok(Err(error)) => {
+                    let failure = classify_error(&error, refused, &limits, &output.stderr);
+                    InvokeResult::failed(failure, duration, output)
+                }
+                // The deadline passed while the guest waited in a host call.
+                Err(_elapsed) => InvokeResult::failed(
+                    Failure::Timeout {
+                        limit_ms: limits.timeout.as_millis() as u64,
+                    },
+                    duration,
+                    output,
+                ),
+            };
+            if result.status.is_none() {
+                // Trapped, timed out or out of memory: the instance cannot be entered again,
+                // and the batch's next event starts in a fresh one, so one bad event costs
+                // the others nothing.
+                session = None;
+                bindings = None;
             }
-        };
-        let duration = started.elapsed();
-        let refused = store.data().limiter.refused;
-        let claims = std::mem::take(&mut store.data_mut().claims);
-        drop(store);
-        let output = capture.finish();
-        let Some(returned) = ended else {
-            tracing::warn!(
-                function = %inner.name, event_id = %event.id,
-                "invocation cancelled: its event was taken over by another host"
+            tracing::debug!(
+                function = %inner.name, event_id = %event.id, attempt = event.delivery.attempt,
+                outcome = result.outcome.as_str(), status = result.status,
+                duration_us = duration.as_micros() as u64, "instance finished"
             );
             if !claims.is_empty() {
-                publisher.settle_once(&claims, false).await;
+                // Kept only when the invocation succeeded, so a retry of a failure can redo them.
+                publisher
+                    .settle_once(&claims, result.outcome == Outcome::Done)
+                    .await;
             }
-            return None;
-        };
-        let mut result = match returned {
-            Ok(Ok(response)) => {
-                InvokeResult::returned(response.status, response.body, duration, output)
+            // Redacted whole before the body is cut, so the cut cannot split a secret unseen.
+            result.redact(&inner.secrets);
+            if result.body.len() > MAX_RESPONSE_BODY_BYTES {
+                result.body.truncate(MAX_RESPONSE_BODY_BYTES);
+                inner.secrets.redact_cut_bytes(&mut result.body);
             }
-            Ok(Err(error)) => {
-                let failure = classify_error(&error, refused, &limits, &output.stderr);
-                InvokeResult::failed(failure, duration, output)
+            if !result.output.stdout.is_empty() || !result.output.stderr.is_empty() {
+                tracing::debug!(
+                    function = %inner.name, event_id = %event.id,
+                    stdout = %result.output.stdout, stderr = %result.output.stderr, "guest output"
+                );
             }
-            // The deadline passed while the guest waited in a host call.
-            Err(_elapsed) => InvokeResult::failed(
-                Failure::Timeout {
+            result.outbound = outbound_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if result.failure
+                == Some(Failure::Timeout {
                     limit_ms: limits.timeout.as_millis() as u64,
-                },
-                duration,
-                output,
-            ),
-        };
-        tracing::debug!(
-            function = %inner.name, event_id = %event.id, attempt = event.delivery.attempt,
-            outcome = result.outcome.as_str(), status = result.status,
-            duration_us = duration.as_micros() as u64, "instance finished"
-        );
-        if !claims.is_empty() {
-            // Kept only when the invocation succeeded, so a retry of a failure can redo them.
-            publisher
-                .settle_once(&claims, result.outcome == Outcome::Done)
-                .await;
+                })
+                && result.outbound.calls > 0
+            {
+                result.outbound.limit("timeout");
+            }
+            result.span = Some(span);
+            result.instantiation = instantiation;
+            done(index, Some(result));
         }
-        // Redacted whole before the body is cut, so the cut cannot split a secret unseen.
-        result.redact(&inner.secrets);
-        if result.body.len() > MAX_RESPONSE_BODY_BYTES {
-            result.body.truncate(MAX_RESPONSE_BODY_BYTES);
-            inner.secrets.redact_cut_bytes(&mut result.body);
-        }
-        if !result.output.stdout.is_empty() || !result.output.stderr.is_empty() {
-            tracing::debug!(
-                function = %inner.name, event_id = %event.id,
-                stdout = %result.output.stdout, stderr = %result.output.stderr, "guest output"
-            );
-        }
-        result.outbound = outbound_stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if result.failure
-            == Some(Failure::Timeout {
-                limit_ms: limits.timeout.as_millis() as u64,
-            })
-            && result.outbound.calls > 0
-        {
-            result.outbound.limit("timeout");
-        }
-        result.span = Some(span);
-        result.instantiation = instantiation;
-        Some(result)
     }
 }
 

@@ -15,9 +15,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
-use super::Trigger;
 use super::observe::{Facts, Observed};
 use super::plan::{self, Delivery, PlanContext, Screened, Verdict};
+use super::{Instance, Trigger};
 use crate::engine::{BatchJob, Failure, InvokeResult, RunHooks, Services};
 
 /// Events a part holds at least before a batch is split across worker threads: smaller
@@ -118,8 +118,7 @@ impl Trigger {
     /// Screens, runs, settles and reports one part.
     async fn run_part(self: Arc<Self>, mut slots: Vec<Slot>) {
         let function = self.function();
-        let in_flight = slots.len() as i64;
-        self.observer.metrics.in_flight.inc_by(in_flight);
+        self.observer.metrics.in_flight.inc_by(slots.len() as i64);
         let mut jobs = Vec::new();
         let mut ran = Vec::new();
         for (index, slot) in slots.iter_mut().enumerate() {
@@ -167,17 +166,24 @@ impl Trigger {
             .collect();
         self.settle(&function, &mut slots, &decided).await;
         if !jobs.is_empty() {
-            let results = self.ctx.workers.submit_batch(
-                function.clone(),
-                jobs,
-                Services {
-                    publisher: self.publisher.clone(),
-                    keyvalue: self.ctx.keyvalue.clone(),
-                },
-            );
+            let services = Services {
+                publisher: self.publisher.clone(),
+                keyvalue: self.ctx.keyvalue.clone(),
+            };
+            let results = match self.config.instance {
+                Instance::PerEvent => {
+                    self.ctx
+                        .workers
+                        .submit_batch(function.clone(), jobs, services)
+                }
+                Instance::PerBatch => {
+                    self.ctx
+                        .workers
+                        .submit_each(function.clone(), jobs, services)
+                }
+            };
             self.collect(&function, &mut slots, &ran, results).await;
         }
-        self.observer.metrics.in_flight.dec_by(in_flight);
         let mut mine = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         for slot in slots.iter().filter(|s| s.delivery.is_pending()) {
             mine.remove(&slot.delivery.entry_id);
@@ -312,5 +318,6 @@ impl Trigger {
         for &index in indices {
             slots[index].permit = None;
         }
+        self.observer.metrics.in_flight.dec_by(indices.len() as i64);
     }
 }

@@ -1,6 +1,8 @@
 //! A stream trigger's settings, validated: what the `[[triggers.stream]]` manifest section
 //! turns into. Every setting has a named default.
 
+use std::time::Duration;
+
 use crate::delivery::RetryPolicy;
 
 /// Entries read per `XREADGROUP` at most.
@@ -11,6 +13,10 @@ pub const MAX_BATCH: usize = 1000;
 pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Highest concurrency accepted (the engine's instance pool is the real ceiling).
 pub const MAX_CONCURRENCY: usize = 256;
+/// How long a read waits at most for a batch to fill: none by default (read what is there).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::ZERO;
+/// The longest batch window accepted.
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(10);
 /// Suffix of the default dead-letter stream: `<stream>.dlq`.
 pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
@@ -34,6 +40,20 @@ impl Start {
     }
 }
 
+/// How many events one instance of the function handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instance {
+    /// A fresh instance per event (the default): no state leaks from one event to the next.
+    #[default]
+    PerEvent,
+    /// One instance per batch, its events handled one after another: no instantiation per
+    /// event, for throughput. Each event keeps its own status, deadline, budgets and retries;
+    /// what one event leaves in the instance's memory the next one sees. After a trap (or a
+    /// timeout) the next event starts in a fresh instance.
+    PerBatch,
+}
+
 /// One stream trigger of a function.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamTriggerConfig {
@@ -53,6 +73,10 @@ pub struct StreamTriggerConfig {
     pub retry: RetryPolicy,
     /// Where events that cannot succeed go (default `<stream>.dlq`).
     pub dead_letter: String,
+    /// One instance per event or per batch ([`Instance::PerEvent`] by default).
+    pub instance: Instance,
+    /// How long a read waits for more entries to fill its batch ([`DEFAULT_BATCH_WINDOW`]).
+    pub batch_window: Duration,
 }
 
 impl StreamTriggerConfig {

@@ -30,8 +30,8 @@ mod settle;
 pub mod wire;
 
 pub use config::{
-    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_CONCURRENCY, MAX_BATCH, MAX_CONCURRENCY, Start,
-    StreamTriggerConfig,
+    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
+    MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
 };
 
 use std::future::Future;
@@ -60,6 +60,9 @@ const MAX_CLAIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a retry loop sleeps before looking at the schedule again (other hosts may have
 /// scheduled something sooner).
 const RETRY_POLL: Duration = Duration::from_millis(250);
+/// Longest a reader under load waits for more permits to free before reading (see
+/// `take_permits`).
+const READ_LINGER: Duration = Duration::from_millis(2);
 /// First wait after a Redis error in a loop; doubled per failure up to [`MAX_ERROR_BACKOFF`].
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two tries after Redis errors.
@@ -245,8 +248,7 @@ impl Trigger {
         let mut last_claim: Option<Instant> = None;
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let Some(mut permits) = self.permits_unless_shutdown(self.read_threshold()).await
-            else {
+            let Some(mut permits) = self.permits_unless_shutdown(true).await else {
                 return;
             };
             if last_claim.is_none_or(|t| t.elapsed() >= claim_interval) {
@@ -267,22 +269,32 @@ impl Trigger {
                     continue;
                 }
             }
-            let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(&self.config.group)
-                .arg(&*self.ctx.consumer)
-                .arg("COUNT")
-                .arg(permits.len())
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.config.stream)
-                .arg(">")
-                .query_async(&mut reader)
-                .await;
-            let result = reply
-                .map_err(|e| e.to_string())
-                .and_then(wire::read_reply_entries);
+            let mut result = self.read(&mut reader, permits.len(), READ_BLOCK).await;
+            if let Ok(entries) = &mut result
+                && !entries.is_empty()
+                && !self.config.batch_window.is_zero()
+            {
+                // Wait a little for the batch to fill: fewer, fuller batches.
+                let deadline = Instant::now() + self.config.batch_window;
+                while entries.len() < permits.len() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left < Duration::from_millis(1) {
+                        break;
+                    }
+                    let more = self
+                        .read(
+                            &mut reader,
+                            permits.len() - entries.len(),
+                            left.min(READ_BLOCK),
+                        )
+                        .await;
+                    match more {
+                        Ok(more) => entries.extend(more),
+                        // What was read is handled; the error shows again at the next read.
+                        Err(_) => break,
+                    }
+                }
+            }
             match result {
                 Ok(mut entries) => {
                     backoff = ERROR_BACKOFF;
@@ -322,43 +334,84 @@ impl Trigger {
         }
     }
 
+    /// Reads up to `count` new entries, blocking up to `block` for the first.
+    async fn read(
+        &self,
+        reader: &mut ConnectionManager,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, String> {
+        let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.config.group)
+            .arg(&*self.ctx.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.config.stream)
+            .arg(">")
+            .query_async(reader)
+            .await;
+        reply
+            .map_err(|e| e.to_string())
+            .and_then(wire::read_reply_entries)
+    }
+
     /// [`take_permits`](Self::take_permits), or `None` once the host is stopping.
-    async fn permits_unless_shutdown(&self, least: usize) -> Option<Vec<OwnedSemaphorePermit>> {
+    async fn permits_unless_shutdown(&self, linger: bool) -> Option<Vec<OwnedSemaphorePermit>> {
         tokio::select! {
             // Shutdown first: free permits are always ready and must not win the race.
             biased;
             _ = self.ctx.shutdown.cancelled() => None,
-            held = self.take_permits(least) => Some(held),
+            held = self.take_permits(linger) => Some(held),
         }
     }
 
-    /// Waits for `least` free permits at once, then takes every other free one up to `batch`.
-    async fn take_permits(&self, least: usize) -> Vec<OwnedSemaphorePermit> {
-        let mut many = self
+    /// Waits for one free permit, then takes every other free one up to `batch`. With `linger`
+    /// (the reader, under load), it then waits up to [`READ_LINGER`] for at least
+    /// [`read_threshold`](Self::read_threshold) permits, so that one read, one hand-off and
+    /// one settlement serve many events rather than each settled event freeing a read of its
+    /// own. The wait is short and bounded: a slow event holding permits delays nothing by
+    /// more than that.
+    async fn take_permits(&self, linger: bool) -> Vec<OwnedSemaphorePermit> {
+        let first = self
             .permits
             .clone()
-            .acquire_many_owned(least as u32)
+            .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut held = Vec::with_capacity(self.config.batch);
-        // One permit per event: each goes back when its event is settled.
-        while many.num_permits() > 1 {
-            held.push(many.split(1).expect("more than one permit left"));
+        let mut held = vec![first];
+        self.take_free(&mut held);
+        if linger && held.len() < self.read_threshold() {
+            let deadline = tokio::time::Instant::now() + READ_LINGER;
+            while held.len() < self.read_threshold() {
+                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await
+                {
+                    Ok(permit) => {
+                        held.push(permit.expect("the semaphore is never closed"));
+                        self.take_free(&mut held);
+                    }
+                    Err(_) => break,
+                }
+            }
         }
-        held.push(many);
+        held
+    }
+
+    /// Adds every free permit to `held`, up to `batch`.
+    fn take_free(&self, held: &mut Vec<OwnedSemaphorePermit>) {
         while held.len() < self.config.batch {
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
             }
         }
-        held
     }
 
-    /// Free permits the reader waits for before reading: half a batch (or half the
-    /// concurrency, if smaller), so that under load one read, one hand-off and one settlement
-    /// serve many events instead of each event freeing a read of its own. When idle every
-    /// permit is free and a read starts at once, so this costs no latency.
+    /// Free permits the reader lingers for under load: half a batch (or half the concurrency,
+    /// if smaller). When idle every permit is free and a read starts at once.
     fn read_threshold(&self) -> usize {
         (self.config.batch.min(self.config.concurrency) / 2).max(1)
     }
@@ -425,7 +478,7 @@ impl Trigger {
         let mut conn = self.conn.clone();
         let mut backoff = ERROR_BACKOFF;
         loop {
-            let Some(mut permits) = self.permits_unless_shutdown(1).await else {
+            let Some(mut permits) = self.permits_unless_shutdown(false).await else {
                 return;
             };
             let now = now_ms();

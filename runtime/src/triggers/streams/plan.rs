@@ -374,6 +374,8 @@ mod tests {
                 jitter: 0.0,
             },
             dead_letter: "orders.dlq".into(),
+            instance: super::super::Instance::PerEvent,
+            batch_window: std::time::Duration::ZERO,
         }
     }
 
