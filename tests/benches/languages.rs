@@ -1,7 +1,8 @@
 //! Benchmark: the per-event cost of a function in each SDK language. The three templates
 //! (`sdk/templates/{rust,javascript,python}`) are built by the real toolchains (`eddy build`),
 //! compiled by the engine without its cache (timed), then each handles the same order event
-//! `EDDY_BENCH_EVENTS` times (default 300) in a fresh instance, as a host would.
+//! `EDDY_BENCH_EVENTS` times (default 300) in a fresh instance, as a host would, and again in
+//! batches of 64 sharing one instance each (a stream trigger's `instance = "per-batch"`).
 //!
 //! Run after `scripts/test` (which installs the toolchains and builds `eddy`):
 //! `cargo bench -p eddy-tests --bench languages`
@@ -27,6 +28,9 @@ fn event(data: &str) -> Event {
         delivery: Delivery::invoked(1),
     }
 }
+
+/// Events per instance in the per-batch measurement: the streams trigger's usual read size.
+const BATCH: usize = 64;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -61,8 +65,8 @@ fn main() {
         "per-event cost by SDK language, {events} events each, fresh instance per event, no compile cache"
     );
     println!(
-        "  {:<11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>13}",
-        "language", "size", "compile", "p50", "p99", "mean", "instantiate"
+        "  {:<11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>13} {:>15} {:>8}",
+        "language", "size", "compile", "p50", "p99", "mean", "instantiate", "per-batch mean", "gain"
     );
     for (language, payload) in [
         ("rust", r#"{"orderId":"o-1"}"#),
@@ -98,8 +102,36 @@ fn main() {
         }
         times.sort();
         let mean = times.iter().sum::<Duration>() / events as u32;
+        // The same events through `instance = "per-batch"`: batches of BATCH in one instance
+        // each, timed whole (instantiation, every call and the teardown), per event.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let mut done = 0;
+        while done < events {
+            let n = BATCH.min(events - done);
+            let jobs = (0..n).map(|_| {
+                (
+                    &event,
+                    eddy::engine::RunHooks::default(),
+                    tracing::Span::none(),
+                )
+            });
+            runtime.block_on(function.run_each(
+                jobs,
+                eddy::engine::Services::in_memory(),
+                |_, result| {
+                    let result = result.expect("runs without hooks always run");
+                    assert_eq!(result.outcome, Outcome::Done, "{language}: {result:?}");
+                },
+            ));
+            done += n;
+        }
+        let batched = started.elapsed() / events as u32;
         println!(
-            "  {:<11} {:>6} KiB {:>8.2} s {:>9.2?} {:>9.2?} {:>9.2?} {:>13.2?}",
+            "  {:<11} {:>6} KiB {:>8.2} s {:>9.2?} {:>9.2?} {:>9.2?} {:>13.2?} {:>15.2?} {:>7.1}x",
             language,
             bytes.len() / 1024,
             compile.as_secs_f64(),
@@ -107,6 +139,8 @@ fn main() {
             percentile(&times, 0.99),
             mean,
             instantiation / events as u32,
+            batched,
+            mean.as_secs_f64() / batched.as_secs_f64(),
         );
     }
 }

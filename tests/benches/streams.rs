@@ -276,7 +276,7 @@ fn eddy_drain(
 /// Prints one row of the drain table.
 fn row(name: &str, cost: Cost, native: f64) {
     println!(
-        "  {name:<44} {:>9.0} ev/s {:>6.2}x  {:>9}  {:>7.2}  {:>7.3}",
+        "  {name:<48} {:>9.0} ev/s {:>6.2}x  {:>9}  {:>7.2}  {:>7.3}",
         cost.events_per_s,
         cost.events_per_s / native,
         cost.consumer_us
@@ -366,7 +366,7 @@ fn main() {
         "drain, {events} queued events, batch {BATCH} (per event: consumer CPU µs, Redis CPU µs, Redis commands)"
     );
     println!(
-        "  {:<44} {:>14} {:>7}  {:>9}  {:>7}  {:>7}",
+        "  {:<48} {:>14} {:>7}  {:>9}  {:>7}  {:>7}",
         "consumer", "rate", "ratio", "cpu µs", "redis µs", "cmds"
     );
     let native = native_drain(&redis, events);
@@ -403,6 +403,17 @@ fn main() {
     row(
         "eddy, noop, default concurrency",
         eddy_drain(&redis, events, "noop", None, ""),
+        native,
+    );
+    row(
+        "eddy, noop, per-batch instance, concurrency 128",
+        eddy_drain(
+            &redis,
+            events,
+            "noop",
+            Some(128),
+            "instance = \"per-batch\"\n",
+        ),
         native,
     );
     row(
