@@ -66,7 +66,15 @@ fn main() {
     );
     println!(
         "  {:<11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>13} {:>15} {:>8}",
-        "language", "size", "compile", "p50", "p99", "mean", "instantiate", "per-batch mean", "gain"
+        "language",
+        "size",
+        "compile",
+        "p50",
+        "p99",
+        "mean",
+        "instantiate",
+        "per-batch mean",
+        "gain"
     );
     for (language, payload) in [
         ("rust", r#"{"orderId":"o-1"}"#),
