@@ -71,23 +71,31 @@ const SCAN_PAGE: usize = 32;
 /// the batch's JSON, then the failures' JSON documents. Appends the batch, counts its bytes,
 /// drops the oldest entries while over the budget (never the one just added), and keeps the
 /// newest failures. The sizes list holds each entry's size in stream order, so trimming reads
-/// sizes, not entries, and cuts the stream with one `XTRIM`. If the counter, the sizes or the
-/// stream were changed behind the script's back (a key deleted by hand), they no longer agree
-/// and are started over from the entry just added.
+/// sizes, not entries, and cuts the stream with one `XTRIM`. If the sizes and the stream no
+/// longer agree (a key deleted by hand), both start over from the entry just added; a counter
+/// that is gone is summed again from the sizes.
 static APPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(&format!(
         r"
         redis.call('XADD', KEYS[1], '*', 's', ARGV[2], 'r', ARGV[3])
         redis.call('RPUSH', KEYS[3], ARGV[2])
-        local held = redis.call('INCRBY', KEYS[2], ARGV[2])
         local len = redis.call('XLEN', KEYS[1])
         if redis.call('LLEN', KEYS[3]) ~= len then
             redis.call('XTRIM', KEYS[1], 'MAXLEN', 1)
             redis.call('DEL', KEYS[3])
             redis.call('RPUSH', KEYS[3], ARGV[2])
-            redis.call('SET', KEYS[2], ARGV[2])
-            held = tonumber(ARGV[2])
             len = 1
+        end
+        local held
+        if len == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
+            -- Counted afresh when the stream starts over or the counter is gone.
+            held = 0
+            for _, size in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+                held = held + tonumber(size)
+            end
+            redis.call('SET', KEYS[2], held)
+        else
+            held = redis.call('INCRBY', KEYS[2], ARGV[2])
         end
         local budget = tonumber(ARGV[1])
         local drop = 0

@@ -227,7 +227,7 @@ pub(super) fn push_letter(
     for (name, value) in letter.fields() {
         invocation.arg(name).arg(value);
     }
-    let kept = &original[..original.len().min(MAX_LETTER_FIELDS)];
+    let kept = kept_fields(original);
     if kept.len() < original.len() {
         invocation
             .arg("eddy.dropped_fields")
@@ -237,6 +237,39 @@ pub(super) fn push_letter(
     for (name, value) in kept {
         invocation.arg(name).arg(value.as_slice());
     }
+}
+
+/// The original fields a dead letter keeps, in their order: all of them, or past
+/// [`MAX_LETTER_FIELDS`] the event's own (`data` and the CloudEvents attributes) first, then
+/// the others until the cap, so a replay still finds its payload.
+fn kept_fields(original: &[(String, Vec<u8>)]) -> Vec<&(String, Vec<u8>)> {
+    if original.len() <= MAX_LETTER_FIELDS {
+        return original.iter().collect();
+    }
+    const OWN: [&str; 9] = [
+        "data",
+        "type",
+        "id",
+        "source",
+        "specversion",
+        "datacontenttype",
+        "dataschema",
+        "subject",
+        "time",
+    ];
+    let own = |name: &str| OWN.contains(&name);
+    let room = MAX_LETTER_FIELDS.saturating_sub(original.iter().filter(|(n, _)| own(n)).count());
+    let mut others = 0;
+    original
+        .iter()
+        .filter(|(name, _)| {
+            own(name) || {
+                others += 1;
+                others <= room
+            }
+        })
+        .take(MAX_LETTER_FIELDS)
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,6 +295,19 @@ mod tests {
         assert!(tail.ends_with("info: line 1999\nstderr: boom\n"), "{tail}");
         assert_eq!(truncate_end("héllo", 4), "…llo");
         assert_eq!(truncate_start("héllo", 2), "h");
+    }
+
+    #[test]
+    fn a_letter_of_too_many_fields_keeps_the_event_itself() {
+        let mut original: Vec<(String, Vec<u8>)> = (0..4000)
+            .map(|i| (format!("f{i}"), b"x".to_vec()))
+            .collect();
+        original.push(("data".into(), b"{}".to_vec()));
+        let kept = kept_fields(&original);
+        assert_eq!(kept.len(), MAX_LETTER_FIELDS);
+        assert_eq!(kept.last().unwrap().0, "data");
+        assert_eq!(kept[0].0, "f0");
+        assert_eq!(kept_fields(&original[..10]).len(), 10);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use publish::{
     OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
 };
 pub use secrets::{MIN_SECRET_BYTES, REDACTED, SecretSource, Secrets};
-pub use workers::{BatchJob, BatchResults, Submitted, Workers, default_workers};
+pub use workers::{BatchJob, BatchResults, GROUP_LINGER, Submitted, Workers, default_workers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -587,24 +587,28 @@ impl Function {
                     set_deadline(store, deadline, ticked.clone());
                     store
                 }
-                None => session.insert(new_store(
-                    &inner.engine.inner.wasmtime,
-                    StateParts {
-                        function: inner.name.clone(),
-                        event_id: event.id.clone(),
-                        limits,
-                        capture: capture.clone(),
-                        config: inner.config.clone(),
-                        publisher: publisher.clone(),
-                        claims_lapse: deadline + ONCE_LEASE_SLACK,
-                        secrets: inner.secrets.clone(),
-                        keyvalue: services.keyvalue.clone(),
-                        shared_buckets: inner.shared_buckets.clone(),
-                        outbound,
-                    },
-                    deadline,
-                    ticked.clone(),
-                )),
+                None => session.insert({
+                    // A fresh instance after a failed one: the event's output budget is whole.
+                    capture.reset(limits.output_bytes);
+                    new_store(
+                        &inner.engine.inner.wasmtime,
+                        StateParts {
+                            function: inner.name.clone(),
+                            event_id: event.id.clone(),
+                            limits,
+                            capture: capture.clone(),
+                            config: inner.config.clone(),
+                            publisher: publisher.clone(),
+                            claims_lapse: deadline + ONCE_LEASE_SLACK,
+                            secrets: inner.secrets.clone(),
+                            keyvalue: services.keyvalue.clone(),
+                            shared_buckets: inner.shared_buckets.clone(),
+                            outbound,
+                        },
+                        deadline,
+                        ticked.clone(),
+                    )
+                }),
             };
 
             let mut instantiation = Duration::ZERO;

@@ -171,8 +171,7 @@ impl Workers {
 
     /// Queues a batch as one job run in **one** instance, event after event
     /// ([`Function::run_each`]): the cheapest way through many events, for functions whose
-    /// trigger opts in. Results come back in groups as [`submit_batch`](Self::submit_batch)'s
-    /// do: whatever finished within [`GROUP_LINGER`] of the previous group.
+    /// trigger opts in. Each result comes back as soon as its event ends.
     pub fn submit_each(
         &self,
         function: Function,
@@ -192,20 +191,14 @@ impl Workers {
                 hooks.gate = Some(gate.clone());
                 (job.event, hooks, job.span)
             });
-            let mut group = Vec::new();
-            let mut flushed = std::time::Instant::now();
+            // Each result goes back as soon as it is known: the trigger groups what arrives
+            // close together, so a slow event never holds back the settlement of the ones
+            // before it.
             function
                 .run_each(jobs, services, |index, result| {
-                    group.push((index, result));
-                    if flushed.elapsed() >= GROUP_LINGER {
-                        let _ = sender.send(std::mem::take(&mut group));
-                        flushed = std::time::Instant::now();
-                    }
+                    let _ = sender.send(vec![(index, result)]);
                 })
                 .await;
-            if !group.is_empty() {
-                let _ = sender.send(group);
-            }
         });
         receiver
     }

@@ -18,7 +18,7 @@ use tracing::Span;
 use super::observe::{Facts, Observed};
 use super::plan::{self, Delivery, PlanContext, Screened, Verdict};
 use super::{Instance, Trigger};
-use crate::engine::{BatchJob, Failure, InvokeResult, RunHooks, Services};
+use crate::engine::{BatchJob, Failure, GROUP_LINGER, InvokeResult, RunHooks, Services};
 
 /// Events a part holds at least before a batch is split across worker threads: smaller
 /// parts cost a hand-off and a settlement each for little parallelism (under load, several
@@ -147,10 +147,18 @@ impl Trigger {
                     // confirmation, the invocation ends (at its deadline) with a quarter of the
                     // margin to spare.
                     let (lease, max) = (slot.lease.clone(), self.ctx.claim_margin * 3 / 4);
+                    // Events of a shared instance run one after another: once the host stops,
+                    // those not started yet are left pending for another host rather than
+                    // queued past the grace period.
+                    let stopping = (self.config.instance == Instance::PerBatch)
+                        .then(|| self.ctx.shutdown.clone());
                     jobs.push(BatchJob {
                         event,
                         hooks: RunHooks {
-                            may_start: Some(Box::new(move || lease.fresh_within(max))),
+                            may_start: Some(Box::new(move || {
+                                lease.fresh_within(max)
+                                    && stopping.as_ref().is_none_or(|s| !s.is_cancelled())
+                            })),
                             cancel: Some(slot.cancel.clone()),
                             ..RunHooks::default()
                         },
@@ -205,7 +213,15 @@ impl Trigger {
         while outstanding > 0 {
             tokio::select! {
                 group = results.recv() => {
-                    let Some(group) = group else { break };
+                    let Some(mut group) = group else { break };
+                    // What arrives soon after shares the settlement (one pipeline for many).
+                    let until = tokio::time::Instant::now() + GROUP_LINGER;
+                    while group.len() < outstanding {
+                        match tokio::time::timeout_at(until, results.recv()).await {
+                            Ok(Some(more)) => group.extend(more),
+                            _ => break,
+                        }
+                    }
                     let mut settled = Vec::with_capacity(group.len());
                     for (job, result) in group {
                         let index = ran[job];

@@ -63,6 +63,8 @@ const RETRY_POLL: Duration = Duration::from_millis(250);
 /// Longest a reader under load waits for more permits to free before reading (see
 /// `take_permits`).
 const READ_LINGER: Duration = Duration::from_millis(2);
+/// Longest one read blocks while a batch window fills (the host may be stopping).
+const WINDOW_READ_BLOCK: Duration = Duration::from_millis(100);
 /// First wait after a Redis error in a loop; doubled per failure up to [`MAX_ERROR_BACKOFF`].
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two tries after Redis errors.
@@ -276,16 +278,17 @@ impl Trigger {
             {
                 // Wait a little for the batch to fill: fewer, fuller batches.
                 let deadline = Instant::now() + self.config.batch_window;
-                while entries.len() < permits.len() {
+                while entries.len() < permits.len() && !shutdown.is_cancelled() {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left < Duration::from_millis(1) {
                         break;
                     }
+                    // Short reads, so a stop is noticed within one of them.
                     let more = self
                         .read(
                             &mut reader,
                             permits.len() - entries.len(),
-                            left.min(READ_BLOCK),
+                            left.min(WINDOW_READ_BLOCK),
                         )
                         .await;
                     match more {
@@ -385,7 +388,8 @@ impl Trigger {
         let mut held = vec![first];
         self.take_free(&mut held);
         if linger && held.len() < self.read_threshold() {
-            let deadline = tokio::time::Instant::now() + READ_LINGER;
+            // A trigger with a batch window has said it would rather wait to fill a batch.
+            let deadline = tokio::time::Instant::now() + READ_LINGER.max(self.config.batch_window);
             while held.len() < self.read_threshold() {
                 match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await
                 {
