@@ -51,6 +51,7 @@
 //! schedule = "0 0 0 * * *"    # required: 6 fields with seconds (5 fields: second 0)
 //! timezone = "UTC"            # IANA name, default UTC
 //! catch_up = "latest"         # missed ticks when no host ran: "none", "latest" or "all" (≤100)
+//! late_grace = "60s"          # a tick later than this is missed (catch_up decides), at most 1h
 //! dead_letter = "reports.dlq"  # default: <tick stream>.dlq, eddy:cron:daily-report.dlq
 //! ```
 //!
@@ -76,7 +77,8 @@ use crate::engine::{
 };
 use crate::names::{self, NameError};
 use crate::triggers::cron::{
-    CatchUp, Schedule, ScheduleError, TICK_TYPE, Ticker, state_key, tick_stream,
+    CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
+    state_key, tick_stream,
 };
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
@@ -266,6 +268,7 @@ struct RawCronTrigger {
     schedule: String,
     timezone: Option<String>,
     catch_up: Option<CatchUp>,
+    late_grace: Option<String>,
     retry: Option<RawRetry>,
     dead_letter: Option<String>,
 }
@@ -628,11 +631,26 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             instance: Instance::PerEvent,
             batch_window: DEFAULT_BATCH_WINDOW,
         });
+        let late_grace = match &t.late_grace {
+            None => DEFAULT_LATE_GRACE,
+            Some(text) => {
+                let field = format!("{at}.late_grace");
+                let grace = v.duration(&field, text)?;
+                v.check(
+                    &field,
+                    text,
+                    grace <= MAX_LATE_GRACE,
+                    &format!("a duration of at most {MAX_LATE_GRACE:?}"),
+                )?;
+                grace
+            }
+        };
         let state = state_key(&name);
         tickers.push(Ticker {
             name,
             schedule,
             catch_up: t.catch_up.unwrap_or_default(),
+            late_grace,
             stream,
             event_type: TICK_TYPE.to_owned(),
             data: None,

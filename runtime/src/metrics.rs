@@ -13,6 +13,7 @@
 //! | `eddy_invocations_in_flight` | function | invocations running or queued for a worker |
 //! | `eddy_cron_ticks_total` | schedule | ticks this host fired |
 //! | `eddy_cron_lateness_seconds` | schedule | how late a tick fired |
+//! | `eddy_cron_missed_ticks_total` | schedule, outcome | ticks older than the late grace at catch-up: `emitted` or `skipped` by the policy |
 //! | `eddy_deploys_total` | function | versions this host switched to |
 //! | `eddy_consumer_lag` | stream, group | entries not yet read by the group |
 //! | `eddy_consumer_pending` | stream, group | entries read and not acknowledged |
@@ -42,6 +43,7 @@ pub struct Metrics {
     in_flight: Family<Labels, Gauge>,
     cron_ticks: Family<Labels, Counter>,
     cron_lateness: HistogramFamily,
+    cron_missed: Family<Labels, Counter>,
     deploys: Family<Labels, Counter>,
     lag: Family<Labels, Gauge>,
     pending: Family<Labels, Gauge>,
@@ -132,6 +134,12 @@ impl Metrics {
             "How late a cron tick fired",
             cron_lateness.clone(),
         );
+        let cron_missed = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_cron_missed_ticks",
+            "Ticks older than their late grace when a host caught up, by what the catch-up policy did",
+            cron_missed.clone(),
+        );
         let deploys = Family::<Labels, Counter>::default();
         registry.register(
             "eddy_deploys",
@@ -178,6 +186,7 @@ impl Metrics {
             in_flight,
             cron_ticks,
             cron_lateness,
+            cron_missed,
             deploys,
             lag,
             pending,
@@ -259,6 +268,15 @@ impl Metrics {
         let l = labels(&[("schedule", schedule)]);
         self.cron_ticks.get_or_create(&l).inc();
         self.cron_lateness.get_or_create(&l).observe(late.max(0.0));
+    }
+
+    /// Counts missed ticks of `schedule` that its catch-up policy emitted and skipped.
+    pub fn cron_missed(&self, schedule: &str, emitted: u64, skipped: u64) {
+        for (outcome, count) in [("emitted", emitted), ("skipped", skipped)] {
+            self.cron_missed
+                .get_or_create(&labels(&[("schedule", schedule), ("outcome", outcome)]))
+                .inc_by(count);
+        }
     }
 
     /// Counts a version switch.

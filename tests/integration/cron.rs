@@ -128,6 +128,9 @@ fn missed_ticks_follow_the_catch_up_policy() {
                 "Tick",
                 "--catch-up",
                 policy,
+                // Every tick not fired on time counts as missed, as before late_grace existed.
+                "--late-grace",
+                "0s",
             ],
         );
         assert_eq!(code, 0, "{err}");
@@ -184,6 +187,160 @@ fn missed_ticks_follow_the_catch_up_policy() {
         let unique: BTreeSet<i64> = seconds.iter().copied().collect();
         assert_eq!(unique.len(), seconds.len(), "{policy}: a tick fired twice");
     }
+}
+
+/// Creates a per-second cronjob `name` into `stream` with `extra` arguments.
+fn per_second(redis: &RedisServer, name: &str, stream: &str, extra: &[&str]) {
+    let args = [
+        &[
+            "create",
+            name,
+            "--schedule",
+            "* * * * * *",
+            "--stream",
+            stream,
+            "--type",
+            "Tick",
+        ][..],
+        extra,
+    ]
+    .concat();
+    let (code, out, err) = cron(redis, &args);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_stalled_host_s_late_ticks_fire_once_each_when_another_picks_up() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = empty_functions();
+    let graced = unique("graced");
+    let strict = unique("strict");
+    per_second(&redis, "graced", &graced, &[]); // late_grace 60s, catch-up latest
+    per_second(&redis, "strict", &strict, &["--late-grace", "0s"]);
+    let mut stalled = host(&redis, fns.path());
+    eventually(Duration::from_secs(10), "both ticking", || {
+        (!entries(&mut conn, &graced).is_empty() && !entries(&mut conn, &strict).is_empty())
+            .then_some(())
+    });
+    eddy_tests::host::signal(stalled.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = (
+        entries(&mut conn, &graced).len(),
+        entries(&mut conn, &strict).len(),
+    );
+    let _second = host(&redis, fns.path());
+    // Its catch-up runs before its first regular tick.
+    eventually(
+        Duration::from_secs(15),
+        "a regular tick from the new host",
+        || {
+            [(&graced, before.0), (&strict, before.1)]
+                .iter()
+                .all(|(stream, n)| {
+                    entries(&mut conn, stream)
+                        .iter()
+                        .skip(*n)
+                        .any(|e| !e.fields.contains_key("catchup"))
+                })
+                .then_some(())
+        },
+    );
+    eddy_tests::host::signal(stalled.pid(), libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(2));
+    for name in ["graced", "strict"] {
+        let (code, _, err) = cron(&redis, &["rm", name]);
+        assert_eq!(code, 0, "{err}");
+    }
+    stalled.kill();
+
+    let seconds = |stream: &str, name: &str| -> Vec<i64> {
+        entries(&mut redis.conn(), stream)
+            .iter()
+            .map(|t| tick_second(t, name))
+            .collect()
+    };
+    // With the grace, every second fires once, each with its own scheduled time.
+    let graced_seconds = seconds(&graced, "graced");
+    let (first, last) = (graced_seconds[0], *graced_seconds.last().unwrap());
+    assert_eq!(
+        graced_seconds,
+        (first..=last).collect::<Vec<_>>(),
+        "late ticks were skipped or doubled"
+    );
+    assert!(
+        entries(&mut conn, &graced)
+            .iter()
+            .all(|e| !e.fields.contains_key("catchup")),
+        "late ticks fire as ordinary ticks, not catch-ups"
+    );
+    // Without it (0s, latest): today's behaviour, only the newest of the stalled ticks.
+    let strict_seconds = seconds(&strict, "strict");
+    let unique_strict: BTreeSet<i64> = strict_seconds.iter().copied().collect();
+    assert_eq!(
+        unique_strict.len(),
+        strict_seconds.len(),
+        "a tick fired twice"
+    );
+    let (first, last) = (strict_seconds[0], *strict_seconds.last().unwrap());
+    assert!(
+        strict_seconds.len() < (last - first + 1) as usize,
+        "grace 0 with latest skips stalled ticks: {strict_seconds:?}"
+    );
+}
+
+#[test]
+fn after_a_long_outage_the_last_minute_fires_and_older_ticks_follow_the_policy() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = empty_functions();
+    let stream = unique("outage");
+    per_second(&redis, "outage", &stream, &["--late-grace", "60s"]);
+    // Every host was down for five minutes: the mark says so.
+    let now = chrono::Utc::now().timestamp();
+    let _: () = conn
+        .hset("eddy:cronjob:outage:state", "last", now - 300)
+        .unwrap();
+    let _host = host(&redis, fns.path());
+    eventually(
+        Duration::from_secs(20),
+        "the catch-up and a regular tick",
+        || {
+            let ticks = entries(&mut conn, &stream);
+            (ticks.len() > 60 && tick_second(ticks.last().unwrap(), "outage") > now + 1)
+                .then_some(())
+        },
+    );
+    // eddy cron ls counts the missed ticks by what the policy did.
+    let listed = eddy_redis(&["cron", "ls", "--output", "json"], &redis.url());
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let missed = listed.json()[0]["missed"].clone();
+    assert_eq!(missed["emitted"], 1, "{missed}");
+    let skipped = missed["skipped"].as_u64().unwrap();
+    assert!((230..=242).contains(&skipped), "{missed}");
+    let (code, _, err) = cron(&redis, &["rm", "outage"]);
+    assert_eq!(code, 0, "{err}");
+    let ticks = entries(&mut conn, &stream);
+    let caught: Vec<&StreamEntry> = ticks
+        .iter()
+        .filter(|e| e.fields.contains_key("catchup"))
+        .collect();
+    assert_eq!(caught.len(), 1, "latest: one missed tick emitted");
+    let missed_newest = tick_second(caught[0], "outage");
+    let seconds: Vec<i64> = ticks.iter().map(|t| tick_second(t, "outage")).collect();
+    // After the one catch-up, every second from the grace window on fires, once each.
+    let late = &seconds[1..];
+    assert_eq!(
+        late,
+        (late[0]..=*late.last().unwrap()).collect::<Vec<_>>(),
+        "the last minute's ticks"
+    );
+    assert_eq!(late[0], missed_newest + 1);
+    assert!(
+        (now - 62..=now - 58).contains(&late[0]),
+        "grace starts at {}, now {now}",
+        late[0]
+    );
 }
 
 #[test]

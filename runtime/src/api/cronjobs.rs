@@ -39,7 +39,7 @@ pub async fn list(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
 }
 
 /// `POST /v1/cronjobs` with `{"name", "schedule", "stream", "type", "data"?, "timezone"?,
-/// "catch_up"?}`.
+/// "catch_up"?, "late_grace"?}` (`late_grace` a duration such as `"60s"`).
 pub async fn create(
     state: &ApiState,
     request: Request<Incoming>,
@@ -63,6 +63,19 @@ pub async fn create(
             )
         })?,
     };
+    let late_grace = match input.get("late_grace") {
+        None | Some(Value::Null) => crate::triggers::cron::DEFAULT_LATE_GRACE,
+        Some(value) => value
+            .as_str()
+            .and_then(|t| crate::units::parse_duration(t).ok())
+            .filter(|d| *d <= crate::triggers::cron::MAX_LATE_GRACE)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "late_grace",
+                    format!("{value}: expected a duration such as \"60s\", at most 1h"),
+                )
+            })?,
+    };
     let job = CronJob {
         schedule: text("schedule")?,
         timezone: input["timezone"].as_str().unwrap_or("UTC").to_owned(),
@@ -70,6 +83,7 @@ pub async fn create(
         event_type: text("type")?,
         data: input.get("data").cloned().unwrap_or(json!({})).to_string(),
         catch_up,
+        late_grace_ms: late_grace.as_millis() as u64,
     };
     let mut conn = state.broker.shared();
     let created = store::create(&mut conn, &name, &job)

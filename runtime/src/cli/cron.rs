@@ -49,9 +49,16 @@ pub enum CronCommand {
         /// The events' JSON payload.
         #[arg(long, default_value = "{}")]
         data: String,
-        /// Ticks missed while no host ran: none, latest (fire the newest) or all (up to 100).
+        /// Ticks missed while no host ran (older than --late-grace): none, latest (fire the
+        /// newest) or all (up to 100).
         #[arg(long, value_enum, default_value_t = CatchUp::Latest)]
         catch_up: CatchUp,
+        /// How late a tick may be and still fire as an ordinary late tick (a host stalled, or
+        /// the schedule picked up by another host); older ticks are missed and --catch-up
+        /// decides them. 0s: every tick not fired on time is missed. At most 1h.
+        #[arg(long, value_name = "DURATION", default_value = "60s",
+            value_parser = super::duration_zero_to(crate::triggers::cron::MAX_LATE_GRACE))]
+        late_grace: std::time::Duration,
     },
     /// List cronjobs with their next and last fire times.
     Ls,
@@ -74,6 +81,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                 event_type,
                 data,
                 catch_up,
+                late_grace,
             } => {
                 let job = CronJob {
                     schedule,
@@ -82,6 +90,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     event_type,
                     data,
                     catch_up,
+                    late_grace_ms: late_grace.as_millis() as u64,
                 };
                 let created = match store::create(&mut conn, &name, &job).await {
                     Err(StoreError::Exists(_)) => {
@@ -121,19 +130,30 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     OutputFormat::Human if rows.is_empty() => println!("no cronjobs"),
                     OutputFormat::Human => {
                         println!(
-                            "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} LAST RESULT",
-                            "NAME", "SCHEDULE", "TIMEZONE", "STREAM TYPE", "NEXT", "LAST FIRE"
+                            "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} {:<16} LAST RESULT",
+                            "NAME",
+                            "SCHEDULE",
+                            "TIMEZONE",
+                            "STREAM TYPE",
+                            "NEXT",
+                            "LAST FIRE",
+                            "MISSED (EMIT/SKIP)"
                         );
                         let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
                         for row in rows {
                             println!(
-                                "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} {}",
+                                "{:<20} {:<18} {:<14} {:<24} {:<21} {:<25} {:<16} {}",
                                 text(&row["name"]),
                                 text(&row["schedule"]),
                                 text(&row["timezone"]),
                                 format!("{} {}", text(&row["stream"]), text(&row["type"])),
                                 text(&row["next"]),
                                 text(&row["last_fire"]),
+                                format!(
+                                    "{}/{}",
+                                    row["missed"]["emitted"].as_u64().unwrap_or(0),
+                                    row["missed"]["skipped"].as_u64().unwrap_or(0)
+                                ),
                                 text(&row["last_result"]),
                             );
                         }

@@ -274,6 +274,22 @@ pub fn duration_up_to(
     }
 }
 
+/// A flag's parser for a duration from 0 to `max` (0 meaning "none", e.g. no grace).
+pub fn duration_zero_to(
+    max: std::time::Duration,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let value = parse_duration(input)?;
+        if value > max {
+            return Err(format!(
+                "{input:?}: expected at most {}",
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
 /// A flag's parser for a size from `min` to `max` bytes.
 pub fn bytes_within(
     min: u64,

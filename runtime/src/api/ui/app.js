@@ -67,6 +67,7 @@ function render(status, failures) {
     (c) => [c.stream, "mono"],
     (c) => [c.next],
     (c) => [c.last_fire],
+    (c) => c.missed ? [`${c.missed.emitted} / ${c.missed.skipped}`, "num"] : ["–"],
   ], "no cronjob");
   fill("failures", failures, [
     (r) => [r.time],

@@ -45,6 +45,13 @@ use crate::broker::Broker;
 pub const TICK_TYPE: &str = "eddy.cron.tick";
 /// Most missed ticks fired at start under `catch_up = "all"`.
 pub const MAX_CATCH_UP: usize = 100;
+/// How late a tick may be and still fire as an ordinary (late) tick: older ones are "missed"
+/// and the catch-up policy decides them.
+pub const DEFAULT_LATE_GRACE: Duration = Duration::from_secs(60);
+/// The longest grace accepted.
+pub const MAX_LATE_GRACE: Duration = Duration::from_secs(3600);
+/// Most late ticks (within the grace) fired at once; older late ones count as missed.
+pub const MAX_LATE_TICKS: usize = 1000;
 /// Entries kept (approximately) in an internal tick stream; older handled ticks are trimmed.
 pub const TICK_STREAM_MAXLEN: usize = 10_000;
 /// How often a host re-reads the cronjob list from Redis.
@@ -83,6 +90,14 @@ pub struct CronJob {
     pub data: String,
     /// What happens to missed ticks.
     pub catch_up: CatchUp,
+    /// Ticks later than this (ms) are missed, not late ([`DEFAULT_LATE_GRACE`] when absent,
+    /// as in cronjobs stored before it existed).
+    #[serde(default = "default_late_grace_ms")]
+    pub late_grace_ms: u64,
+}
+
+fn default_late_grace_ms() -> u64 {
+    DEFAULT_LATE_GRACE.as_millis() as u64
 }
 
 /// One schedule a host runs: where its ticks go and what they hold.
@@ -94,6 +109,8 @@ pub struct Ticker {
     pub schedule: Schedule,
     /// Missed ticks policy.
     pub catch_up: CatchUp,
+    /// How late a tick may be and still fire as a late tick ([`DEFAULT_LATE_GRACE`]).
+    pub late_grace: Duration,
     /// The stream ticks go to.
     pub stream: String,
     /// The tick events' type.
@@ -312,21 +329,88 @@ impl Ticker {
             let _ = self.fire(conn, now, false, false).await?;
             return Ok(());
         };
-        let max = match self.catch_up {
-            CatchUp::None => 0,
-            CatchUp::Latest => 1,
-            CatchUp::All => MAX_CATCH_UP,
-        };
-        let missed = self.schedule.between(last, now, MAX_CATCH_UP.max(1));
-        let skipped = missed.len().saturating_sub(max);
-        if !missed.is_empty() {
-            tracing::info!(schedule = %self.name, missed = missed.len(), firing = missed.len() - skipped,
-                policy = ?self.catch_up, "catching up on ticks missed while no host ran");
+        let missed = self
+            .schedule
+            .between(last, now, MAX_CATCH_UP + MAX_LATE_TICKS);
+        let plan = plan_catch_up(&missed, now, self.late_grace, self.catch_up);
+        if plan.missed > 0 {
+            tracing::info!(schedule = %self.name, missed = plan.missed,
+                emitted = plan.missed_emitted, late = plan.late, policy = ?self.catch_up,
+                "ticks missed while no host ran them");
         }
-        for (i, tick) in missed.iter().enumerate() {
-            self.fire(conn, *tick, i >= skipped, true).await?;
+        for (tick, emit, catching_up) in &plan.ticks {
+            self.fire(conn, *tick, *emit, *catching_up).await?;
+        }
+        if plan.missed > 0 {
+            let skipped = (plan.missed - plan.missed_emitted) as u64;
+            crate::metrics::METRICS.cron_missed(&self.name, plan.missed_emitted as u64, skipped);
+            let _: () = redis::pipe()
+                .cmd("HINCRBY")
+                .arg(&self.state)
+                .arg("missed_emitted")
+                .arg(plan.missed_emitted)
+                .ignore()
+                .cmd("HINCRBY")
+                .arg(&self.state)
+                .arg("missed_skipped")
+                .arg(skipped)
+                .ignore()
+                .query_async(conn)
+                .await?;
         }
         Ok(())
+    }
+}
+
+/// What a ticker does with the ticks found between its mark and now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CatchUpPlan {
+    /// Each tick, oldest first: whether it is emitted (or only marked as done) and whether it
+    /// is emitted as a catch-up of a missed tick (rather than an ordinary late one).
+    pub ticks: Vec<(DateTime<Utc>, bool, bool)>,
+    /// Ticks older than the grace: missed.
+    pub missed: usize,
+    /// Missed ticks the policy emits.
+    pub missed_emitted: usize,
+    /// Ticks within the grace, fired as ordinary late ticks.
+    pub late: usize,
+}
+
+/// Splits `found` (oldest first) into late ticks, within `grace` of `now`, which all fire as
+/// ordinary ticks (at most [`MAX_LATE_TICKS`], the newest), and missed ones, older, of which
+/// `policy` keeps none, the newest, or up to [`MAX_CATCH_UP`] of the newest.
+pub fn plan_catch_up(
+    found: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    grace: Duration,
+    policy: CatchUp,
+) -> CatchUpPlan {
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let oldest_late = now
+        .checked_sub_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let first_late = found.partition_point(|t| *t < oldest_late);
+    // Beyond the most late ticks fired at once, the oldest late ones count as missed.
+    let first_late = first_late.max(found.len().saturating_sub(MAX_LATE_TICKS));
+    let (missed, late) = found.split_at(first_late);
+    let keep = match policy {
+        CatchUp::None => 0,
+        CatchUp::Latest => 1,
+        CatchUp::All => MAX_CATCH_UP,
+    }
+    .min(missed.len());
+    let skipped = missed.len() - keep;
+    let mut ticks: Vec<(DateTime<Utc>, bool, bool)> = missed
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, i >= skipped, true))
+        .collect();
+    ticks.extend(late.iter().map(|t| (*t, true, false)));
+    CatchUpPlan {
+        ticks,
+        missed: missed.len(),
+        missed_emitted: keep,
+        late: late.len(),
     }
 }
 
@@ -339,10 +423,17 @@ pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
     crate::names::event_type(&job.event_type).map_err(|e| format!("type {e}"))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&job.data)
         .map_err(|e| format!("data {:?}: expected JSON ({e})", job.data))?;
+    let late_grace = Duration::from_millis(job.late_grace_ms);
+    if late_grace > MAX_LATE_GRACE {
+        return Err(format!(
+            "late_grace {late_grace:?}: expected at most {MAX_LATE_GRACE:?}"
+        ));
+    }
     Ok(Ticker {
         name: name.to_owned(),
         schedule,
         catch_up: job.catch_up,
+        late_grace,
         stream: job.stream.clone(),
         event_type: job.event_type.clone(),
         data: Some(job.data.clone()),
@@ -414,4 +505,62 @@ pub async fn run(broker: Broker, fixed: Vec<Ticker>, stop: CancellationToken) {
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn late_ticks_fire_and_only_missed_ones_follow_the_policy() {
+        // A per-second schedule 5 minutes behind, grace 60 s: ticks at most 60 s late fire as
+        // ordinary ticks; of the 239 older ones, `latest` emits the newest only.
+        let found: Vec<_> = (1..=300).map(at).collect();
+        let now = at(300);
+        let plan = plan_catch_up(&found, now, Duration::from_secs(60), CatchUp::Latest);
+        assert_eq!((plan.missed, plan.missed_emitted, plan.late), (239, 1, 61));
+        let emitted: Vec<_> = plan.ticks.iter().filter(|t| t.1).collect();
+        assert_eq!(emitted.len(), 62);
+        assert_eq!(
+            emitted[0],
+            &(at(239), true, true),
+            "the newest missed, as a catch-up"
+        );
+        assert_eq!(
+            emitted[1],
+            &(at(240), true, false),
+            "then every late tick, ordinary"
+        );
+        assert!(plan.ticks.iter().all(|t| t.0 > at(0)));
+
+        let all = plan_catch_up(&found, now, Duration::from_secs(60), CatchUp::All);
+        assert_eq!(all.missed_emitted, MAX_CATCH_UP);
+        let none = plan_catch_up(&found, now, Duration::from_secs(60), CatchUp::None);
+        assert_eq!(none.ticks.iter().filter(|t| t.1).count(), 61);
+    }
+
+    #[test]
+    fn a_zero_grace_keeps_the_old_behaviour() {
+        let found: Vec<_> = (1..=3).map(at).collect();
+        let plan = plan_catch_up(&found, at(3), Duration::ZERO, CatchUp::Latest);
+        // The tick due right now is still on time, not missed.
+        assert_eq!((plan.missed, plan.late), (2, 1));
+        let emitted: Vec<_> = plan.ticks.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!(emitted, [at(2), at(3)]);
+        let stalled = plan_catch_up(&found, at(4), Duration::ZERO, CatchUp::Latest);
+        let emitted: Vec<_> = stalled.ticks.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!(emitted, [at(3)], "only the newest of three missed ticks");
+    }
+
+    #[test]
+    fn only_so_many_late_ticks_fire_at_once() {
+        let found: Vec<_> = (1..=(MAX_LATE_TICKS as i64 + 10)).map(at).collect();
+        let now = at(MAX_LATE_TICKS as i64 + 10);
+        let plan = plan_catch_up(&found, now, MAX_LATE_GRACE, CatchUp::None);
+        assert_eq!((plan.late, plan.missed), (MAX_LATE_TICKS, 10));
+    }
 }
