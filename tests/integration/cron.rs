@@ -296,6 +296,51 @@ fn a_stalled_host_s_late_ticks_fire_once_each_when_another_picks_up() {
 }
 
 #[test]
+fn a_running_host_that_falls_behind_keeps_to_the_grace_too() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let fns = empty_functions();
+    let stream = unique("behind");
+    per_second(
+        &redis,
+        "behind",
+        &stream,
+        &["--late-grace", "2s", "--catch-up", "none"],
+    );
+    let mut only = host(&redis, fns.path());
+    eventually(Duration::from_secs(10), "ticking", || {
+        (entries(&mut conn, &stream).len() >= 2).then_some(())
+    });
+    eddy_tests::host::signal(only.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(6));
+    let resumed = chrono::Utc::now().timestamp();
+    eddy_tests::host::signal(only.pid(), libc::SIGCONT);
+    eventually(Duration::from_secs(10), "a tick after the stall", || {
+        let ticks = entries(&mut conn, &stream);
+        (tick_second(ticks.last().unwrap(), "behind") > resumed + 1).then_some(())
+    });
+    let listed = eddy_redis(&["cron", "ls", "--output", "json"], &redis.url());
+    let missed = listed.json()[0]["missed"].clone();
+    only.kill();
+    // Ticks more than 2 s late were missed and, under `none`, skipped and counted; only
+    // the last two seconds of the stall fired late.
+    let skipped = missed["skipped"].as_u64().unwrap();
+    assert!((2..=6).contains(&skipped), "{missed}");
+    let seconds: Vec<i64> = entries(&mut conn, &stream)
+        .iter()
+        .map(|t| tick_second(t, "behind"))
+        .collect();
+    let unique_seconds: BTreeSet<i64> = seconds.iter().copied().collect();
+    assert_eq!(unique_seconds.len(), seconds.len(), "a tick fired twice");
+    let span = (seconds.last().unwrap() - seconds[0] + 1) as usize;
+    assert_eq!(
+        span - seconds.len(),
+        skipped as usize,
+        "skipped ticks are the gap"
+    );
+}
+
+#[test]
 fn after_a_long_outage_the_last_minute_fires_and_older_ticks_follow_the_policy() {
     let redis = RedisServer::start();
     let mut conn = redis.conn();

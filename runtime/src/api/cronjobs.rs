@@ -83,7 +83,7 @@ pub async fn create(
         event_type: text("type")?,
         data: input.get("data").cloned().unwrap_or(json!({})).to_string(),
         catch_up,
-        late_grace_ms: late_grace.as_millis() as u64,
+        late_grace_ms: crate::triggers::cron::grace_ms(late_grace),
     };
     let mut conn = state.broker.shared();
     let created = store::create(&mut conn, &name, &job)

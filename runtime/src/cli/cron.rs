@@ -90,7 +90,7 @@ pub fn run(args: CronArgs) -> anyhow::Result<u8> {
                     event_type,
                     data,
                     catch_up,
-                    late_grace_ms: late_grace.as_millis() as u64,
+                    late_grace_ms: crate::triggers::cron::grace_ms(late_grace),
                 };
                 let created = match store::create(&mut conn, &name, &job).await {
                     Err(StoreError::Exists(_)) => {

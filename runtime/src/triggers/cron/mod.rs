@@ -48,6 +48,9 @@ pub const MAX_CATCH_UP: usize = 100;
 /// How late a tick may be and still fire as an ordinary (late) tick: older ones are "missed"
 /// and the catch-up policy decides them.
 pub const DEFAULT_LATE_GRACE: Duration = Duration::from_secs(60);
+/// How late a running host's own tick may be and still count as on time, whatever the grace:
+/// a timer wakes a little late, more so on a busy machine, and that is not falling behind.
+pub const ON_TIME_SLACK: Duration = Duration::from_millis(500);
 /// The longest grace accepted.
 pub const MAX_LATE_GRACE: Duration = Duration::from_secs(3600);
 /// Most late ticks (within the grace) fired at once; older late ones count as missed.
@@ -97,7 +100,12 @@ pub struct CronJob {
 }
 
 fn default_late_grace_ms() -> u64 {
-    DEFAULT_LATE_GRACE.as_millis() as u64
+    grace_ms(DEFAULT_LATE_GRACE)
+}
+
+/// A grace as stored: whole milliseconds, rounded up (a grace of 500µs is not none).
+pub fn grace_ms(grace: Duration) -> u64 {
+    grace.as_nanos().div_ceil(1_000_000) as u64
 }
 
 /// One schedule a host runs: where its ticks go and what they hold.
@@ -146,8 +154,9 @@ pub fn cronjob_state_key(name: &str) -> String {
 
 /// KEYS: state hash, stream, and for a cronjob [`CRONJOBS_KEY`]. ARGV: tick unix seconds,
 /// fired-at ms, emit (1) or only mark (0), maxlen (0 = no trim), cronjob name and definition
-/// (both empty without the third key), then field/value pairs. Returns the entry id, or false
-/// when the tick was not newer than the mark or the cronjob is no longer so defined.
+/// (both empty without the third key), then field/value pairs. Returns the entry id, `marked`
+/// when only the mark moved, or false when the tick was not newer than the mark or the
+/// cronjob is no longer so defined.
 static FIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -156,7 +165,7 @@ static FIRE: LazyLock<Script> = LazyLock::new(|| {
         local tick = tonumber(ARGV[1])
         if tick <= last then return false end
         redis.call('HSET', KEYS[1], 'last', ARGV[1])
-        if ARGV[3] == '0' then return false end
+        if ARGV[3] == '0' then return 'marked' end
         local id
         if ARGV[4] ~= '0' then
             id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 7))
@@ -206,15 +215,15 @@ impl Ticker {
         fields
     }
 
-    /// Fires (or, with `emit` false, only marks) the tick at `tick`. The entry id when this
-    /// host fired it.
+    /// Fires (or, with `emit` false, only marks) the tick at `tick`, and says what this host
+    /// did with it (a fired tick is counted in the metrics, with how late it was).
     async fn fire(
         &self,
         conn: &mut ConnectionManager,
         tick: DateTime<Utc>,
         emit: bool,
         catch_up: bool,
-    ) -> redis::RedisResult<Option<String>> {
+    ) -> redis::RedisResult<Fired> {
         let fired = Utc::now();
         let mut invocation = FIRE.prepare_invoke();
         invocation
@@ -235,24 +244,23 @@ impl Ticker {
         for (name, value) in self.fields(tick, fired, catch_up) {
             invocation.arg(name).arg(value);
         }
-        invocation.invoke_async(conn).await
+        let reply: Option<String> = invocation.invoke_async(conn).await?;
+        Ok(match reply.as_deref() {
+            None => Fired::NotHere,
+            Some("marked") => Fired::Marked,
+            Some(_) => {
+                let late = (Utc::now() - tick).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                crate::metrics::METRICS.cron_tick(&self.name, late);
+                Fired::Emitted(reply.unwrap_or_default())
+            }
+        })
     }
 
     /// Runs the schedule until `stop`: catches up on start, then fires each tick on time.
     pub async fn run(self, mut conn: ConnectionManager, stop: CancellationToken) {
         let mut cursor = Utc::now();
-        let mut backoff = ERROR_BACKOFF;
-        loop {
-            match self.catch_up(&mut conn, cursor).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(schedule = %self.name, %error, "cron catch-up failed; retrying");
-                    if !sleep_or_cancel(backoff, &stop).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !self.catch_up_until_done(&mut conn, cursor, &stop).await {
+            return;
         }
         loop {
             let Some(tick) = self.schedule.next_after(cursor) else {
@@ -263,30 +271,71 @@ impl Ticker {
             if !sleep_or_cancel(wait, &stop).await {
                 return;
             }
+            if self.beyond_grace(tick) {
+                // This host fell behind (it stalled, or Redis failed for a while): what is
+                // older than the grace is missed, exactly as for a host that starts now.
+                let now = Utc::now();
+                if !self.catch_up_until_done(&mut conn, now, &stop).await {
+                    return;
+                }
+                cursor = now;
+                continue;
+            }
             cursor = tick;
             let mut backoff = ERROR_BACKOFF;
             loop {
                 match self.fire(&mut conn, tick, true, false).await {
-                    Ok(Some(entry_id)) => {
+                    Ok(Fired::Emitted(entry_id)) => {
                         let late_ms = (Utc::now() - tick).num_milliseconds();
-                        let late = (Utc::now() - tick).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                        crate::metrics::METRICS.cron_tick(&self.name, late);
                         tracing::debug!(schedule = %self.name, %entry_id, tick = %tick, late_ms, "cron tick fired");
                         break;
                     }
-                    Ok(None) => break, // another host fired it
+                    Ok(_) => break, // another host fired it
                     Err(error) => {
                         tracing::warn!(schedule = %self.name, tick = %tick, %error, "firing a cron tick failed; retrying");
                         if !sleep_or_cancel(backoff, &stop).await {
                             return;
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
-                        if Utc::now() - tick > chrono::Duration::seconds(60) {
+                        if self.beyond_grace(tick) {
+                            // The mark has not moved: the next turn of the loop catches up on
+                            // this tick with the others, under the policy.
                             tracing::warn!(schedule = %self.name, tick = %tick,
-                                "giving up on a tick more than a minute late; the catch-up policy covers it at the next start");
+                                "a tick is now older than its late grace; the catch-up policy decides it");
                             break;
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Whether `tick` is older than the late grace (or, for a grace shorter than that, than
+    /// [`ON_TIME_SLACK`]): missed rather than late.
+    fn beyond_grace(&self, tick: DateTime<Utc>) -> bool {
+        (Utc::now() - tick)
+            .to_std()
+            .is_ok_and(|late| late > self.late_grace.max(ON_TIME_SLACK))
+    }
+
+    /// [`catch_up`](Self::catch_up) to `now`, retried with backoff until it succeeds (true) or
+    /// `stop` fires (false).
+    async fn catch_up_until_done(
+        &self,
+        conn: &mut ConnectionManager,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut backoff = ERROR_BACKOFF;
+        loop {
+            match self.catch_up(conn, now).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(schedule = %self.name, %error, "cron catch-up failed; retrying");
+                    if !sleep_or_cancel(backoff, stop).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -338,17 +387,22 @@ impl Ticker {
                 emitted = plan.missed_emitted, late = plan.late, policy = ?self.catch_up,
                 "ticks missed while no host ran them");
         }
+        // Counted as done here, so hosts catching up at once count each tick once.
+        let (mut emitted, mut skipped) = (0u64, 0u64);
         for (tick, emit, catching_up) in &plan.ticks {
-            self.fire(conn, *tick, *emit, *catching_up).await?;
+            match self.fire(conn, *tick, *emit, *catching_up).await? {
+                Fired::Emitted(_) if *catching_up => emitted += 1,
+                Fired::Marked => skipped += 1,
+                _ => {}
+            }
         }
-        if plan.missed > 0 {
-            let skipped = (plan.missed - plan.missed_emitted) as u64;
-            crate::metrics::METRICS.cron_missed(&self.name, plan.missed_emitted as u64, skipped);
-            let _: () = redis::pipe()
+        if emitted + skipped > 0 {
+            crate::metrics::METRICS.cron_missed(&self.name, emitted, skipped);
+            let counted: redis::RedisResult<()> = redis::pipe()
                 .cmd("HINCRBY")
                 .arg(&self.state)
                 .arg("missed_emitted")
-                .arg(plan.missed_emitted)
+                .arg(emitted)
                 .ignore()
                 .cmd("HINCRBY")
                 .arg(&self.state)
@@ -356,10 +410,25 @@ impl Ticker {
                 .arg(skipped)
                 .ignore()
                 .query_async(conn)
-                .await?;
+                .await;
+            if let Err(error) = counted {
+                // A count someone overwrote must not stop the schedule.
+                tracing::warn!(schedule = %self.name, %error, "counting missed ticks failed");
+            }
         }
         Ok(())
     }
+}
+
+/// What a host did with one tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Fired {
+    /// It added the tick's event: this entry id.
+    Emitted(String),
+    /// It moved the mark past the tick without an event (a missed tick skipped).
+    Marked,
+    /// Nothing: another host got there first, or the cronjob is gone.
+    NotHere,
 }
 
 /// What a ticker does with the ticks found between its mark and now.

@@ -1,6 +1,8 @@
 //! Cronjobs in Redis: create, list with their state, remove. Shared by `eddy cron` (which talks
 //! to Redis directly) and the HTTP API, so both validate and store exactly alike.
 
+use std::time::Duration;
+
 use chrono::{SecondsFormat, Utc};
 use redis::aio::ConnectionLike;
 use serde_json::{Value, json};
@@ -104,6 +106,7 @@ fn describe(name: &str, job: &CronJob, state: &std::collections::HashMap<String,
         "data": job.data,
         "catch_up": job.catch_up,
         "late_grace_ms": job.late_grace_ms,
+        "late_grace": humantime::format_duration(Duration::from_millis(job.late_grace_ms)).to_string(),
         "missed": {
             "emitted": state.get("missed_emitted").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0),
             "skipped": state.get("missed_skipped").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0),
