@@ -267,9 +267,13 @@ pub async fn run(
     });
     while triggers.join_next().await.is_some() {}
     grace.abort();
+    ctx.recorder.close(RECORDS_FLUSH_WAIT).await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Longest a stopping host waits for its last invocation records to be written.
+const RECORDS_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest a host waits for a function's consumer groups before announcing it anyway.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);

@@ -217,20 +217,35 @@ fn last_bytes(logs: &str, max: usize) -> String {
 
 /// Queues records for writing; cheap to clone.
 #[derive(Clone)]
-pub struct Recorder(mpsc::UnboundedSender<Vec<Record>>);
+pub struct Recorder {
+    sender: mpsc::UnboundedSender<Vec<Record>>,
+    /// Cancelled when the host stops: what is queued is written at once, without lingering.
+    closing: tokio_util::sync::CancellationToken,
+    writer: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
 
 impl Recorder {
     /// Starts the writing task, keeping every record within `budget` bytes of Redis memory.
     pub fn spawn(conn: ConnectionManager, budget: u64) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write(conn, receiver, budget.clamp(MIN_BUDGET, MAX_BUDGET)));
-        Self(sender)
+        let closing = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn(write(
+            conn,
+            receiver,
+            budget.clamp(MIN_BUDGET, MAX_BUDGET),
+            closing.clone(),
+        ));
+        Self {
+            sender,
+            closing,
+            writer: std::sync::Arc::new(std::sync::Mutex::new(Some(writer))),
+        }
     }
 
     /// Queues `records` (one send for a whole batch).
     pub fn record_many(&self, records: Vec<Record>) {
         if !records.is_empty() {
-            let _ = self.0.send(records);
+            let _ = self.sender.send(records);
         }
     }
 
@@ -238,29 +253,51 @@ impl Recorder {
     pub fn record(&self, record: Record) {
         self.record_many(vec![record]);
     }
+
+    /// Writes what is queued and stops the writer, waiting at most `wait`: a host that stops
+    /// keeps the records of the events it settled last.
+    pub async fn close(&self, wait: Duration) {
+        self.closing.cancel();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer
+            && tokio::time::timeout(wait, writer).await.is_err()
+        {
+            tracing::warn!("invocation records still unwritten at exit are dropped");
+        }
+    }
 }
 
 async fn write(
     mut conn: ConnectionManager,
     mut receiver: mpsc::UnboundedReceiver<Vec<Record>>,
     budget: u64,
+    closing: tokio_util::sync::CancellationToken,
 ) {
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
     let mut received = Vec::new();
     loop {
         // Wait for the first records, then linger for more to share the write.
-        if receiver.recv_many(&mut received, 64).await == 0 {
-            return;
+        tokio::select! {
+            got = receiver.recv_many(&mut received, 64) => if got == 0 { return },
+            _ = closing.cancelled() => {
+                while let Ok(more) = receiver.try_recv() {
+                    received.push(more);
+                }
+                if received.is_empty() {
+                    return;
+                }
+            }
         }
         let deadline = tokio::time::Instant::now() + LINGER;
         loop {
             batch.extend(received.drain(..).flatten());
-            if batch.len() >= BATCH {
+            if batch.len() >= BATCH || closing.is_cancelled() {
                 break;
             }
             tokio::select! {
                 got = receiver.recv_many(&mut received, 64) => if got == 0 { break },
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = closing.cancelled() => {}
             }
         }
         let max_entry = (budget / ENTRY_SHARE_OF_BUDGET) as usize;

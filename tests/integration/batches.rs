@@ -187,3 +187,46 @@ fn records_stay_within_their_budget_however_many_events_run() {
         "eddy logs showed {shown} records"
     );
 }
+
+#[test]
+fn a_stopping_host_writes_the_records_of_what_it_settled_last() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let stream = unique("last");
+    let dir = tempfile::tempdir().unwrap();
+    manifest(
+        dir.path(),
+        "last",
+        "hostile",
+        &format!(
+            "[limits]\ntimeout = \"10s\"\n[[triggers.stream]]\nstream = {stream:?}\n\
+             start = \"earliest\"\nconcurrency = 8\n"
+        ),
+    );
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    host.wait_for_log("eddy host ready", WAIT);
+    for n in 0..8 {
+        add(
+            &mut conn,
+            &stream,
+            &[
+                ("id", &format!("ev-{n}")),
+                ("data", r#"{"do":"sleep","ms":1500}"#),
+            ],
+        );
+    }
+    eventually(WAIT, "all eight running", || {
+        (pending(&mut conn, &stream, "last") == 8).then_some(())
+    });
+    // They end and are settled during the stop, after the reader has stopped: the host
+    // exits right after, with their records just queued.
+    assert!(host.terminate(WAIT).success(), "{}", host.log());
+    assert_eq!(
+        pending(&mut conn, &stream, "last"),
+        0,
+        "settled before exit"
+    );
+    let run = eddy_tests::eddy_redis(&["logs", "last", "--output", "json"], &redis.url());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 8, "a record per settled event");
+}
