@@ -240,29 +240,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one event of `function` ending in `outcome`.
-    pub fn event(&self, function: &str, outcome: &str) {
-        self.events
-            .get_or_create(&labels(&[("function", function), ("outcome", outcome)]))
-            .inc();
-    }
-
-    /// Records one invocation's wall time and the part spent instantiating.
-    pub fn invocation(&self, function: &str, seconds: f64, instantiation: f64) {
-        let labels = labels(&[("function", function)]);
-        self.duration.get_or_create(&labels).observe(seconds);
-        self.instantiation
-            .get_or_create(&labels)
-            .observe(instantiation);
-    }
-
-    /// Moves the in-flight gauge of `function` by `delta`.
-    pub fn in_flight(&self, function: &str, delta: i64) {
-        self.in_flight
-            .get_or_create(&labels(&[("function", function)]))
-            .inc_by(delta);
-    }
-
     /// Counts a tick this host fired, `late` seconds after its time.
     pub fn cron_tick(&self, schedule: &str, late: f64) {
         let l = labels(&[("schedule", schedule)]);

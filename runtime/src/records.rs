@@ -24,6 +24,8 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::engine::floor_char_boundary;
+
 /// The stream holding every record, a batch per entry.
 pub const RECORDS_KEY: &str = "eddy:records";
 /// The bytes [`RECORDS_KEY`] holds, as counted by the hosts that write it.
@@ -155,7 +157,7 @@ pub struct Record {
 impl Record {
     /// The record with each text field cut to [`RECORD_FIELD_BYTES`] (logs are already cut).
     fn bounded(&self) -> Self {
-        let cut = |text: &str| text[..floor(text, RECORD_FIELD_BYTES)].to_owned();
+        let cut = |text: &str| text[..floor_char_boundary(text, RECORD_FIELD_BYTES)].to_owned();
         Self {
             function: cut(&self.function),
             event_id: cut(&self.event_id),
@@ -165,7 +167,7 @@ impl Record {
             error: self
                 .error
                 .as_deref()
-                .map(|e| e[..floor(e, 2 * RECORD_FIELD_BYTES)].to_owned()),
+                .map(|e| e[..floor_char_boundary(e, 2 * RECORD_FIELD_BYTES)].to_owned()),
             host: cut(&self.host),
             correlation_id: cut(&self.correlation_id),
             caused_by: self.caused_by.as_deref().map(cut),
@@ -189,22 +191,12 @@ impl Record {
     }
 }
 
-/// The last [`RECORD_LOG_BYTES`] of `logs`, cut at a character boundary.
-pub fn bounded_logs(logs: &str) -> String {
-    last_bytes(logs, RECORD_LOG_BYTES)
-}
-
 /// The end of `logs` a record keeps for an invocation that ended in `outcome`.
 pub fn logs_for(outcome: crate::engine::Outcome, logs: &str) -> String {
     match outcome {
         crate::engine::Outcome::Done => last_bytes(logs, SUCCESS_LOG_BYTES),
         _ => last_bytes(logs, RECORD_LOG_BYTES),
     }
-}
-
-/// The largest index at most `max` that is a character boundary of `text`.
-fn floor(text: &str, max: usize) -> usize {
-    crate::engine::floor_char_boundary(text, max)
 }
 
 fn last_bytes(logs: &str, max: usize) -> String {
@@ -247,11 +239,6 @@ impl Recorder {
         if !records.is_empty() {
             let _ = self.sender.send(records);
         }
-    }
-
-    /// Queues one record.
-    pub fn record(&self, record: Record) {
-        self.record_many(vec![record]);
     }
 
     /// Writes what is queued and stops the writer, waiting at most `wait`: a host that stops
@@ -519,9 +506,10 @@ mod tests {
 
     #[test]
     fn bounded_logs_keeps_the_end_and_whole_characters() {
-        assert_eq!(bounded_logs("short"), "short");
+        let failed = crate::engine::Outcome::Failed;
+        assert_eq!(logs_for(failed, "short"), "short");
         let long = format!("{}é{}", "a".repeat(10), "b".repeat(RECORD_LOG_BYTES - 1));
-        let kept = bounded_logs(&long);
+        let kept = logs_for(failed, &long);
         // The cut falls inside 'é' (two bytes), so it moves past it.
         assert_eq!(kept, "b".repeat(RECORD_LOG_BYTES - 1));
     }

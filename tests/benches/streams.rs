@@ -139,17 +139,24 @@ impl Meter {
     }
 }
 
-fn native_drain(redis: &RedisServer, events: usize) -> Cost {
-    let mut conn = redis.conn();
-    let stream = unique("native");
-    fill(&mut conn, &stream, events);
+/// A new stream named after `base` holding `events` events, and its group `g` at the start:
+/// what a peer consumer drains.
+fn filled_with_group(conn: &mut redis::Connection, base: &str, events: usize) -> String {
+    let stream = unique(base);
+    fill(conn, &stream, events);
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&stream)
         .arg("g")
         .arg("0")
-        .query(&mut conn)
+        .query(conn)
         .unwrap();
+    stream
+}
+
+fn native_drain(redis: &RedisServer, events: usize) -> Cost {
+    let mut conn = redis.conn();
+    let stream = filled_with_group(&mut conn, "native", events);
     let mut meter_conn = redis.conn();
     let meter = Meter::start(&mut meter_conn, Some(std::process::id()));
     let mut handled = 0;
@@ -201,16 +208,7 @@ fn peer_drain(redis: &RedisServer, events: usize, command: &mut std::process::Co
 }
 
 fn redis_py_drain(redis: &RedisServer, python: &str, events: usize) -> Cost {
-    let mut conn = redis.conn();
-    let stream = unique("redis-py");
-    fill(&mut conn, &stream, events);
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("g")
-        .arg("0")
-        .query(&mut conn)
-        .unwrap();
+    let stream = filled_with_group(&mut redis.conn(), "redis-py", events);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/benches/peers/redis_py_consumer.py"

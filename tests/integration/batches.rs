@@ -121,6 +121,44 @@ fn a_mixed_batch_settles_each_event_alone(instance: &str) {
 }
 
 #[test]
+fn a_batch_smaller_than_its_size_runs_when_its_window_ends() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let stream = unique("window");
+    let dir = tempfile::tempdir().unwrap();
+    manifest(
+        dir.path(),
+        "windowed",
+        "noop",
+        &format!(
+            "[[triggers.stream]]\nstream = {stream:?}\nbatch = 10\nconcurrency = 10\n\
+             instance = \"per-batch\"\nbatch_window = \"300ms\"\n"
+        ),
+    );
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    host.wait_for_log("eddy host ready", WAIT);
+    for n in 0..3 {
+        add(
+            &mut conn,
+            &stream,
+            &[("id", &format!("ev-{n}")), ("data", "{}")],
+        );
+    }
+    // Three of ten never fill the batch: the window ends and they run anyway.
+    eventually(WAIT, "the three handled", || {
+        eddy_tests::streams::settled(&mut conn, &stream, "windowed").then_some(())
+    });
+    let records = eventually(WAIT, "their records", || {
+        let run = eddy_tests::eddy_redis(&["logs", "windowed", "--output", "json"], &redis.url());
+        (run.stdout.lines().count() == 3).then_some(run.stdout)
+    });
+    assert!(
+        records.lines().all(|l| l.contains("\"outcome\":\"done\"")),
+        "{records}"
+    );
+}
+
+#[test]
 fn records_stay_within_their_budget_however_many_events_run() {
     let redis = RedisServer::start_fast();
     let mut conn = redis.conn();

@@ -25,6 +25,30 @@ fn tick_second(entry: &StreamEntry, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("not a tick id of {name}: {entry:?}"))
 }
 
+/// The scheduled seconds of every tick of cronjob `name` in `stream`, in stream order.
+fn tick_seconds(conn: &mut redis::Connection, stream: &str, name: &str) -> Vec<i64> {
+    entries(conn, stream)
+        .iter()
+        .map(|t| tick_second(t, name))
+        .collect()
+}
+
+/// Asserts that no second fired twice.
+fn assert_once_each(seconds: &[i64], what: &str) {
+    let unique: BTreeSet<i64> = seconds.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        seconds.len(),
+        "{what}: a tick fired twice: {seconds:?}"
+    );
+}
+
+/// Asserts that `seconds` are every second from the first to the last, once each.
+fn assert_every_second(seconds: &[i64], what: &str) {
+    let (first, last) = (seconds[0], *seconds.last().unwrap());
+    assert_eq!(seconds, (first..=last).collect::<Vec<_>>(), "{what}");
+}
+
 fn empty_functions() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     // A host needs no function to run cronjobs; an echo with no trigger keeps --functions valid.
@@ -84,19 +108,9 @@ fn every_second_fires_exactly_once_across_three_hosts_even_when_one_dies() {
     assert_eq!(code, 0, "{err}");
     // The firing script checks the cronjob still exists: nothing fires once `rm` returned.
     let ticks = entries(&mut conn, &stream);
-    let seconds: Vec<i64> = ticks.iter().map(|t| tick_second(t, "beat")).collect();
-    let unique: BTreeSet<i64> = seconds.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        seconds.len(),
-        "a tick fired twice: {seconds:?}"
-    );
-    let (first, last) = (seconds[0], *seconds.last().unwrap());
-    assert_eq!(
-        seconds,
-        (first..=last).collect::<Vec<_>>(),
-        "a tick is missing"
-    );
+    let seconds = tick_seconds(&mut conn, &stream, "beat");
+    assert_once_each(&seconds, "beat");
+    assert_every_second(&seconds, "a tick is missing");
     for tick in &ticks {
         assert_eq!(tick.get("type"), "Beat");
         assert_eq!(tick.data()["k"], "v");
@@ -186,12 +200,8 @@ fn missed_ticks_follow_the_catch_up_policy() {
             // on a busy machine; every one of them fires.
             _ => assert!(caught.len() >= 3, "all fired only {} ticks", caught.len()),
         }
-        let seconds: Vec<i64> = entries(&mut conn, stream)
-            .iter()
-            .map(|t| tick_second(t, &format!("catch-{policy}")))
-            .collect();
-        let unique: BTreeSet<i64> = seconds.iter().copied().collect();
-        assert_eq!(unique.len(), seconds.len(), "{policy}: a tick fired twice");
+        let seconds = tick_seconds(&mut conn, stream, &format!("catch-{policy}"));
+        assert_once_each(&seconds, policy);
     }
 }
 
@@ -260,20 +270,9 @@ fn a_stalled_host_s_late_ticks_fire_once_each_when_another_picks_up() {
     }
     stalled.kill();
 
-    let seconds = |stream: &str, name: &str| -> Vec<i64> {
-        entries(&mut redis.conn(), stream)
-            .iter()
-            .map(|t| tick_second(t, name))
-            .collect()
-    };
     // With the grace, every second fires once, each with its own scheduled time.
-    let graced_seconds = seconds(&graced, "graced");
-    let (first, last) = (graced_seconds[0], *graced_seconds.last().unwrap());
-    assert_eq!(
-        graced_seconds,
-        (first..=last).collect::<Vec<_>>(),
-        "late ticks were skipped or doubled"
-    );
+    let graced_seconds = tick_seconds(&mut conn, &graced, "graced");
+    assert_every_second(&graced_seconds, "late ticks were skipped or doubled");
     assert!(
         entries(&mut conn, &graced)
             .iter()
@@ -281,13 +280,8 @@ fn a_stalled_host_s_late_ticks_fire_once_each_when_another_picks_up() {
         "late ticks fire as ordinary ticks, not catch-ups"
     );
     // Without it (0s, latest): today's behaviour, only the newest of the stalled ticks.
-    let strict_seconds = seconds(&strict, "strict");
-    let unique_strict: BTreeSet<i64> = strict_seconds.iter().copied().collect();
-    assert_eq!(
-        unique_strict.len(),
-        strict_seconds.len(),
-        "a tick fired twice"
-    );
+    let strict_seconds = tick_seconds(&mut conn, &strict, "strict");
+    assert_once_each(&strict_seconds, "strict");
     let (first, last) = (strict_seconds[0], *strict_seconds.last().unwrap());
     assert!(
         strict_seconds.len() < (last - first + 1) as usize,
@@ -326,12 +320,8 @@ fn a_running_host_that_falls_behind_keeps_to_the_grace_too() {
     // the last two seconds of the stall fired late.
     let skipped = missed["skipped"].as_u64().unwrap();
     assert!((2..=6).contains(&skipped), "{missed}");
-    let seconds: Vec<i64> = entries(&mut conn, &stream)
-        .iter()
-        .map(|t| tick_second(t, "behind"))
-        .collect();
-    let unique_seconds: BTreeSet<i64> = seconds.iter().copied().collect();
-    assert_eq!(unique_seconds.len(), seconds.len(), "a tick fired twice");
+    let seconds = tick_seconds(&mut conn, &stream, "behind");
+    assert_once_each(&seconds, "behind");
     let span = (seconds.last().unwrap() - seconds[0] + 1) as usize;
     assert_eq!(
         span - seconds.len(),
@@ -381,11 +371,7 @@ fn after_a_long_outage_the_last_minute_fires_and_older_ticks_follow_the_policy()
     let seconds: Vec<i64> = ticks.iter().map(|t| tick_second(t, "outage")).collect();
     // After the one catch-up, every second from the grace window on fires, once each.
     let late = &seconds[1..];
-    assert_eq!(
-        late,
-        (late[0]..=*late.last().unwrap()).collect::<Vec<_>>(),
-        "the last minute's ticks"
-    );
+    assert_every_second(late, "the last minute's ticks");
     assert_eq!(late[0], missed_newest + 1);
     assert!(
         (now - 62..=now - 58).contains(&late[0]),

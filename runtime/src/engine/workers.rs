@@ -57,10 +57,10 @@ pub struct BatchJob {
     pub span: tracing::Span,
 }
 
-/// Results of a batch as they come: each group is whatever finished together, as (index in
-/// the batch, result); a result is `None` when the invocation did not run to an outcome this
-/// host may settle. An index never sent means the worker died (a bug in the host).
-pub type BatchResults = mpsc::UnboundedReceiver<Vec<(usize, Option<InvokeResult>)>>;
+/// Results of a batch as each comes: (index in the batch, result); a result is `None` when the
+/// invocation did not run to an outcome this host may settle. An index never sent means the
+/// worker died (a bug in the host). The receiver groups what arrives close together.
+pub type BatchResults = mpsc::UnboundedReceiver<(usize, Option<InvokeResult>)>;
 
 /// The default number of workers: one per core the process may use.
 pub fn default_workers() -> usize {
@@ -103,12 +103,7 @@ impl Workers {
     ) -> Submitted {
         let (done, done_rx) = oneshot::channel();
         hooks.gate = Some(self.inner.gate.clone());
-        let runtime = self
-            .inner
-            .runtime
-            .as_ref()
-            .expect("the workers' runtime lives as long as they do");
-        runtime.spawn(async move {
+        self.runtime().spawn(async move {
             let result = function.run(&event, services, hooks).await;
             drop(hold);
             let _ = done.send(result);
@@ -117,10 +112,8 @@ impl Workers {
     }
 
     /// Queues a batch as one hand-off: a task on the workers starts each invocation as a task
-    /// of its own (so they compute on every worker thread, each through the CPU gate) and
-    /// sends results back in groups: whatever finished within [`GROUP_LINGER`] of the group's
-    /// first. A batch of fast invocations so comes back as one group, and a slow one does not
-    /// hold back the results of the others.
+    /// of its own (so they compute on every worker thread, each through the CPU gate), and
+    /// each result is sent as soon as its invocation ends.
     pub fn submit_batch(
         &self,
         function: Function,
@@ -129,13 +122,7 @@ impl Workers {
     ) -> BatchResults {
         let (sender, receiver) = mpsc::unbounded_channel();
         let gate = self.inner.gate.clone();
-        let runtime = self
-            .inner
-            .runtime
-            .as_ref()
-            .expect("the workers' runtime lives as long as they do");
-        runtime.spawn(async move {
-            let mut running = tokio::task::JoinSet::new();
+        self.runtime().spawn(async move {
             for (index, job) in jobs.into_iter().enumerate() {
                 let BatchJob {
                     event,
@@ -143,27 +130,17 @@ impl Workers {
                     span,
                 } = job;
                 hooks.gate = Some(gate.clone());
-                let (function, services) = (function.clone(), services.clone());
-                running.spawn(
-                    async move { (index, function.run(&event, services, hooks).await) }
-                        .instrument(span),
+                let (function, services, sender) =
+                    (function.clone(), services.clone(), sender.clone());
+                // Detached: the trigger stops listening only past the grace period, and an
+                // invocation that panics sends nothing, which it reads as a dead worker.
+                tokio::spawn(
+                    async move {
+                        let result = function.run(&event, services, hooks).await;
+                        let _ = sender.send((index, result));
+                    }
+                    .instrument(span),
                 );
-            }
-            while let Some(first) = running.join_next().await {
-                let mut group = Vec::new();
-                // A task that panicked sends nothing: its index stays unanswered, which the
-                // trigger reads as a dead worker.
-                group.extend(first.ok());
-                // What finishes soon after goes back with it: one settlement for many.
-                let until = tokio::time::Instant::now() + GROUP_LINGER;
-                while let Ok(Some(next)) = tokio::time::timeout_at(until, running.join_next()).await
-                {
-                    group.extend(next.ok());
-                }
-                if !group.is_empty() && sender.send(group).is_err() {
-                    // The trigger stopped listening (its host is past the grace period).
-                    return;
-                }
             }
         });
         receiver
@@ -171,7 +148,7 @@ impl Workers {
 
     /// Queues a batch as one job run in **one** instance, event after event
     /// ([`Function::run_each`]): the cheapest way through many events, for functions whose
-    /// trigger opts in. Each result comes back as soon as its event ends.
+    /// trigger opts in. Each result is sent as soon as its event ends.
     pub fn submit_each(
         &self,
         function: Function,
@@ -180,30 +157,29 @@ impl Workers {
     ) -> BatchResults {
         let (sender, receiver) = mpsc::unbounded_channel();
         let gate = self.inner.gate.clone();
-        let runtime = self
-            .inner
-            .runtime
-            .as_ref()
-            .expect("the workers' runtime lives as long as they do");
-        runtime.spawn(async move {
+        self.runtime().spawn(async move {
             let jobs = jobs.into_iter().map(|job| {
                 let mut hooks = job.hooks;
                 hooks.gate = Some(gate.clone());
                 (job.event, hooks, job.span)
             });
-            // Each result goes back as soon as it is known: the trigger groups what arrives
-            // close together, so a slow event never holds back the settlement of the ones
-            // before it.
             function
                 .run_each(jobs, services, |index, result| {
-                    let _ = sender.send(vec![(index, result)]);
+                    let _ = sender.send((index, result));
                 })
                 .await;
         });
         receiver
     }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.inner
+            .runtime
+            .as_ref()
+            .expect("the workers' runtime lives as long as they do")
+    }
 }
 
-/// How long a finished result waits for others of its batch to share its settlement: fast
-/// events go back together, and a slow one holds back the rest by no more than this.
+/// How long the trigger waits, after a result of a batch, for others to share its settlement:
+/// fast events are settled together, and a slow one holds back the rest by no more than this.
 pub const GROUP_LINGER: std::time::Duration = std::time::Duration::from_millis(1);

@@ -326,19 +326,12 @@ impl Ticker {
         now: DateTime<Utc>,
         stop: &CancellationToken,
     ) -> bool {
-        let mut backoff = ERROR_BACKOFF;
-        loop {
-            match self.catch_up(conn, now).await {
-                Ok(()) => return true,
-                Err(error) => {
-                    tracing::warn!(schedule = %self.name, %error, "cron catch-up failed; retrying");
-                    if !sleep_or_cancel(backoff, stop).await {
-                        return false;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        super::retry_until_ok(stop, "cron catch-up", || {
+            let mut conn = conn.clone();
+            async move { self.catch_up(&mut conn, now).await }
+        })
+        .await
+        .is_some()
     }
 
     /// Fires the ticks missed since the high-water mark, per the catch-up policy. A schedule

@@ -212,13 +212,14 @@ impl Trigger {
         let mut outstanding = ran.len();
         while outstanding > 0 {
             tokio::select! {
-                group = results.recv() => {
-                    let Some(mut group) = group else { break };
+                first = results.recv() => {
+                    let Some(first) = first else { break };
                     // What arrives soon after shares the settlement (one pipeline for many).
+                    let mut group = vec![first];
                     let until = tokio::time::Instant::now() + GROUP_LINGER;
                     while group.len() < outstanding {
                         match tokio::time::timeout_at(until, results.recv()).await {
-                            Ok(Some(more)) => group.extend(more),
+                            Ok(Some(more)) => group.push(more),
                             _ => break,
                         }
                     }

@@ -34,7 +34,6 @@ pub use config::{
     MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
 };
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,7 +43,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::sleep_or_cancel;
+use super::{MAX_RETRY_BACKOFF, RETRY_BACKOFF, retry_until_ok, sleep_or_cancel};
 use crate::broker::{Broker, READ_BLOCK};
 use crate::delivery::RetryKeys;
 use crate::engine::{Function, Publisher, Workers};
@@ -65,10 +64,6 @@ const RETRY_POLL: Duration = Duration::from_millis(250);
 const READ_LINGER: Duration = Duration::from_millis(2);
 /// Longest one read blocks while a batch window fills (the host may be stopping).
 const WINDOW_READ_BLOCK: Duration = Duration::from_millis(100);
-/// First wait after a Redis error in a loop; doubled per failure up to [`MAX_ERROR_BACKOFF`].
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between two tries after Redis errors.
-const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What every stream trigger of a host shares.
 #[derive(Clone)]
@@ -248,7 +243,7 @@ impl Trigger {
         };
         let claim_interval = (self.min_idle() / CLAIM_CHECKS_PER_IDLE).min(MAX_CLAIM_INTERVAL);
         let mut last_claim: Option<Instant> = None;
-        let mut backoff = ERROR_BACKOFF;
+        let mut backoff = RETRY_BACKOFF;
         loop {
             let Some(mut permits) = self.permits_unless_shutdown(true).await else {
                 return;
@@ -300,7 +295,7 @@ impl Trigger {
             }
             match result {
                 Ok(mut entries) => {
-                    backoff = ERROR_BACKOFF;
+                    backoff = RETRY_BACKOFF;
                     if entries.len() > permits.len() {
                         tracing::error!(
                             read = entries.len(),
@@ -331,7 +326,7 @@ impl Trigger {
                     if !sleep_or_cancel(backoff, &shutdown).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
             }
         }
@@ -480,7 +475,7 @@ impl Trigger {
     async fn retry_loop(self: Arc<Self>) {
         let shutdown = self.ctx.shutdown.clone();
         let mut conn = self.conn.clone();
-        let mut backoff = ERROR_BACKOFF;
+        let mut backoff = RETRY_BACKOFF;
         loop {
             let Some(mut permits) = self.permits_unless_shutdown(false).await else {
                 return;
@@ -498,7 +493,7 @@ impl Trigger {
                 .await;
             let wait = match leased {
                 Ok(leased) => {
-                    backoff = ERROR_BACKOFF;
+                    backoff = RETRY_BACKOFF;
                     let full = leased.len() == permits.len();
                     let taken = permits.split_off(permits.len() - leased.len());
                     drop(permits);
@@ -528,7 +523,7 @@ impl Trigger {
                 Err(error) => {
                     drop(permits);
                     self.warn("leasing due retries failed", &error.to_string());
-                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                     backoff
                 }
             };
@@ -548,28 +543,6 @@ impl Trigger {
             %error,
             "{what}"
         );
-    }
-}
-
-/// Retries `op` with backoff until it succeeds (`Some`) or `cancel` fires (`None`).
-async fn retry_until_ok<T, E, F, Fut>(cancel: &CancellationToken, what: &str, op: F) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut backoff = ERROR_BACKOFF;
-    loop {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                tracing::warn!(%error, "{what} failed; retrying in {backoff:?}");
-                if !sleep_or_cancel(backoff, cancel).await {
-                    return None;
-                }
-                backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
-            }
-        }
     }
 }
 

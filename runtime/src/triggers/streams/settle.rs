@@ -10,9 +10,10 @@
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::StreamTriggerConfig;
 use super::plan::{Delivery, Settlement, Source};
-use super::{ERROR_BACKOFF, MAX_ERROR_BACKOFF, StreamTriggerConfig};
 use crate::delivery::{RetryKeys, load_scripts, push_dead_letter_pending};
+use crate::triggers::retry_until_ok;
 
 /// KEYS: stream. ARGV: group, consumer, then entry ids. For each id, resets its idle time only
 /// if it is still pending for this consumer (1), else touches nothing (0): a refresh must never
@@ -146,9 +147,9 @@ impl Settler {
             }
         }
         // A refresh that cannot land now is tried again at the next tick, not retried here.
-        let never = CancellationToken::new();
-        never.cancel();
-        let replies: Vec<redis::Value> = self.query(&pipe, &never, "refreshing leases").await?;
+        let once = CancellationToken::new();
+        once.cancel();
+        let replies: Vec<redis::Value> = self.query(&pipe, &once, "refreshing leases").await?;
         let mut replies = replies.into_iter();
         let pending_flags: Vec<i64> = if pending.is_empty() {
             Vec::new()
@@ -168,44 +169,32 @@ impl Settler {
         Some(out)
     }
 
-    /// Sends `pipe` until it lands (loading the scripts when Redis forgot them) or `stop`
-    /// fires; a cancelled `stop` still allows one try.
+    /// Sends `pipe` until it lands or `stop` fires; a cancelled `stop` still allows one try.
+    /// When Redis forgot the scripts (it restarted, or they were flushed) they are loaded
+    /// before the next try: every step is idempotent, so the whole pipeline is sent again.
     async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
         stop: &CancellationToken,
         what: &str,
     ) -> Option<T> {
-        let mut backoff = ERROR_BACKOFF;
-        let mut conn = self.conn.clone();
-        loop {
-            match pipe.query_async::<T>(&mut conn).await {
-                Ok(value) => return Some(value),
-                Err(error)
-                    if error.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        let conn = self.conn.clone();
+        retry_until_ok(stop, what, || {
+            let mut conn = conn.clone();
+            async move {
+                let sent = pipe.query_async::<T>(&mut conn).await;
+                if let Err(error) = &sent
+                    && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
                 {
-                    // Redis restarted or flushed its scripts: every step is idempotent, so the
-                    // whole pipeline is sent again once they are loaded.
-                    let loaded = match load_scripts(&mut conn).await {
-                        Ok(()) => REFRESH_IF_MINE.load_async(&mut conn).await.map(drop),
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = loaded {
-                        tracing::warn!(stream = %self.stream, %error, "loading scripts failed");
-                    } else {
-                        continue;
+                    if let Err(error) = load_scripts(&mut conn).await {
+                        tracing::warn!(%error, "loading scripts failed");
+                    } else if let Err(error) = REFRESH_IF_MINE.load_async(&mut conn).await {
+                        tracing::warn!(%error, "loading scripts failed");
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(stream = %self.stream, group = %self.group, %error,
-                        "{what} failed; retrying in {backoff:?}");
-                }
+                sent
             }
-            if !super::super::sleep_or_cancel(backoff, stop).await {
-                return None;
-            }
-            backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
-        }
+        })
+        .await
     }
 }
