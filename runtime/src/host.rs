@@ -55,6 +55,9 @@ pub struct HostConfig {
     /// Redis memory every invocation record may take, across hosts
     /// ([`crate::records::DEFAULT_BUDGET`]).
     pub records_budget: u64,
+    /// How often the host trims streams when it holds the retention lease
+    /// ([`crate::retention::DEFAULT_INTERVAL`]).
+    pub retention_interval: Duration,
 }
 
 /// The deployed functions a host runs now, by name, with their version: what the API's invoke
@@ -234,6 +237,12 @@ pub async fn run(
         _ = shutdown.cancelled() => {}
     }
     triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
+    triggers.spawn(crate::retention::run(
+        ctx.broker.shared(),
+        config.consumer.clone(),
+        config.retention_interval,
+        shutdown.clone(),
+    ));
     triggers.spawn(crate::status::heartbeat(
         ctx.broker.clone(),
         config.consumer.clone(),
@@ -313,6 +322,22 @@ fn start_function(
     for ticker in &loaded.manifest.tickers {
         tasks.spawn(ticker.clone().run(ctx.broker.shared(), stop.clone()));
     }
+    let declared = loaded
+        .manifest
+        .streams
+        .iter()
+        .map(|t| crate::retention::Declared {
+            stream: t.stream.clone(),
+            group: t.group.clone(),
+            dead_letter: t.dead_letter.clone(),
+            policy: t.retention,
+        })
+        .collect();
+    tasks.spawn(crate::retention::declare(
+        ctx.broker.shared(),
+        declared,
+        stop.clone(),
+    ));
     // A trigger that stopped first drops its sender; that ends the wait as well. The wait is
     // bounded: a group Redis keeps refusing (the trigger logs why and retries) must not hold
     // back the host's other functions and deployments.

@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - [`retention`]: trimming streams by policy, never below what a group still needs.
 //! - [`records`]: invocation records for `eddy logs` and `eddy trace`.
 //! - [`status`]: host heartbeats and the cluster status `eddy status` shows.
 //! - [`host`]: the `eddy up` process: load, run every trigger, drain on shutdown.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod names;
 pub mod records;
 pub mod registry;
+pub mod retention;
 pub mod status;
 pub mod telemetry;
 pub mod triggers;

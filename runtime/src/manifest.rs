@@ -39,6 +39,10 @@
 //! instance = "per-event"      # or "per-batch": one instance for a read batch, for throughput
 //! batch_window = "0s"         # wait up to this for a read to fill its batch, at most 10s
 //!
+//! [triggers.stream.retention]  # what the stream keeps (see `retention`); default 7 days
+//! max_age = "7d"              # 1s..=3650d, by entry time
+//! max_len = 1000000           # at most this many entries
+//!
 //! [triggers.stream.retry]      # the same table works under [[triggers.cron]]
 //! max_attempts = 5            # attempts in all, 1..=100
 //! initial = "1s"              # delay before the second attempt
@@ -76,6 +80,7 @@ use crate::engine::{
     MAX_TIMEOUT, Origin, SecretSource, Secrets,
 };
 use crate::names::{self, NameError};
+use crate::retention::Retention;
 use crate::triggers::cron::{
     CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
     state_key, tick_stream,
@@ -286,6 +291,14 @@ struct RawStreamTrigger {
     dead_letter: Option<String>,
     instance: Option<Instance>,
     batch_window: Option<String>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_age: Option<String>,
+    max_len: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +572,31 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
                 window
             }
         };
+        let retention = match t.retention {
+            None => None,
+            Some(raw) => {
+                let field = format!("{at}.retention");
+                let max_len = match raw.max_len {
+                    None => None,
+                    Some(n) => Some(u64::try_from(n).map_err(|_| {
+                        v.error(
+                            &format!("{field}.max_len"),
+                            &n.to_string(),
+                            "a count of entries from 1",
+                        )
+                    })?),
+                };
+                let policy = Retention::parse(raw.max_age.as_deref(), max_len)
+                    .map_err(|e| v.error(&format!("{field}.{}", e.field), &e.value, &e.expected))?;
+                v.check(
+                    &field,
+                    "{}",
+                    !policy.keeps_all(),
+                    "max_age and/or max_len (leave the table out to keep the default)",
+                )?;
+                Some(policy)
+            }
+        };
         streams.push(StreamTriggerConfig {
             stream: t.stream,
             group,
@@ -570,6 +608,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             dead_letter,
             instance: t.instance.unwrap_or_default(),
             batch_window,
+            retention,
         });
     }
 
@@ -630,6 +669,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             dead_letter,
             instance: Instance::PerEvent,
             batch_window: DEFAULT_BATCH_WINDOW,
+            retention: None,
         });
         let late_grace = match &t.late_grace {
             None => DEFAULT_LATE_GRACE,
@@ -1038,6 +1078,61 @@ mod tests {
                 matches!(parse_str(text), Err(ManifestError::Syntax { .. })),
                 "{text}"
             );
+        }
+    }
+}
+
+/// Property tests: any text is a manifest or an error naming the file, and a manifest written
+/// within every setting's range reads back with those settings.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_manifest_or_a_named_error(
+            text in prop_oneof![
+                ".{0,200}",
+                ("[a-z_]{1,12}", ".{0,20}").prop_map(|(key, value)| format!(
+                    "name = \"f\"\ncomponent = \"f.wasm\"\n[[triggers.stream]]\nstream = \"s\"\n{key} = {value}\n"
+                )),
+            ],
+        ) {
+            match parse(Path::new("fuzz/eddy.toml"), &text) {
+                Ok(manifest) => prop_assert!(!manifest.name.is_empty()),
+                Err(error) => prop_assert!(error.to_string().contains("fuzz/eddy.toml"), "{}", error),
+            }
+        }
+
+        #[test]
+        fn settings_within_range_read_back(
+            name in "[a-z][a-z0-9_-]{0,30}",
+            stream in "[A-Za-z0-9][A-Za-z0-9._-]{0,40}",
+            batch in 1usize..=MAX_BATCH,
+            concurrency in 1usize..=MAX_CONCURRENCY,
+            attempts in 1u32..=MAX_ATTEMPTS_LIMIT,
+            max_len in 1u64..1_000_000_000,
+            days in 1u64..3650,
+        ) {
+            let text = format!(
+                "name = {name:?}\ncomponent = \"f.wasm\"\n[[triggers.stream]]\nstream = {stream:?}\n\
+                 batch = {batch}\nconcurrency = {concurrency}\n\
+                 [triggers.stream.retention]\nmax_len = {max_len}\nmax_age = \"{days}d\"\n\
+                 [triggers.stream.retry]\nmax_attempts = {attempts}\n"
+            );
+            let manifest = parse(Path::new("eddy.toml"), &text).unwrap();
+            let trigger = &manifest.streams[0];
+            prop_assert_eq!(&manifest.name, &name);
+            prop_assert_eq!(&trigger.stream, &stream);
+            prop_assert_eq!(&trigger.group, &name);
+            prop_assert_eq!(trigger.batch, batch);
+            prop_assert_eq!(trigger.concurrency, concurrency);
+            prop_assert_eq!(trigger.retry.max_attempts, attempts);
+            let retention = trigger.retention.unwrap();
+            prop_assert_eq!(retention.max_len, Some(max_len));
+            prop_assert_eq!(retention.max_age_ms, Some(days * 24 * 3600 * 1000));
         }
     }
 }

@@ -20,6 +20,11 @@
 //! | `eddy_dead_letters` | stream | length of a dead-letter stream |
 //! | `eddy_outbound_requests_total` | function, host, outcome | outbound HTTP requests: `2xx`…`5xx`, `denied`, `limited`, `timeout`, `tls_error`, `too_large`, `error` |
 //! | `eddy_outbound_request_duration_seconds` | function, host | time to the response head (or the failure) |
+//! | `eddy_redis_errors_total` | operation, kind | Redis commands that failed: `full` (OOM), `unavailable`, `error` |
+//! | `eddy_redis_memory_used_bytes` | | Redis's `used_memory`, read at scrape |
+//! | `eddy_redis_memory_max_bytes` | | Redis's `maxmemory` (0: no limit), read at scrape |
+//! | `eddy_retention_trimmed_entries_total` | stream | entries this host trimmed by retention |
+//! | `eddy_retention_held_back_entries` | stream | entries past the policy kept because a group still needs them |
 
 use std::collections::BTreeSet;
 use std::sync::{LazyLock, Mutex};
@@ -50,6 +55,11 @@ pub struct Metrics {
     dead_letters: Family<Labels, Gauge>,
     outbound: Family<Labels, Counter>,
     outbound_duration: HistogramFamily,
+    redis_errors: Family<Labels, Counter>,
+    redis_used: Gauge,
+    redis_max: Gauge,
+    trimmed: Family<Labels, Counter>,
+    held_back: Family<Labels, Gauge>,
     groups: Mutex<BTreeSet<(String, String, String)>>,
 }
 
@@ -176,8 +186,43 @@ impl Metrics {
             "Time from sending an outbound request to its response head (or its failure)",
             outbound_duration.clone(),
         );
+        let redis_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_redis_errors",
+            "Redis commands that failed, by operation and kind (full, unavailable, error)",
+            redis_errors.clone(),
+        );
+        let redis_used = Gauge::default();
+        registry.register(
+            "eddy_redis_memory_used_bytes",
+            "Memory Redis uses (used_memory)",
+            redis_used.clone(),
+        );
+        let redis_max = Gauge::default();
+        registry.register(
+            "eddy_redis_memory_max_bytes",
+            "Redis's maxmemory; 0 means no limit",
+            redis_max.clone(),
+        );
+        let trimmed = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_retention_trimmed_entries",
+            "Stream entries this host trimmed by retention",
+            trimmed.clone(),
+        );
+        let held_back = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_retention_held_back_entries",
+            "Entries past a stream's retention kept because a group still needs them",
+            held_back.clone(),
+        );
         Self {
             registry,
+            redis_errors,
+            redis_used,
+            redis_max,
+            trimmed,
+            held_back,
             events,
             outbound,
             outbound_duration,
@@ -256,6 +301,27 @@ impl Metrics {
         }
     }
 
+    /// Counts a failed Redis command of `operation`, by kind.
+    pub fn redis_error(&self, operation: &str, kind: &str) {
+        self.redis_errors
+            .get_or_create(&labels(&[("operation", operation), ("kind", kind)]))
+            .inc();
+    }
+
+    /// Counts entries of `stream` this host trimmed.
+    pub fn trimmed(&self, stream: &str, entries: u64) {
+        self.trimmed
+            .get_or_create(&labels(&[("stream", stream)]))
+            .inc_by(entries);
+    }
+
+    /// Sets how many entries of `stream` retention keeps only because a group needs them.
+    pub fn held_back(&self, stream: &str, entries: i64) {
+        self.held_back
+            .get_or_create(&labels(&[("stream", stream)]))
+            .set(entries);
+    }
+
     /// Counts a version switch.
     pub fn deploy(&self, function: &str) {
         self.deploys
@@ -320,8 +386,73 @@ impl Metrics {
                 .get_or_create(&labels(&[("stream", &dead_letter)]))
                 .set(length);
         }
+        let info: redis::RedisResult<String> =
+            redis::cmd("INFO").arg("memory").query_async(conn).await;
+        if let Ok(info) = info {
+            let memory = RedisMemory::parse(&info);
+            self.redis_used.set(memory.used as i64);
+            self.redis_max.set(memory.max as i64);
+        }
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Redis's memory use and limit, from `INFO memory`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RedisMemory {
+    /// `used_memory`, bytes.
+    pub used: u64,
+    /// `maxmemory`, bytes; 0 means no limit.
+    pub max: u64,
+}
+
+impl RedisMemory {
+    /// Reads the two figures out of an `INFO memory` reply; a missing one reads 0.
+    pub fn parse(info: &str) -> Self {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            used: field("used_memory"),
+            max: field("maxmemory"),
+        }
+    }
+
+    /// Whether writes are refused or about to be: at or above 99% of a set limit.
+    pub fn full(&self) -> bool {
+        self.max > 0 && self.used.saturating_mul(100) >= self.max.saturating_mul(99)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_memory_reads_info_and_knows_full() {
+        let info = "# Memory\r\nused_memory:990\r\nused_memory_human:990B\r\nmaxmemory:1000\r\n";
+        let memory = RedisMemory::parse(info);
+        assert_eq!(
+            memory,
+            RedisMemory {
+                used: 990,
+                max: 1000
+            }
+        );
+        assert!(memory.full());
+        assert!(
+            !RedisMemory {
+                used: 980,
+                max: 1000
+            }
+            .full()
+        );
+        assert!(!RedisMemory { used: 5000, max: 0 }.full());
+        assert_eq!(RedisMemory::parse("garbage"), RedisMemory::default());
     }
 }

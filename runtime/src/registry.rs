@@ -226,3 +226,43 @@ pub async fn names<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Vec<St
     names.sort();
     Ok(names)
 }
+
+/// Property tests of stored registry records: any text is a version or an error, never a
+/// panic, and a version reads back as written.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_stored_text_is_a_version_or_an_error(
+            text in prop_oneof![
+                ".{0,200}",
+                (any::<u32>(), ".{0,20}").prop_map(|(v, d)| format!(
+                    r#"{{"version":{v},"digest":{d:?},"manifest":"","deployed_at":""}}"#
+                )),
+            ],
+        ) {
+            match serde_json::from_str::<Version>(&text) {
+                Ok(version) => {
+                    let again = serde_json::to_string(&version).unwrap();
+                    prop_assert_eq!(serde_json::from_str::<Version>(&again).unwrap(), version);
+                }
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn versions_round_trip(
+            version in any::<u32>(), digest in "[0-9a-f]{64}", manifest in ".{0,200}",
+            deployed_at in ".{0,30}",
+        ) {
+            let stored = Version { version, digest, manifest, deployed_at };
+            let text = serde_json::to_string(&stored).unwrap();
+            let back: Version = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, stored);
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod once;
 mod order_functions;
 mod page;
 mod records;
+mod reliability;
 mod replay;
 mod saga;
 mod security;

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod fakes;
 pub mod host;
 pub mod http;
+pub mod proxy;
 pub mod redis_server;
 pub mod streams;
 pub mod web;

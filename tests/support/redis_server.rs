@@ -48,6 +48,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--save", ""])
+            // `DEBUG SLEEP` stalls the server in fault tests.
+            .args(["--enable-debug-command", "local"])
             .args(if self.durable {
                 ["--appendonly", "yes", "--appendfsync", "always"]
             } else {
@@ -101,6 +103,26 @@ impl RedisServer {
         }
         std::thread::sleep(down);
         self.spawn();
+    }
+
+    /// Kills the server at once (SIGKILL, as a crash or the OOM killer would); what was
+    /// fsynced survives for [`start_again`](Self::start_again).
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().expect("waiting for redis-server");
+        }
+    }
+
+    /// Starts a crashed server again on the same port and files.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's data dir.

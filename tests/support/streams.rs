@@ -177,15 +177,27 @@ pub fn group_exists(conn: &mut redis::Connection, stream: &str, group: &str) -> 
     group_info(conn, stream, group).is_some()
 }
 
-/// Whether `group` has read every entry of `stream` (lag 0), acknowledged all it read and has
-/// no retry scheduled: nothing more will run for it until a new entry arrives.
+/// Whether `group` has read every entry of `stream` (lag 0, or its last-delivered id is the
+/// stream's last entry: Redis's lag counter can drift after an AOF reload), acknowledged all
+/// it read and has no retry scheduled: nothing more will run for it until a new entry arrives.
 pub fn settled(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
-    let lag = group_info(conn, stream, group)
-        .and_then(|g| g.get("lag").cloned())
-        .and_then(|v| redis::from_redis_value::<u64>(v).ok());
-    lag == Some(0)
-        && pending(conn, stream, group) == 0
-        && scheduled_retries(conn, stream, group) == 0
+    let Some(info) = group_info(conn, stream, group) else {
+        return false;
+    };
+    let field = |name: &str| info.get(name).cloned();
+    let lag = field("lag").and_then(|v| redis::from_redis_value::<u64>(v).ok());
+    let last_delivered =
+        field("last-delivered-id").and_then(|v| redis::from_redis_value::<String>(v).ok());
+    let last: RawEntries = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(conn)
+        .unwrap_or_default();
+    let caught_up = lag == Some(0) || last.first().map(|(id, _)| id) == last_delivered.as_ref();
+    caught_up && pending(conn, stream, group) == 0 && scheduled_retries(conn, stream, group) == 0
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.

@@ -23,11 +23,7 @@ fn store_error(error: StoreError) -> ApiError {
         }
         StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
         StoreError::Missing(_) => ApiError::not_found(error.to_string()),
-        StoreError::Redis(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
+        StoreError::Redis(e) => ApiError::redis("cronjobs", &e),
     }
 }
 

@@ -75,11 +75,7 @@ impl InvokeBound {
 }
 
 fn unavailable(error: redis::RedisError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("redis: {error}"),
-    )
+    ApiError::redis("registry", &error)
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {

@@ -1,7 +1,8 @@
 //! The control plane's HTTP API, served by every host (`eddy up --listen`, default
 //! 127.0.0.1:7070): health, readiness (Redis answers and the deployed functions are loaded),
-//! event ingress (`events`), the registry of deployed functions (`functions`) and cronjobs
-//! (`cronjobs`).
+//! event ingress (`events`), the registry of deployed functions (`functions`), cronjobs
+//! (`cronjobs`) and streams' retention (`streams`). A Redis that refuses writes because it is
+//! full answers 507, one that is away 503, both with Redis's message and `Retry-After`.
 //!
 //! `GET /` is the web page (live status and recent failures, see `page`). Every endpoint but
 //! `GET /healthz` needs `Authorization: Bearer <token>` (or, from a browser, HTTP Basic with the
@@ -18,6 +19,7 @@ mod events;
 mod functions;
 mod page;
 mod server;
+mod streams;
 
 pub use functions::{
     DEFAULT_API_INVOKE_CONCURRENCY, DEFAULT_API_INVOKE_QUEUE, InvokeBound, MAX_API_INVOKE_BOUND,
@@ -126,6 +128,19 @@ impl ApiError {
         Self {
             retry_after: Some(retry_after),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+        }
+    }
+
+    /// Redis failed `what`: a 507 when it is full (the request may be sent again once space
+    /// is freed), else a 503; both carry Redis's own message and a `Retry-After`.
+    pub fn redis(what: &'static str, error: &redis::RedisError) -> Self {
+        let (status, code) = match crate::broker::counted(what, error) {
+            crate::broker::Trouble::Full => (StatusCode::INSUFFICIENT_STORAGE, "redis_full"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        Self {
+            retry_after: Some(1),
+            ..Self::new(status, code, format!("redis ({what}): {error}"))
         }
     }
 
@@ -239,6 +254,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::GET, ["v1", "failures"]) => page::failures(state, request.uri().query()).await,
         (&Method::GET, ["metrics"]) => {
             let mut conn = state.broker.shared();
+            crate::retention::refresh_gauges(&mut conn).await;
             let text = crate::metrics::METRICS.render(&mut conn).await;
             Ok(Response::builder()
                 .status(StatusCode::OK)
@@ -249,6 +265,17 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::POST, ["v1", "streams", stream, "events"]) => {
             let stream = (*stream).to_owned();
             events::ingest(state, &stream, request).await
+        }
+        (&Method::GET, ["v1", "streams"]) => streams::list(state).await,
+        (&Method::GET, ["v1", "streams", stream, "retention"]) => {
+            streams::show(state, stream).await
+        }
+        (&Method::PUT, ["v1", "streams", stream, "retention"]) => {
+            let stream = (*stream).to_owned();
+            streams::put(state, &stream, request).await
+        }
+        (&Method::DELETE, ["v1", "streams", stream, "retention"]) => {
+            streams::delete(state, stream).await
         }
         (&Method::PUT, ["v1", "components", digest]) => {
             let digest = (*digest).to_owned();
@@ -271,6 +298,8 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         }
         (_, ["readyz"])
         | (_, ["v1", "streams", _, "events"])
+        | (_, ["v1", "streams"])
+        | (_, ["v1", "streams", _, "retention"])
         | (_, ["v1", "components", _])
         | (_, ["v1", "functions", ..])
         | (_, ["v1", "cronjobs", ..]) => Err(ApiError::new(
@@ -335,7 +364,7 @@ fn presented_token(header: &str, allow_basic: bool) -> Option<String> {
 }
 
 async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
-    let mut conn = state.broker.shared();
+    let mut conn = state.broker.requests();
     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
     let loaded = state.loaded.load(std::sync::atomic::Ordering::Acquire);
     match pong {

@@ -46,11 +46,7 @@ pub fn script() -> Response<Full<Bytes>> {
 }
 
 fn unavailable(error: redis::RedisError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "redis_unavailable",
-        format!("cannot read the status from Redis: {error}"),
-    )
+    ApiError::redis("status", &error)
 }
 
 /// `GET /v1/status`: what `eddy status --output json` prints.

@@ -25,6 +25,9 @@ use crate::triggers::streams::wire;
 
 /// How long a short command may wait for its reply before it counts as failed.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an API request's command (an ingress write, a readiness ping) may wait: a client
+/// is told 503 by then rather than held while Redis is away or stalled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long opening a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a blocking read waits for new entries before it returns empty and checks for
@@ -36,6 +39,7 @@ pub const READ_BLOCK: Duration = Duration::from_millis(1000);
 pub struct Broker {
     client: redis::Client,
     shared: ConnectionManager,
+    requests: ConnectionManager,
     url: Arc<str>,
 }
 
@@ -44,12 +48,16 @@ impl Broker {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .with_context(|| format!("invalid Redis URL {url:?}: expected redis://HOST:PORT"))?;
-        let shared = manager(&client, RESPONSE_TIMEOUT)
+        let shared = manager(&client, RESPONSE_TIMEOUT, 3)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        let requests = manager(&client, REQUEST_TIMEOUT, 0)
             .await
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
         Ok(Self {
             client,
             shared,
+            requests,
             url: url.into(),
         })
     }
@@ -59,9 +67,16 @@ impl Broker {
         self.shared.clone()
     }
 
+    /// The connection for API requests a client waits on: it does not retry a lost
+    /// connection before answering and gives up after [`REQUEST_TIMEOUT`], so a client gets a
+    /// prompt 503 while Redis is away (the next request reconnects).
+    pub fn requests(&self) -> ConnectionManager {
+        self.requests.clone()
+    }
+
     /// A connection of its own for blocking reads.
     pub async fn dedicated(&self) -> anyhow::Result<ConnectionManager> {
-        manager(&self.client, READ_BLOCK + RESPONSE_TIMEOUT)
+        manager(&self.client, READ_BLOCK + RESPONSE_TIMEOUT, 3)
             .await
             .with_context(|| format!("cannot connect to Redis at {}", self.url))
     }
@@ -75,12 +90,65 @@ impl Broker {
 async fn manager(
     client: &redis::Client,
     response_timeout: Duration,
+    retries: usize,
 ) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_number_of_retries(3);
+        .set_connection_timeout(Some(CONNECT_TIMEOUT.min(response_timeout)))
+        .set_number_of_retries(retries);
     client.get_connection_manager_with_config(config).await
+}
+
+/// What a failed Redis command means to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// Redis refused a write because `maxmemory` is reached (`OOM`): space must be freed
+    /// (trimming, a higher limit) before writes land again.
+    Full,
+    /// Redis did not answer: not reachable, the connection dropped, or no reply in time.
+    Away,
+    /// Any other error reply.
+    Other,
+}
+
+impl Trouble {
+    /// Classifies `error`. A refused command inside a pipeline or `MULTI` comes back as a list
+    /// of server errors (an aborted transaction among them): any `OOM` in it makes it `Full`.
+    pub fn of(error: &redis::RedisError) -> Self {
+        let out_of_memory = error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
+        if out_of_memory {
+            Trouble::Full
+        } else if error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        {
+            Trouble::Away
+        } else {
+            Trouble::Other
+        }
+    }
+
+    /// The label of `eddy_redis_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trouble::Full => "full",
+            Trouble::Away => "unavailable",
+            Trouble::Other => "error",
+        }
+    }
+}
+
+/// Classifies `error`, counts it in `eddy_redis_errors_total{operation}` and gives it back
+/// unchanged, for use in `map_err` and `inspect_err` chains.
+pub fn counted(operation: &'static str, error: &redis::RedisError) -> Trouble {
+    let trouble = Trouble::of(error);
+    crate::metrics::METRICS.redis_error(operation, trouble.as_str());
+    trouble
 }
 
 /// Publishes events functions emit by `XADD`ing them in the wire format.
@@ -183,8 +251,9 @@ impl Publisher for RedisPublisher {
             .arg(&fields)
             .query_async(&mut conn)
             .await;
-        result
-            .map(|_entry_id| id)
-            .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))
+        result.map(|_entry_id| id).map_err(|e| {
+            counted("publish", &e);
+            PublishError::Unavailable(format!("redis: {e}"))
+        })
     }
 }

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod publish;
 pub mod replay;
 pub mod status;
+pub mod streams;
 pub mod up;
 
 use crate::broker::embedded::DEFAULT_DATA_DIR;
@@ -107,6 +108,8 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Dead letters: list, show, replay, purge.
     Dlq(dlq::DlqArgs),
+    /// Streams' retention: what each keeps, and setting it.
+    Streams(streams::StreamsArgs),
     /// Functions' key-value state: ls, get, set, del.
     Kv(kv::KvArgs),
     /// A function's invocation records (--failed, --event ID, --follow).
@@ -136,6 +139,7 @@ impl Cli {
             | Command::Deploy(_)
             | Command::Build(_)
             | Command::Dlq(_)
+            | Command::Streams(_)
             | Command::Kv(_)
             | Command::Status(_)
             | Command::Logs(_)
@@ -155,6 +159,7 @@ impl Cli {
             Command::Deploy(args) => deploy::run(args),
             Command::Build(args) => build::run(args),
             Command::Dlq(args) => dlq::run(args),
+            Command::Streams(args) => streams::run(args),
             Command::Kv(args) => kv::run(args),
             Command::Status(args) => status::run(args),
             Command::Logs(args) => logs::run_logs(args),
@@ -267,6 +272,24 @@ pub fn duration_up_to(
         if value.is_zero() || value > max {
             return Err(format!(
                 "{input:?}: expected more than 0 and at most {}",
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// A flag's parser for a duration from `min` to `max`.
+pub fn duration_within(
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let value = parse_duration(input)?;
+        if !(min..=max).contains(&value) {
+            return Err(format!(
+                "{input:?}: expected from {} to {}",
+                humantime::format_duration(min),
                 humantime::format_duration(max)
             ));
         }

@@ -29,6 +29,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         other => other.to_string(),
     };
     let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    let redis = &status["redis"];
+    let used = redis["used_memory"].as_u64().unwrap_or(0);
+    match redis["maxmemory"].as_u64().unwrap_or(0) {
+        0 => println!(
+            "REDIS\n  memory {} (no maxmemory)",
+            bytesize::ByteSize::b(used).display().iec()
+        ),
+        max => println!(
+            "REDIS\n  memory {} of {} ({}%){}",
+            bytesize::ByteSize::b(used).display().iec(),
+            bytesize::ByteSize::b(max).display().iec(),
+            used.saturating_mul(100) / max,
+            if redis["full"] == true {
+                " FULL: writes are refused (OOM); trim streams (eddy streams retention) or raise \
+                 maxmemory"
+            } else {
+                ""
+            }
+        ),
+    }
     println!("HOSTS");
     for h in list("hosts") {
         println!(

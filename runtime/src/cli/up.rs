@@ -109,6 +109,13 @@ pub struct UpArgs {
     // records::DEFAULT_BUDGET
     pub records_budget: u64,
 
+    /// How often streams are trimmed by their retention policy (one host at a time trims, the
+    /// one holding the lease); from 1s to 1h.
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+        value_parser = super::duration_within(crate::retention::MIN_INTERVAL, crate::retention::MAX_INTERVAL))]
+    // retention::DEFAULT_INTERVAL
+    pub retention_interval: Duration,
+
     /// Time a client has to send a request's headers, from their first byte; at most 1h.
     #[arg(long, value_name = "DURATION", default_value = "10s",
         value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
@@ -248,6 +255,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         api_invoke_concurrency: args.api_invoke_concurrency,
         api_invoke_queue: args.api_invoke_queue,
         records_budget: args.records_budget,
+        retention_interval: args.retention_interval,
     };
     crate::api::raise_open_file_limit();
 

@@ -435,3 +435,38 @@ mod tests {
         assert_eq!(keys.lease, "eddy:{orders}:billing:retry:lease");
     }
 }
+
+/// Property tests of the stored retry record: any bytes decode to a record or `None`, and what
+/// is encoded decodes to the same record.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_record_or_none(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Some(record) = RetryRecord::decode(&bytes) {
+                prop_assert_eq!(RetryRecord::decode(&record.encode()), Some(record));
+            }
+        }
+
+        #[test]
+        fn records_round_trip(
+            fields in proptest::collection::vec((".{0,12}", proptest::collection::vec(any::<u8>(), 0..32)), 0..8),
+            first in any::<i64>(), last in any::<i64>(), status in proptest::option::of(1u16..),
+            error in ".{0,40}", logs in ".{0,40}",
+        ) {
+            let record = RetryRecord {
+                fields,
+                first_failure_ms: first,
+                last_failure_ms: last,
+                last_status: status,
+                last_error: error,
+                log_tail: logs,
+            };
+            prop_assert_eq!(RetryRecord::decode(&record.encode()), Some(record));
+        }
+    }
+}

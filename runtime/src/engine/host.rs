@@ -202,6 +202,9 @@ pub struct InvocationState {
     claims_lapse: std::time::Instant,
     /// The `once` keys it claimed, settled when it ends.
     pub claims: Vec<OnceClaim>,
+    /// The first publish Redis could not take (stream, error): a success that lost a publish
+    /// is turned into a failure, so the retry publishes again and nothing is lost.
+    pub publish_failed: Option<(String, String)>,
     /// Its secrets.
     secrets: Arc<Secrets>,
     /// Where its buckets live, and which of their names are shared.
@@ -287,6 +290,7 @@ impl InvocationState {
             token: uuid::Uuid::new_v4().simple().to_string(),
             claims_lapse,
             claims: Vec::new(),
+            publish_failed: None,
             secrets,
             keyvalue,
             shared_buckets,
@@ -314,6 +318,7 @@ impl InvocationState {
         self.publisher = publisher;
         self.claims_lapse = claims_lapse;
         self.claims.clear();
+        self.publish_failed = None;
         self.token = uuid::Uuid::new_v4().simple().to_string();
         self.published = (0, 0);
         self.echoed = 0;
@@ -371,7 +376,12 @@ impl publisher::Host for InvocationState {
                 function = %self.function, %stream, %event_type, %id, "published"
             ),
             Err(error) => {
-                tracing::warn!(function = %self.function, %stream, %error, "publish refused")
+                tracing::warn!(function = %self.function, %stream, %error, "publish refused");
+                if let PublishError::Unavailable(message) = error
+                    && self.publish_failed.is_none()
+                {
+                    self.publish_failed = Some((stream.clone(), message.clone()));
+                }
             }
         }
         published.map_err(wit_error)

@@ -675,6 +675,9 @@ impl Function {
                     output,
                 ),
             };
+            if let Some((stream, message)) = store.data_mut().publish_failed.take() {
+                result.lost_publish(stream, message);
+            }
             if result.status.is_none() {
                 // Trapped, timed out or out of memory: the instance cannot be entered again,
                 // and the batch's next event starts in a fresh one, so one bad event costs

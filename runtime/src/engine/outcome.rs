@@ -74,6 +74,14 @@ pub enum Failure {
         /// The size the guest asked for, in bytes.
         requested_bytes: u64,
     },
+    /// The function succeeded but Redis did not take one of its publishes (full, away): the
+    /// event is retried so the published event is not lost.
+    PublishFailed {
+        /// The stream it published to.
+        stream: String,
+        /// Redis's answer.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Failure {
@@ -100,6 +108,11 @@ impl std::fmt::Display for Failure {
             } => write!(
                 f,
                 "memory limit of {limit_bytes} bytes reached (the guest asked for {requested_bytes})"
+            ),
+            Failure::PublishFailed { stream, message } => write!(
+                f,
+                "publishing to {stream:?} failed ({message}); the event is retried so that \
+                 nothing it publishes is lost"
             ),
         }
     }
@@ -166,6 +179,15 @@ impl InvokeResult {
             instantiation: Duration::ZERO,
             span: None,
             outbound: Default::default(),
+        }
+    }
+
+    /// Turns a success into a failure because a publish of it did not reach Redis; other
+    /// outcomes stay (a rejection or failure is not made better or worse by it).
+    pub fn lost_publish(&mut self, stream: String, message: String) {
+        if self.outcome == Outcome::Done {
+            self.outcome = Outcome::Failed;
+            self.failure = Some(Failure::PublishFailed { stream, message });
         }
     }
 

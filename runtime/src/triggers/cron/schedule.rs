@@ -252,3 +252,38 @@ mod tests {
         ));
     }
 }
+
+/// Property tests: any text is a schedule or a named error; every expression written within
+/// the fields' ranges parses and fires after any moment.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_schedule_or_a_named_error(
+            expression in "[0-9*/,\\- A-Za-z?#L]{0,40}",
+            timezone in prop_oneof![Just("UTC".to_owned()), Just("Europe/Paris".to_owned()), ".{0,12}"],
+        ) {
+            match Schedule::parse(&expression, &timezone) {
+                Ok(schedule) => prop_assert!(schedule.next_after(Utc::now()).is_some()),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn expressions_within_range_fire_after_any_moment(
+            second in 0u32..60, minute in 0u32..60, hour in 0u32..24,
+            step in 1u32..30, weekday in 1u32..8,
+            after in 0i64..4_000_000_000,
+        ) {
+            let expression = format!("{second} {minute}/{step} {hour} * * {weekday}");
+            let schedule = Schedule::parse(&expression, "UTC").unwrap();
+            let after = from_unix(after).unwrap();
+            let next = schedule.next_after(after).unwrap();
+            prop_assert!(next > after);
+        }
+    }
+}

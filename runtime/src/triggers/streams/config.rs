@@ -77,6 +77,8 @@ pub struct StreamTriggerConfig {
     pub instance: Instance,
     /// How long a read waits for more entries to fill its batch ([`DEFAULT_BATCH_WINDOW`]).
     pub batch_window: Duration,
+    /// What the stream keeps, if the manifest says ([`crate::retention`] has the default).
+    pub retention: Option<crate::retention::Retention>,
 }
 
 impl StreamTriggerConfig {

@@ -376,6 +376,7 @@ mod tests {
             dead_letter: "orders.dlq".into(),
             instance: super::super::Instance::PerEvent,
             batch_window: std::time::Duration::ZERO,
+            retention: None,
         }
     }
 

@@ -183,6 +183,9 @@ impl Settler {
             let mut conn = conn.clone();
             async move {
                 let sent = pipe.query_async::<T>(&mut conn).await;
+                if let Err(error) = &sent {
+                    crate::broker::counted("settle", error);
+                }
                 if let Err(error) = &sent
                     && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
                 {

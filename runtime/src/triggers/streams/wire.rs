@@ -329,3 +329,68 @@ mod tests {
         assert_eq!(entries_of(deleted).unwrap()[0].fields, None);
     }
 }
+
+/// Property tests: any fields a producer writes give an event or a named [`Malformed`], and
+/// what a function publishes reads back as the same event.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn field_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("data".to_owned()),
+            Just("type".to_owned()),
+            Just("id".to_owned()),
+            Just("datacontenttype".to_owned()),
+            Just("time".to_owned()),
+            ".{0,12}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_fields_are_an_event_or_a_named_malformation(
+            fields in proptest::collection::vec(
+                (field_name(), proptest::collection::vec(any::<u8>(), 0..64)),
+                0..12,
+            ),
+            attempt in 1u32..100,
+        ) {
+            match to_event("s", "1-0", &fields, attempt) {
+                Ok(event) => {
+                    let data = fields.iter().rev().find(|(n, _)| n == "data").map(|(_, v)| v);
+                    prop_assert_eq!(Some(&event.data), data);
+                    prop_assert!(!event.id.is_empty() && !event.event_type.is_empty());
+                    prop_assert_eq!(event.delivery.attempt, attempt);
+                }
+                Err(malformed) => prop_assert!(!malformed.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn a_published_event_reads_back_the_same(
+            event_type in "[A-Za-z][A-Za-z0-9.]{0,40}",
+            number in any::<i64>(),
+            text in ".{0,40}",
+            id in "[a-z0-9-]{1,36}",
+        ) {
+            let data = serde_json::json!({ "n": number, "text": text }).to_string().into_bytes();
+            let request = PublishRequest {
+                function: "f".into(),
+                stream: "s".into(),
+                event_type: event_type.clone(),
+                data: data.clone(),
+                caused_by: "cause".into(),
+                extensions: vec![("traceparent".into(), "00-abc".into())],
+            };
+            let fields = published_fields(&request, &id, "2026-01-01T00:00:00Z");
+            let event = to_event("s", "1-0", &fields, 1).unwrap();
+            prop_assert_eq!(event.event_type, event_type);
+            prop_assert_eq!(event.id, id);
+            prop_assert_eq!(event.data, data);
+            prop_assert_eq!(event.source, "eddy://f");
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Faults beyond a host crash, against real processes: retention trimming while a group lags
+//! and while an entry waits in a retry schedule; Redis full (`maxmemory`), down for 30 s,
+//! stalled (`DEBUG SLEEP`) past the claim margin, and its connections cut. Each test counts
+//! every event before and after: none lost, none dead-lettered twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use eddy_tests::eddy_redis;
+use eddy_tests::host::Host;
+use eddy_tests::http::curl;
+use eddy_tests::proxy::Proxy;
+use eddy_tests::redis_server::RedisServer;
+use eddy_tests::streams::{
+    StreamEntry, add, entries, eventually, group_exists, pending, record_function,
+    scheduled_retries, settled, unique,
+};
+use redis::Commands as _;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Event ids (the `id` field the test gave) that `records` holds an `Attempt` for, with how
+/// many attempts each.
+fn attempts(records: &[StreamEntry]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for record in records.iter().filter(|r| r.get("type") == "Attempt") {
+        let id = record.data()["id"].as_str().unwrap_or_default().to_owned();
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Dead letters per original event id.
+fn dead_lettered(conn: &mut redis::Connection, stream: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for letter in entries(conn, &format!("{stream}.dlq")) {
+        *out.entry(letter.get("id").to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
+fn add_events(conn: &mut redis::Connection, stream: &str, ids: std::ops::Range<usize>) {
+    for n in ids {
+        add(conn, stream, &[("id", &format!("ev-{n}")), ("data", "{}")]);
+    }
+}
+
+fn expected(ids: std::ops::Range<usize>) -> BTreeSet<String> {
+    ids.map(|n| format!("ev-{n}")).collect()
+}
+
+fn wait_group(conn: &mut redis::Connection, stream: &str, group: &str) {
+    eventually(WAIT, "the consumer group", || {
+        group_exists(conn, stream, group).then_some(())
+    });
+}
+
+fn wait_settled(conn: &mut redis::Connection, stream: &str, group: &str) {
+    eventually(WAIT, "every entry settled", || {
+        settled(conn, stream, group).then_some(())
+    });
+}
+
+/// What `eddy streams ls -o json` says of `stream`.
+fn retention_row(redis_url: &str, stream: &str) -> serde_json::Value {
+    let run = eddy_redis(&["streams", "ls", "-o", "json"], redis_url);
+    run.json()
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["stream"] == stream).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn retention_keeps_what_a_group_or_a_retry_still_needs() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    // `keep` reads every event; `flaky` only the first, failing it twice with 3 s between
+    // attempts, so it sits in the retry schedule while the rest of the stream is trimmed.
+    record_function(
+        dir.path(),
+        "keep",
+        &stream,
+        &records,
+        "",
+        "[triggers.stream.retention]\nmax_len = 10",
+    );
+    record_function(
+        dir.path(),
+        "flaky",
+        &stream,
+        &records,
+        "status = 500\nsucceed_on = 3",
+        "types = [\"Flaky\"]\n[triggers.stream.retry]\nmax_attempts = 3\ninitial = \"3s\"\n\
+         factor = 1.0\njitter = 0.0",
+    );
+    let _host = Host::start(&redis.url(), dir.path(), &["--retention-interval", "1s"]);
+    wait_group(&mut conn, &stream, "keep");
+    wait_group(&mut conn, &stream, "flaky");
+    // A group that reads nothing yet: everything from the start is still to be read by it.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("laggard")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    let flaky_id = add(
+        &mut conn,
+        &stream,
+        &[("id", "flaky"), ("type", "Flaky"), ("data", "{}")],
+    );
+    add_events(&mut conn, &stream, 0..1000);
+    wait_settled(&mut conn, &stream, "keep");
+
+    // Passes run while the laggard is 1001 behind: nothing goes, and it is counted.
+    eventually(WAIT, "a pass that finds entries held back", || {
+        let row = retention_row(&redis.url(), &stream);
+        (row["held_back"].as_u64() == Some(991)).then_some(())
+    });
+    let length: u64 = conn.xlen(&stream).unwrap();
+    assert_eq!(length, 1001, "a lagging group's entries are kept");
+
+    // The laggard catches up; the first entry is still in flaky's retry schedule.
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("laggard")
+        .arg("c")
+        .arg("COUNT")
+        .arg(2000)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 1001);
+    let _: u64 = conn.xack(&stream, "laggard", &ids).unwrap();
+    assert_eq!(
+        scheduled_retries(&mut conn, &stream, "flaky"),
+        1,
+        "the flaky event waits for its next attempt"
+    );
+    let before = retention_row(&redis.url(), &stream)["trimmed_at_ms"].as_i64();
+    eventually(WAIT, "a pass after the laggard caught up", || {
+        let row = retention_row(&redis.url(), &stream);
+        (row["trimmed_at_ms"].as_i64() > before).then_some(())
+    });
+    if scheduled_retries(&mut conn, &stream, "flaky") == 1 {
+        let first: Vec<StreamEntry> = entries(&mut conn, &stream);
+        assert_eq!(
+            first[0].id, flaky_id,
+            "an entry in a retry schedule is not trimmed"
+        );
+    }
+
+    // The retry succeeds on its third attempt; then the stream is trimmed to its policy.
+    let (records_key, conn2) = (records.clone(), &mut conn);
+    eventually(WAIT, "the flaky event's third attempt", || {
+        let seen = attempts(&entries(conn2, &records_key));
+        (seen.get("flaky") == Some(&3)).then_some(())
+    });
+    eventually(WAIT, "the stream trimmed to its policy", || {
+        let length: u64 = conn.xlen(&stream).unwrap();
+        (length == 10).then_some(())
+    });
+    let row = retention_row(&redis.url(), &stream);
+    assert_eq!(row["source"], "manifest");
+    assert_eq!(row["held_back"], 0);
+    assert_eq!(row["trimmed"], 991);
+    let seen = attempts(&entries(&mut conn, &records));
+    assert_eq!(seen.len(), 1001, "every event ran");
+    assert!(dead_lettered(&mut conn, &stream).is_empty());
+}
+
+#[test]
+fn retention_is_set_shown_and_reset_from_the_command_line() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let run = eddy_redis(
+        &[
+            "streams",
+            "retention",
+            "audit",
+            "--max-age",
+            "3d",
+            "--max-len",
+            "50",
+        ],
+        &url,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("3days or 50 entries (set)"),
+        "{}",
+        run.stdout
+    );
+    let row = retention_row(&url, "audit");
+    assert_eq!(row["max_len"], 50);
+    assert_eq!(row["max_age_ms"], 3 * 24 * 3600 * 1000);
+
+    let bad = eddy_redis(
+        &["streams", "retention", "audit", "--max-age", "soon"],
+        &url,
+    );
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr
+            .contains("--max-age \"soon\": expected a duration"),
+        "{}",
+        bad.stderr
+    );
+    let bad = eddy_redis(&["streams", "retention", "audit", "--max-len", "0"], &url);
+    assert!(
+        bad.stderr.contains("--max-len 0: expected a count"),
+        "{}",
+        bad.stderr
+    );
+    let bad = eddy_redis(
+        &["streams", "retention", "eddy:hosts", "--max-len", "5"],
+        &url,
+    );
+    assert!(bad.stderr.contains("Eddy's own keys"), "{}", bad.stderr);
+    assert_eq!(
+        retention_row(&url, "audit")["max_len"],
+        50,
+        "a refused change leaves the policy as it was"
+    );
+
+    let reset = eddy_redis(&["streams", "retention", "audit", "--reset"], &url);
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    assert!(
+        reset.stdout.contains("keeps everything"),
+        "{}",
+        reset.stdout
+    );
+    assert!(retention_row(&url, "audit").is_null());
+}
+
+#[test]
+fn a_full_redis_refuses_writes_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    record_function(
+        dir.path(),
+        "rec",
+        &stream,
+        &records,
+        "work_ms = 100",
+        "concurrency = 4\n[triggers.stream.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n\
+         max_attempts = 100",
+    );
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    wait_group(&mut conn, &stream, "rec");
+    add_events(&mut conn, &stream, 0..40);
+    // Full while most of them are still to run: their publishes and settle writes are refused.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let api = host.api_url();
+    let refused = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"type":"T","data":{}}"#,
+        &format!("{api}/v1/streams/{stream}/events"),
+    ]);
+    assert_eq!(refused.status, 507, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "redis_full");
+    assert!(refused.body.contains("OOM"), "{}", refused.body);
+    eventually(WAIT, "refused writes counted in the metrics", || {
+        let metrics = curl(&[&format!("{api}/metrics")]).body;
+        metrics
+            .lines()
+            .any(|l| {
+                l.starts_with("eddy_redis_errors_total{")
+                    && l.contains("kind=\"full\"")
+                    && l.contains("operation=\"publish\"")
+            })
+            .then_some(())
+    });
+    let status = eddy_redis(&["status"], &redis.url());
+    assert!(status.stdout.contains("FULL"), "{}", status.stdout);
+    std::thread::sleep(Duration::from_secs(2));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+
+    wait_settled(&mut conn, &stream, "rec");
+    let seen = attempts(&entries(&mut conn, &records));
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        expected(0..40),
+        "every event ran to a recorded success"
+    );
+    assert!(dead_lettered(&mut conn, &stream).is_empty());
+    assert!(host.log().contains("OOM"), "the refusals were logged");
+}
+
+#[test]
+fn redis_down_for_30_seconds_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    record_function(
+        dir.path(),
+        "rec",
+        &stream,
+        &records,
+        "work_ms = 100",
+        "concurrency = 4\n[triggers.stream.retry]\ninitial = \"200ms\"\nmax = \"2s\"\n\
+         max_attempts = 100",
+    );
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    let api = host.api_url();
+    wait_group(&mut conn, &stream, "rec");
+    add_events(&mut conn, &stream, 0..60);
+    eventually(WAIT, "some events handled", || {
+        (attempts(&entries(&mut conn, &records)).len() >= 5).then_some(())
+    });
+    redis.crash();
+    let down = Instant::now();
+    // While Redis is away the host is not ready, and ingress says so at once.
+    let ready = curl(&[&format!("{api}/readyz")]);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let asked = Instant::now();
+    let refused = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"type":"T","data":{}}"#,
+        &format!("{api}/v1/streams/{stream}/events"),
+    ]);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "ingress answered without waiting for Redis"
+    );
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    redis.start_again();
+    let mut conn = redis.conn();
+    wait_settled(&mut conn, &stream, "rec");
+    let seen = attempts(&entries(&mut conn, &records));
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        expected(0..60)
+    );
+    assert!(dead_lettered(&mut conn, &stream).is_empty());
+    eventually(WAIT, "ready again", || {
+        (curl(&[&format!("{api}/readyz")]).status == 200).then_some(())
+    });
+    assert!(host.log().contains("WARN"), "the outage was logged");
+}
+
+#[test]
+fn a_stall_past_the_claim_margin_settles_each_entry_once() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    // `ok` succeeds; `dead` fails every event on its only attempt: one dead letter each.
+    for (name, settings, retry) in [("ok", "", ""), ("dead", "status = 500", "max_attempts = 1")] {
+        record_function(
+            dir.path(),
+            name,
+            &stream,
+            &records,
+            &format!("work_ms = 50\n{settings}"),
+            &format!("concurrency = 4\n[triggers.stream.retry]\n{retry}"),
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen("[config]", "[limits]\ntimeout = \"1s\"\n[config]", 1),
+        )
+        .unwrap();
+    }
+    let hosts = [
+        Host::start(&redis.url(), dir.path(), &[]),
+        Host::start(&redis.url(), dir.path(), &[]),
+    ];
+    wait_group(&mut conn, &stream, "ok");
+    wait_group(&mut conn, &stream, "dead");
+    add_events(&mut conn, &stream, 0..80);
+    eventually(WAIT, "some events handled", || {
+        (!attempts(&entries(&mut conn, &records)).is_empty()).then_some(())
+    });
+    // Longer than timeout + claim margin (1.5 s): every entry in flight looks abandoned after.
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg(3)
+        .query(&mut conn)
+        .unwrap();
+    wait_settled(&mut conn, &stream, "ok");
+    wait_settled(&mut conn, &stream, "dead");
+    let letters = dead_lettered(&mut conn, &stream);
+    assert_eq!(
+        letters.keys().cloned().collect::<BTreeSet<_>>(),
+        expected(0..80),
+        "every failing event dead-lettered"
+    );
+    let twice: Vec<_> = letters.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "dead-lettered more than once: {twice:?}");
+    assert_eq!(pending(&mut conn, &stream, "ok"), 0);
+    drop(hosts);
+}
+
+#[test]
+fn cut_connections_lose_nothing() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port());
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    record_function(
+        dir.path(),
+        "rec",
+        &stream,
+        &records,
+        "work_ms = 20",
+        "concurrency = 8\n[triggers.stream.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n\
+         max_attempts = 100",
+    );
+    let _host = Host::start(&proxy.url(), dir.path(), &[]);
+    wait_group(&mut conn, &stream, "rec");
+    for round in 0..5 {
+        add_events(&mut conn, &stream, round * 40..(round + 1) * 40);
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.cut();
+    }
+    wait_settled(&mut conn, &stream, "rec");
+    let seen = attempts(&entries(&mut conn, &records));
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        expected(0..200)
+    );
+    assert!(dead_lettered(&mut conn, &stream).is_empty());
+}
