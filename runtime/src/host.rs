@@ -226,6 +226,14 @@ pub async fn run(
         spans: config.spans.clone(),
     };
     let mut triggers = JoinSet::new();
+    // Before the groups are waited for: a Redis too full to create them is the one that most
+    // needs trimming.
+    triggers.spawn(crate::retention::run(
+        ctx.broker.shared(),
+        config.consumer.clone(),
+        config.retention_interval,
+        shutdown.clone(),
+    ));
     let mut subscriptions = Vec::new();
     for loaded in &functions {
         let (_, subscribed) = start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
@@ -237,12 +245,6 @@ pub async fn run(
         _ = shutdown.cancelled() => {}
     }
     triggers.spawn(cron::run(ctx.broker.clone(), Vec::new(), shutdown.clone()));
-    triggers.spawn(crate::retention::run(
-        ctx.broker.shared(),
-        config.consumer.clone(),
-        config.retention_interval,
-        shutdown.clone(),
-    ));
     triggers.spawn(crate::status::heartbeat(
         ctx.broker.clone(),
         config.consumer.clone(),

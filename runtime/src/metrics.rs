@@ -315,11 +315,15 @@ impl Metrics {
             .inc_by(entries);
     }
 
-    /// Sets how many entries of `stream` retention keeps only because a group needs them.
-    pub fn held_back(&self, stream: &str, entries: i64) {
-        self.held_back
-            .get_or_create(&labels(&[("stream", stream)]))
-            .set(entries);
+    /// Sets how many entries each stream's retention keeps only because a group needs them;
+    /// streams not listed (no longer trimmed) lose their series.
+    pub fn set_held_back(&self, streams: impl Iterator<Item = (String, i64)>) {
+        self.held_back.clear();
+        for (stream, entries) in streams {
+            self.held_back
+                .get_or_create(&labels(&[("stream", &stream)]))
+                .set(entries);
+        }
     }
 
     /// Counts a version switch.
@@ -400,12 +404,15 @@ impl Metrics {
 }
 
 /// Redis's memory use and limit, from `INFO memory`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RedisMemory {
     /// `used_memory`, bytes.
     pub used: u64,
     /// `maxmemory`, bytes; 0 means no limit.
     pub max: u64,
+    /// `maxmemory_policy`: anything but `noeviction` makes a full Redis delete keys (streams,
+    /// retry schedules) rather than refuse writes.
+    pub policy: String,
 }
 
 impl RedisMemory {
@@ -420,6 +427,11 @@ impl RedisMemory {
         Self {
             used: field("used_memory"),
             max: field("maxmemory"),
+            policy: info
+                .lines()
+                .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+                .map(|p| p.trim().to_owned())
+                .unwrap_or_default(),
         }
     }
 
@@ -435,24 +447,19 @@ mod tests {
 
     #[test]
     fn redis_memory_reads_info_and_knows_full() {
-        let info = "# Memory\r\nused_memory:990\r\nused_memory_human:990B\r\nmaxmemory:1000\r\n";
+        let info = "# Memory\r\nused_memory:990\r\nused_memory_human:990B\r\nmaxmemory:1000\r\n\
+                    maxmemory_policy:noeviction\r\n";
         let memory = RedisMemory::parse(info);
-        assert_eq!(
-            memory,
-            RedisMemory {
-                used: 990,
-                max: 1000
-            }
-        );
+        assert_eq!((memory.used, memory.max), (990, 1000));
+        assert_eq!(memory.policy, "noeviction");
         assert!(memory.full());
-        assert!(
-            !RedisMemory {
-                used: 980,
-                max: 1000
-            }
-            .full()
-        );
-        assert!(!RedisMemory { used: 5000, max: 0 }.full());
+        let at = |used, max| RedisMemory {
+            used,
+            max,
+            policy: String::new(),
+        };
+        assert!(!at(980, 1000).full());
+        assert!(!at(5000, 0).full());
         assert_eq!(RedisMemory::parse("garbage"), RedisMemory::default());
     }
 }

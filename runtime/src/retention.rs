@@ -2,32 +2,36 @@
 //! group still needs.
 //!
 //! A stream's **policy** keeps at most a duration and/or a length of entries. It comes from, in
-//! order: `eddy streams retention STREAM …` (stored in [`POLICIES_KEY`]); the manifests of the
-//! functions whose triggers read it (the most generous of them, so one function cannot shorten
-//! another's history); else the default, [`DEFAULT_MAX_AGE`] for a triggered stream and
-//! [`DEFAULT_DEAD_LETTER_MAX_AGE`] for a dead-letter stream. A stream no trigger reads and no
-//! one set a policy for is never trimmed. Hosts **declare** the streams their triggers read
-//! (and their dead-letter streams) in [`DECLARED_KEY`] every [`DECLARE_EVERY`]; a declaration
-//! not refreshed for [`DECLARATION_TTL`] (the function is gone) is dropped.
+//! order: `eddy streams retention STREAM …` (stored in [`POLICIES_KEY`]); else the manifests
+//! of the functions whose triggers read it that give one, merged so that what any of them keeps
+//! is kept (one such function cannot shorten another's history; a function whose manifest
+//! gives none accepts theirs); else the default, [`DEFAULT_MAX_AGE`] for a triggered stream and
+//! [`DEFAULT_DEAD_LETTER_MAX_AGE`] for a dead-letter stream. A stream no trigger reads and no one set a policy for is never trimmed.
+//! Hosts **declare** the streams their triggers read (and their dead-letter streams) in
+//! [`DECLARED_KEY`] every [`DECLARE_EVERY`]; a declaration not refreshed for
+//! [`DECLARATION_TTL`] (the function is gone) is dropped.
 //!
 //! **The floor.** One Lua script per stream computes, atomically with the trim itself, the
 //! oldest entry any group of the stream still needs: for each group, the entry after its
-//! last-delivered id, its oldest pending entry, and the oldest entry in its retry schedule
-//! (retries carry their own copy of the fields, but `eddy replay` and an operator reading the
-//! stream expect the original to be there while it is being retried). The script trims with
-//! `XTRIM MINID` to the policy's cut-off or to that floor, whichever is older. Being one
-//! script, no group can be created or rewound between reading the floor and trimming. A stream
-//! no group reads is trimmed by its policy alone. Entries kept only because of the floor are
-//! counted (**held back**), so an operator sees why memory grows.
+//! last-delivered id and its oldest pending entry. It trims to the policy's cut-off or to that
+//! floor, whichever is older. Being one script, no group can be created or rewound between
+//! reading the floor and trimming. A stream no group reads is trimmed by its policy alone.
+//! Entries kept only because of the floor are counted (**held back**: exact past a length
+//! limit, estimated from entry times for an age limit), so an operator sees why memory grows.
+//! An event waiting in a retry schedule does not hold the stream back: the schedule keeps its
+//! own copy of the fields (it was acknowledged when it moved there), so the retry runs the same
+//! whether or not the original entry is still in the stream; the same holds for replays, whose
+//! schedule entries need not be ids of this stream at all.
 //!
 //! **One trimmer at a time.** A host trims only while it holds the lease [`LEASE_KEY`] (a
-//! Redis key with an expiry, renewed each pass): no coordination service beside Redis. Each
-//! script call trims at most [`TRIM_STEP`] entries, so a first trim of a long stream never
-//! blocks Redis for long; the pass calls it again until the stream is done.
+//! Redis key with an expiry, renewed before each stream): no coordination service beside
+//! Redis. The lease, declaration and trim scripts are flagged `allow-oom`: a Redis that is full
+//! is exactly the one that needs trimming, and the lease and declarations are a few short keys.
 //!
-//! Cost: per stream and pass, one script running `XLEN`, `XINFO GROUPS`, one `XPENDING`
-//! summary and one `HKEYS` of the retry schedule per group, an `XRANGE` of at most
-//! [`TRIM_STEP`] entries for a length policy and the `XTRIM`.
+//! Cost: per stream and script call, `XLEN`, `XINFO GROUPS` and one `XPENDING` summary per
+//! group; for a length policy an `XRANGE` of at most [`LENGTH_STEP`] entries; `XTRIM MINID ~ …
+//! LIMIT` removing at most [`TRIM_STEP`] entries as whole nodes, then an exact `XTRIM` of the
+//! rest of one node. A long first trim takes several calls, never one long one.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -43,7 +47,8 @@ use crate::metrics::METRICS;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a dead-letter stream keeps entries unless told otherwise: 30 days.
 pub const DEFAULT_DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The shortest age a policy may keep: shorter would trim events before a host reads them.
+/// The shortest age a policy may keep (the floor protects unread entries whatever the age;
+/// below a second a policy is surely a mistake).
 pub const MIN_MAX_AGE: Duration = Duration::from_secs(1);
 /// The longest age a policy may name (ten years); "keep all" is said by naming none.
 pub const MAX_MAX_AGE: Duration = Duration::from_secs(3650 * 24 * 3600);
@@ -55,12 +60,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Bounds of `eddy up --retention-interval`.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-/// Entries one script call trims at most.
-pub const TRIM_STEP: u64 = 1000;
-/// Script calls per stream and pass at most: a pass trims at most this × [`TRIM_STEP`].
+/// Entries one script call removes at most (whole radix-tree nodes, nothing copied).
+pub const TRIM_STEP: u64 = 10_000;
+/// Entries a length policy reads at most per script call to find its cut-off; their bodies
+/// are copied into the script, so this stays small.
+pub const LENGTH_STEP: u64 = 100;
+/// Script calls per stream and pass at most.
 pub const MAX_STEPS: u32 = 1000;
-/// Held-back entries are counted up to this many (the gauge then reads this).
-pub const HELD_COUNT_LIMIT: u64 = 10_000;
 /// How often a host refreshes its triggers' declarations.
 pub const DECLARE_EVERY: Duration = Duration::from_secs(60);
 /// A declaration not refreshed for this long is dropped.
@@ -125,8 +131,8 @@ impl Retention {
             Some(text) => {
                 let expected = format!(
                     "a duration from {} to {}, such as \"7d\" or \"12h\"",
-                    humantime::format_duration(MIN_MAX_AGE),
-                    humantime::format_duration(MAX_MAX_AGE)
+                    age_text(MIN_MAX_AGE.as_millis() as u64),
+                    age_text(MAX_MAX_AGE.as_millis() as u64)
                 );
                 let error = || PolicyError {
                     field: "max_age",
@@ -176,16 +182,35 @@ impl Retention {
     /// The policy as a person reads it: `7days`, `1000 entries`, `7days or 1000 entries`,
     /// `everything`.
     pub fn describe(&self) -> String {
-        let age = self
-            .max_age_ms
-            .map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string());
-        let len = self.max_len.map(|n| format!("{n} entries"));
+        let age = self.max_age_ms.map(age_text);
+        let len = self.max_len.map(|n| match n {
+            1 => "1 entry".to_owned(),
+            n => format!("{n} entries"),
+        });
         match (age, len) {
             (Some(age), Some(len)) => format!("{age} or {len}"),
             (Some(one), None) | (None, Some(one)) => one,
             (None, None) => "everything".to_owned(),
         }
     }
+}
+
+/// An age as people write it in a policy: `7d`, `12h`, `90m`, `30s` or `1500ms`, in the
+/// largest unit that divides it.
+fn age_text(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    UNITS
+        .iter()
+        .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(size, unit)| format!("{}{unit}", ms / size),
+        )
 }
 
 /// Where a stream's policy came from.
@@ -231,38 +256,41 @@ pub struct StreamFigures {
     pub length: u64,
     /// Entries trimmed by every pass so far.
     pub trimmed: u64,
-    /// Entries past the policy kept because a group needs them (at most
-    /// [`HELD_COUNT_LIMIT`]).
+    /// Entries past the policy kept because a group needs them (estimated by entry time for an
+    /// age limit).
     pub held_back: u64,
     /// When the pass ran (ms since the Unix epoch).
     pub at_ms: i64,
 }
 
-/// The policy each stream is trimmed by, from what was set and what hosts declared (those
-/// older than [`DECLARATION_TTL`] at `now_ms` are ignored).
+/// The policy each stream is trimmed by, from what was set and what hosts declared: a set
+/// policy wins; else the manifests that give one, merged with [`Retention::more_generous`]
+/// so what any of them keeps is kept; else the default. A function whose manifest gives none
+/// accepts the others' (it has no opinion); a dead-letter stream gets its own default.
 pub fn effective(
     set: &BTreeMap<String, Retention>,
     declared: &[(String, Declaration)],
-    now_ms: i64,
 ) -> BTreeMap<String, (Retention, Source)> {
     let mut out: BTreeMap<String, (Retention, Source)> = BTreeMap::new();
-    let live = declared
-        .iter()
-        .filter(|(_, d)| now_ms - d.seen_ms <= DECLARATION_TTL.as_millis() as i64);
-    for (stream, declaration) in live {
-        let (policy, source) = match declaration.policy {
-            Some(policy) => (policy, Source::Manifest),
-            None => (Retention::stream_default(), Source::Default),
-        };
-        out.entry(stream.clone())
+    let mut merge = |stream: &str, policy: Retention, source: Source| {
+        out.entry(stream.to_owned())
             .and_modify(|(kept, kept_source)| match (*kept_source, source) {
                 (Source::Default, Source::Manifest) => (*kept, *kept_source) = (policy, source),
-                (Source::Manifest, Source::Manifest) => *kept = kept.more_generous(policy),
+                (a, b) if a == b => *kept = kept.more_generous(policy),
                 _ => {}
             })
             .or_insert((policy, source));
-        out.entry(declaration.dead_letter.clone())
-            .or_insert((Retention::dead_letter_default(), Source::Default));
+    };
+    for (stream, declaration) in declared {
+        match declaration.policy {
+            Some(policy) => merge(stream, policy, Source::Manifest),
+            None => merge(stream, Retention::stream_default(), Source::Default),
+        }
+        merge(
+            &declaration.dead_letter,
+            Retention::dead_letter_default(),
+            Source::Default,
+        );
     }
     for (stream, policy) in set {
         out.insert(stream.clone(), (*policy, Source::Set));
@@ -270,49 +298,76 @@ pub fn effective(
     out
 }
 
-/// KEYS: the stream. ARGV: max age (ms, 0: none), max length (0: none), step, held-count
-/// limit. Returns {trimmed, held back, length after, more to trim (0/1)}. Ages are measured by
-/// Redis's clock, the one entry ids are made from, so a host's clock skew does not matter.
+/// Whether a declaration last refreshed at `seen_ms` is stale at `now_ms` (its function is
+/// gone from every host).
+pub fn is_stale(seen_ms: i64, now_ms: i64) -> bool {
+    now_ms - seen_ms > DECLARATION_TTL.as_millis() as i64
+}
+
+/// KEYS: the stream. ARGV: max age (ms, 0: none), max length (0: none), length step, trim
+/// step. Returns {trimmed, held back, length after, more to trim (0/1)}.
+///
+/// Ages are measured by Redis's clock, the one entry ids are made from, so a host's clock skew
+/// does not matter. Ids are compared and incremented as decimal strings: their parts are 64-bit
+/// and Lua's numbers are exact only to 2^53, so a producer's explicit id near the top must not
+/// round onto a pending entry's. Bulk removal is `XTRIM MINID ~ … LIMIT` (whole radix-tree
+/// nodes, nothing copied), then an exact `XTRIM MINID` for the rest of the last node; a length
+/// policy reads the ids of at most the length step of entries (their bodies come along: the
+/// step keeps that small) to find its cut-off.
 static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
-        r"
+        r"#!lua flags=allow-oom
         local stream = KEYS[1]
         local max_age, max_len = tonumber(ARGV[1]), tonumber(ARGV[2])
-        local step, held_limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-        local time = redis.call('TIME')
-        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        local len_step, trim_step = tonumber(ARGV[3]), tonumber(ARGV[4])
         if redis.call('EXISTS', stream) == 0 or redis.call('TYPE', stream).ok ~= 'stream' then
             return {0, 0, 0, 0}
         end
+        local MAX = '18446744073709551615'
         local function parse(id)
             local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-            return {tonumber(ms), tonumber(seq)}
+            return {ms, seq}
+        end
+        local function less(a, b)
+            if #a ~= #b then return #a < #b end
+            return a < b
         end
         local function older(a, b)
-            return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+            if a[1] ~= b[1] then return less(a[1], b[1]) end
+            return less(a[2], b[2])
         end
+        local function incr(d)
+            local i, tail = #d, ''
+            while i > 0 do
+                local c = string.byte(d, i) - 48
+                if c < 9 then return string.sub(d, 1, i - 1) .. string.char(c + 49) .. tail end
+                tail = '0' .. tail
+                i = i - 1
+            end
+            return '1' .. tail
+        end
+        -- The smallest id after `id`; the largest possible id stands for itself.
         local function after(id)
             local p = parse(id)
-            return {p[1], p[2] + 1}
+            if p[2] ~= MAX then return {p[1], incr(p[2])} end
+            if p[1] ~= MAX then return {incr(p[1]), '0'} end
+            return p
         end
+        local time = redis.call('TIME')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
         local len = redis.call('XLEN', stream)
         -- The policy's cut-off: entries older than it are to go.
-        local cut = nil
-        if max_age > 0 then cut = {now - max_age, 0} end
+        local cut, more = nil, 0
+        if max_age > 0 and now > max_age then cut = {string.format('%.0f', now - max_age), '0'} end
         if max_len > 0 and len > max_len then
-            local over = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(len - max_len, step))
-            local c = after(over[#over][1])
+            local over = math.min(len - max_len, len_step)
+            if len - max_len > len_step then more = 1 end
+            local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', over)
+            local c = after(head[#head][1])
             if cut == nil or older(cut, c) then cut = c end
         end
         if cut == nil then return {0, 0, len, 0} end
-        -- At most `step` entries per call.
-        local more = 0
-        local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', step)
-        if #first == step then
-            local bound = after(first[#first][1])
-            if older(bound, cut) then cut = bound; more = 1 end
-        end
-        -- The floor: the oldest entry some group still needs.
+        -- The floor: the oldest entry some group still needs (unread or pending).
         local floor = nil
         local function need(p)
             if floor == nil or older(p, floor) then floor = p end
@@ -326,21 +381,31 @@ static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
             need(after(last))
             local pending = redis.call('XPENDING', stream, name)
             if pending[1] > 0 then need(parse(pending[2])) end
-            local retries = 'eddy:{' .. stream .. '}:' .. name .. ':retry:data'
-            for _, id in ipairs(redis.call('HKEYS', retries)) do need(parse(id)) end
         end
         local held = false
         if floor ~= nil and older(floor, cut) then cut = floor; held = true; more = 0 end
-        local trimmed = redis.call('XTRIM', stream, 'MINID', string.format('%.0f-%.0f', cut[1], cut[2]))
+        local id = cut[1] .. '-' .. cut[2]
+        local trimmed = redis.call('XTRIM', stream, 'MINID', '~', id, 'LIMIT', trim_step)
+        if trimmed >= trim_step then
+            more = 1
+        else
+            trimmed = trimmed + redis.call('XTRIM', stream, 'MINID', id)
+        end
         local length = len - trimmed
+        -- Held back: exact past a length limit; for an age limit, estimated from the times of
+        -- the first and last entries (counting exactly would read every held entry).
         local held_back = 0
-        if held then
+        if held and length > 0 then
             if max_len > 0 and length > max_len then held_back = length - max_len end
             if max_age > 0 then
-                local old = redis.call('XRANGE', stream, '-', '(' .. string.format('%.0f', now - max_age) .. '-0', 'COUNT', held_limit)
-                if #old > held_back then held_back = #old end
+                local first = tonumber(parse(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1])[1])
+                local last = tonumber(parse(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1][1])[1])
+                local age_cut = now - max_age
+                local share = 1
+                if last > first then share = (age_cut - first) / (last - first) end
+                local estimate = math.floor(length * math.max(0, math.min(1, share)))
+                if estimate > held_back then held_back = estimate end
             end
-            if held_back > held_limit then held_back = held_limit end
         end
         return {trimmed, held_back, length, more}
         ",
@@ -350,12 +415,24 @@ static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
 /// KEYS: the lease. ARGV: this host, lease ms. 1 when this host holds it now.
 static TAKE_LEASE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
-        r"
+        r"#!lua flags=allow-oom
         local holder = redis.call('GET', KEYS[1])
         if holder == false or holder == ARGV[1] then
             redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
             return 1
         end
+        return 0
+        ",
+    )
+});
+
+/// KEYS: the declarations hash. ARGV: field, value pairs. Flagged `allow-oom` like the trim:
+/// a host's declarations (a few short fields) must stay fresh while Redis is full, or the
+/// streams filling it would stop being trimmed once they expire.
+static DECLARE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"#!lua flags=allow-oom
+        for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
         return 0
         ",
     )
@@ -374,8 +451,8 @@ pub async fn trim(
         call.key(stream)
             .arg(policy.max_age_ms.unwrap_or(0))
             .arg(policy.max_len.unwrap_or(0))
-            .arg(TRIM_STEP)
-            .arg(HELD_COUNT_LIMIT);
+            .arg(LENGTH_STEP)
+            .arg(TRIM_STEP);
         let (trimmed, held, length, more): (u64, u64, u64, u8) = call.invoke_async(conn).await?;
         trimmed_all += trimmed;
         if more == 0 || trimmed == 0 {
@@ -397,7 +474,8 @@ pub async fn declare(
     }
     loop {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut pipe = redis::pipe();
+        let mut call = DECLARE.prepare_invoke();
+        call.key(DECLARED_KEY);
         for t in &triggers {
             let field = serde_json::json!([t.stream, t.group]).to_string();
             let declaration = Declaration {
@@ -406,9 +484,9 @@ pub async fn declare(
                 seen_ms: now_ms,
             };
             let value = serde_json::to_string(&declaration).expect("a declaration serializes");
-            pipe.hset(DECLARED_KEY, field, value).ignore();
+            call.arg(field).arg(value);
         }
-        let written: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        let written: redis::RedisResult<()> = call.invoke_async(&mut conn).await;
         let wait = match written {
             Ok(()) => DECLARE_EVERY,
             Err(error) => {
@@ -438,8 +516,8 @@ pub async fn set_policies(
         .collect())
 }
 
-/// Hosts' declarations, whatever their age, by stream; and the hash fields of those that are
-/// stale at `now_ms` or unreadable, to drop.
+/// Hosts' live declarations, by stream; and the hash fields of those that are stale at
+/// `now_ms` or unreadable, to drop.
 pub async fn declarations(
     conn: &mut ConnectionManager,
     now_ms: i64,
@@ -455,11 +533,7 @@ pub async fn declarations(
             .ok()
             .zip(serde_json::from_str::<Declaration>(&json).ok());
         match parsed {
-            Some(((stream, _group), d))
-                if now_ms - d.seen_ms <= DECLARATION_TTL.as_millis() as i64 =>
-            {
-                live.push((stream, d))
-            }
+            Some(((stream, _group), d)) if !is_stale(d.seen_ms, now_ms) => live.push((stream, d)),
             _ => stale.push(field),
         }
     }
@@ -561,13 +635,7 @@ pub async fn run(
 
 /// One pass: take or renew the lease, then trim each stream with a policy.
 async fn pass(conn: &mut ConnectionManager, holder: &str, lease_ms: u64) -> redis::RedisResult<()> {
-    let held: u8 = TAKE_LEASE
-        .key(LEASE_KEY)
-        .arg(holder)
-        .arg(lease_ms)
-        .invoke_async(conn)
-        .await?;
-    if held == 0 {
+    if !take_lease(conn, holder, lease_ms).await? {
         return Ok(());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -581,11 +649,26 @@ async fn pass(conn: &mut ConnectionManager, holder: &str, lease_ms: u64) -> redi
             .await?;
     }
     let mut previous = figures(conn).await?;
-    for (stream, (policy, _source)) in effective(&set, &declared, now_ms) {
+    let mut written = Vec::new();
+    for (stream, (policy, _source)) in effective(&set, &declared) {
         if policy.keeps_all() {
             continue;
         }
-        let (trimmed, held_back, length) = trim(conn, &stream, policy).await?;
+        // Renewed before each stream, so a long pass never outlives its lease and lets a
+        // second host trim beside it.
+        if !take_lease(conn, holder, lease_ms).await? {
+            break;
+        }
+        // One stream that cannot be trimmed (its key is not a stream, Redis refused) must not
+        // keep the others from being trimmed.
+        let (trimmed, held_back, length) = match trim(conn, &stream, policy).await {
+            Ok(done) => done,
+            Err(error) => {
+                crate::broker::counted("retention", &error);
+                tracing::warn!(%stream, %error, "trimming a stream failed");
+                continue;
+            }
+        };
         METRICS.trimmed(&stream, trimmed);
         let before = previous.remove(&stream).unwrap_or_default();
         let figures = StreamFigures {
@@ -599,22 +682,28 @@ async fn pass(conn: &mut ConnectionManager, holder: &str, lease_ms: u64) -> redi
         } else if held_back > 0 {
             tracing::debug!(%stream, held_back, length, "retention held back by a group");
         }
-        let json = serde_json::to_string(&figures).expect("figures serialize");
-        let _: () = redis::cmd("HSET")
-            .arg(FIGURES_KEY)
-            .arg(&stream)
-            .arg(json)
-            .query_async(conn)
-            .await?;
+        written.push((
+            stream,
+            serde_json::to_string(&figures).expect("figures serialize"),
+        ));
+    }
+    // The figures are for people; a full Redis refusing them must not stop the trimming,
+    // which is what frees its memory.
+    let mut pipe = redis::pipe();
+    if !written.is_empty() {
+        pipe.hset_multiple(FIGURES_KEY, &written).ignore();
     }
     // Figures of streams no longer trimmed would otherwise linger.
     if !previous.is_empty() {
-        let gone: Vec<&String> = previous.keys().collect();
-        let _: () = redis::cmd("HDEL")
-            .arg(FIGURES_KEY)
-            .arg(gone)
-            .query_async(conn)
-            .await?;
+        pipe.hdel(FIGURES_KEY, previous.keys().collect::<Vec<_>>())
+            .ignore();
+    }
+    if !written.is_empty() || !previous.is_empty() {
+        let stored: redis::RedisResult<()> = pipe.query_async(conn).await;
+        if let Err(error) = stored {
+            crate::broker::counted("retention", &error);
+            tracing::warn!(%error, "writing the retention figures failed");
+        }
     }
     Ok(())
 }
@@ -648,23 +737,32 @@ pub async fn overview(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<St
     let now_ms = chrono::Utc::now().timestamp_millis();
     let (declared, _) = declarations(conn, now_ms).await?;
     let figures = figures(conn).await?;
-    let policies = effective(&set, &declared, now_ms);
+    let policies = effective(&set, &declared);
     if policies.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
+    // A key of another type under a stream's name reads as empty rather than failing the list.
+    let mut types = redis::pipe();
     for stream in policies.keys() {
-        pipe.cmd("XLEN").arg(stream);
+        types.cmd("TYPE").arg(stream);
     }
-    // A key of another type makes XLEN fail; it reads as empty rather than failing the list.
-    let lengths: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let types: Vec<String> = types.query_async(conn).await?;
+    let mut lengths = redis::pipe();
+    for (stream, kind) in policies.keys().zip(&types) {
+        if kind == "stream" {
+            lengths.cmd("XLEN").arg(stream);
+        } else {
+            lengths.cmd("ECHO").arg(0);
+        }
+    }
+    let lengths: Vec<u64> = lengths.query_async(conn).await?;
     Ok(policies
         .into_iter()
         .zip(lengths)
         .map(|((stream, (policy, source)), length)| {
             let last = figures.get(&stream).copied().unwrap_or_default();
             StreamRow {
-                length: redis::from_redis_value(length).unwrap_or(0),
+                length,
                 source,
                 max_age_ms: policy.max_age_ms,
                 max_len: policy.max_len,
@@ -678,12 +776,29 @@ pub async fn overview(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<St
         .collect())
 }
 
+/// Takes the trimmer's lease for `lease_ms`, or renews it; false when another host holds it.
+async fn take_lease(
+    conn: &mut ConnectionManager,
+    holder: &str,
+    lease_ms: u64,
+) -> redis::RedisResult<bool> {
+    let held: u8 = TAKE_LEASE
+        .key(LEASE_KEY)
+        .arg(holder)
+        .arg(lease_ms)
+        .invoke_async(conn)
+        .await?;
+    Ok(held == 1)
+}
+
 /// Sets the held-back gauges from the last pass's figures, for a scrape on any host.
 pub async fn refresh_gauges(conn: &mut ConnectionManager) {
     if let Ok(figures) = figures(conn).await {
-        for (stream, f) in figures {
-            METRICS.held_back(&stream, f.held_back as i64);
-        }
+        METRICS.set_held_back(
+            figures
+                .into_iter()
+                .map(|(stream, f)| (stream, f.held_back as i64)),
+        );
     }
 }
 
@@ -721,7 +836,11 @@ mod tests {
         assert_eq!(both.max_age_ms, b.max_age_ms);
         assert_eq!(both.max_len, None);
         assert_eq!(a.more_generous(a), a);
-        assert_eq!(a.describe(), "1day or 10 entries");
+        assert_eq!(a.describe(), "1d or 10 entries");
+        assert_eq!(
+            Retention::parse(Some("90m"), Some(1)).unwrap().describe(),
+            "90m or 1 entry"
+        );
         assert_eq!(Retention::default().describe(), "everything");
     }
 
@@ -737,39 +856,34 @@ mod tests {
     }
 
     #[test]
-    fn set_beats_manifest_beats_default_and_stale_declarations_are_ignored() {
+    fn set_beats_the_merged_manifests_and_defaults() {
         let now = 10_000_000;
         let short = Retention::parse(Some("1h"), None).unwrap();
         let long = Retention::parse(Some("2h"), None).unwrap();
-        let set_one = Retention::parse(None, Some(5)).unwrap();
+        let five = Retention::parse(None, Some(5)).unwrap();
         let declarations = vec![
-            declared("orders", None, now),
             declared("orders", Some(short), now),
             declared("orders", Some(long), now),
-            declared(
-                "gone",
-                Some(short),
-                now - DECLARATION_TTL.as_millis() as i64 - 1,
-            ),
             declared("payments", None, now),
+            declared("mixed", Some(five), now),
+            declared("mixed", None, now),
         ];
-        let set = BTreeMap::from([("payments".to_owned(), set_one)]);
-        let policies = effective(&set, &declarations, now);
+        let set = BTreeMap::from([("payments".to_owned(), five)]);
+        let policies = effective(&set, &declarations);
         assert_eq!(policies["orders"], (long, Source::Manifest));
         assert_eq!(
             policies["orders.dlq"],
             (Retention::dead_letter_default(), Source::Default)
         );
-        assert_eq!(policies["payments"], (set_one, Source::Set));
-        assert_eq!(
-            policies["payments.dlq"],
-            (Retention::dead_letter_default(), Source::Default)
-        );
-        assert!(!policies.contains_key("gone"));
-        let only_default = effective(&BTreeMap::new(), &[declared("x", None, now)], now);
+        assert_eq!(policies["payments"], (five, Source::Set));
+        // A function without a policy accepts the one a manifest gives.
+        assert_eq!(policies["mixed"], (five, Source::Manifest));
+        let only_default = effective(&BTreeMap::new(), &[declared("x", None, now)]);
         assert_eq!(
             only_default["x"],
             (Retention::stream_default(), Source::Default)
         );
+        assert!(!is_stale(now, now + DECLARATION_TTL.as_millis() as i64));
+        assert!(is_stale(now, now + DECLARATION_TTL.as_millis() as i64 + 1));
     }
 }

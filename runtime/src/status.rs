@@ -154,7 +154,10 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
     let memory = crate::metrics::RedisMemory::parse(&info);
     Ok(json!({
-        "redis": { "used_memory": memory.used, "maxmemory": memory.max, "full": memory.full() },
+        "redis": {
+            "used_memory": memory.used, "maxmemory": memory.max, "full": memory.full(),
+            "maxmemory_policy": memory.policy,
+        },
         "hosts": hosts,
         "functions": functions,
         "groups": lag,

@@ -71,13 +71,13 @@ fn retention_row(redis_url: &str, stream: &str) -> serde_json::Value {
 }
 
 #[test]
-fn retention_keeps_what_a_group_or_a_retry_still_needs() {
+fn retention_keeps_what_a_group_needs_and_a_retry_survives_a_trim() {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
-    // `keep` reads every event; `flaky` only the first, failing it twice with 3 s between
-    // attempts, so it sits in the retry schedule while the rest of the stream is trimmed.
+    // `keep` reads every event; `flaky` only the first, failing it twice with 8 s between
+    // attempts, so it sits in the retry schedule while the stream is trimmed past it.
     record_function(
         dir.path(),
         "keep",
@@ -92,7 +92,7 @@ fn retention_keeps_what_a_group_or_a_retry_still_needs() {
         &stream,
         &records,
         "status = 500\nsucceed_on = 3",
-        "types = [\"Flaky\"]\n[triggers.stream.retry]\nmax_attempts = 3\ninitial = \"3s\"\n\
+        "types = [\"Flaky\"]\n[triggers.stream.retry]\nmax_attempts = 3\ninitial = \"8s\"\n\
          factor = 1.0\njitter = 0.0",
     );
     let _host = Host::start(&redis.url(), dir.path(), &["--retention-interval", "1s"]);
@@ -142,29 +142,24 @@ fn retention_keeps_what_a_group_or_a_retry_still_needs() {
         1,
         "the flaky event waits for its next attempt"
     );
-    let before = retention_row(&redis.url(), &stream)["trimmed_at_ms"].as_i64();
-    eventually(WAIT, "a pass after the laggard caught up", || {
-        let row = retention_row(&redis.url(), &stream);
-        (row["trimmed_at_ms"].as_i64() > before).then_some(())
+    // The stream is trimmed to its policy, past the flaky entry: its retry keeps its own copy.
+    eventually(WAIT, "the stream trimmed to its policy", || {
+        let length: u64 = conn.xlen(&stream).unwrap();
+        (length == 10).then_some(())
     });
-    if scheduled_retries(&mut conn, &stream, "flaky") == 1 {
-        let first: Vec<StreamEntry> = entries(&mut conn, &stream);
-        assert_eq!(
-            first[0].id, flaky_id,
-            "an entry in a retry schedule is not trimmed"
-        );
-    }
-
-    // The retry succeeds on its third attempt; then the stream is trimmed to its policy.
+    assert_eq!(
+        scheduled_retries(&mut conn, &stream, "flaky"),
+        1,
+        "trimmed while the flaky event still waits"
+    );
+    assert!(entries(&mut conn, &stream).iter().all(|e| e.id != flaky_id));
+    // It still runs, from the schedule's copy, and succeeds on its third attempt.
     let (records_key, conn2) = (records.clone(), &mut conn);
     eventually(WAIT, "the flaky event's third attempt", || {
         let seen = attempts(&entries(conn2, &records_key));
         (seen.get("flaky") == Some(&3)).then_some(())
     });
-    eventually(WAIT, "the stream trimmed to its policy", || {
-        let length: u64 = conn.xlen(&stream).unwrap();
-        (length == 10).then_some(())
-    });
+    wait_settled(&mut conn, &stream, "flaky");
     let row = retention_row(&redis.url(), &stream);
     assert_eq!(row["source"], "manifest");
     assert_eq!(row["held_back"], 0);
@@ -192,7 +187,7 @@ fn retention_is_set_shown_and_reset_from_the_command_line() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stdout.contains("3days or 50 entries (set)"),
+        run.stdout.contains("3d or 50 entries (set)"),
         "{}",
         run.stdout
     );
@@ -451,4 +446,98 @@ fn cut_connections_lose_nothing() {
         expected(0..200)
     );
     assert!(dead_lettered(&mut conn, &stream).is_empty());
+}
+
+#[test]
+fn a_short_fault_run_loses_nothing() {
+    // The project's fault suite (scripts/chaos runs the long one): three hosts, events
+    // published throughout, one of each fault (host SIGKILL and SIGSTOP, Redis SIGKILL and
+    // full, connections cut), then an exact count.
+    let run = eddy_tests::run_within(
+        std::process::Command::new("python3")
+            .arg(eddy_tests::repo_dir().join("tests/chaos/chaos.py"))
+            .args(["--short", "--json", "--seed", "7"])
+            .arg("--eddy")
+            .arg(eddy_tests::eddy_bin())
+            .arg("--functions")
+            .arg(eddy_tests::functions_dir()),
+        Duration::from_secs(400),
+    );
+    let summary: serde_json::Value = run
+        .stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON summary:\n{}\n{}", run.stdout, run.stderr));
+    let totals = &summary["totals"];
+    assert!(totals["published"].as_u64().unwrap_or(0) > 100, "{summary}");
+    assert_eq!(totals["lost"], 0, "{summary}");
+    assert_eq!(totals["duplicate_dead_letters"], 0, "{summary}");
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn producer_chosen_ids_beyond_float_precision_are_trimmed_exactly() {
+    // Ids whose sequence part is past 2^53: a trim computed in floating point would round the
+    // floor onto a pending entry and remove it.
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("explicit");
+    for seq in ["9007199254740993", "9007199254740995", "9007199254740997"] {
+        let _: String = conn
+            .xadd(&stream, format!("5-{seq}"), &[("data", "{}")])
+            .unwrap();
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: u64 = conn.xack(&stream, "g", &["5-9007199254740993"]).unwrap();
+    let set = eddy_redis(
+        &["streams", "retention", &stream, "--max-age", "1s"],
+        &redis.url(),
+    );
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    // Any host trims every stream with a policy; this one runs a function on another stream.
+    record_function(
+        dir.path(),
+        "idle",
+        &unique("idle"),
+        &unique("records"),
+        "",
+        "",
+    );
+    let _host = Host::start(&redis.url(), dir.path(), &["--retention-interval", "1s"]);
+    eventually(WAIT, "the acknowledged entry trimmed", || {
+        let ids: Vec<String> = entries(&mut conn, &stream)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        (!ids.contains(&"5-9007199254740993".to_owned())).then_some(ids)
+    });
+    let ids: Vec<String> = entries(&mut conn, &stream)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["5-9007199254740995", "5-9007199254740997"],
+        "the pending entry and the unread one are kept"
+    );
+    assert_eq!(pending(&mut conn, &stream, "g"), 1);
 }

@@ -132,15 +132,30 @@ impl ApiError {
     }
 
     /// Redis failed `what`: a 507 when it is full (the request may be sent again once space
-    /// is freed), else a 503; both carry Redis's own message and a `Retry-After`.
+    /// is freed), a 409 when a key holds another type (sending again cannot help), else a 503;
+    /// each carries Redis's own message, the retryable ones a `Retry-After`. A 503 after a
+    /// timeout says the write may have landed: Redis may have done it without answering.
     pub fn redis(what: &'static str, error: &redis::RedisError) -> Self {
         let (status, code) = match crate::broker::counted(what, error) {
             crate::broker::Trouble::Full => (StatusCode::INSUFFICIENT_STORAGE, "redis_full"),
+            crate::broker::Trouble::WrongType => {
+                return Self::new(
+                    StatusCode::CONFLICT,
+                    "wrong_type",
+                    format!("redis ({what}): {error}: the key exists and is not a stream"),
+                );
+            }
             _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        let maybe_done = if error.is_timeout() {
+            "; Redis may have done it without answering: send an event id (ce-id) to tell a \
+             retry from a new event"
+        } else {
+            ""
         };
         Self {
             retry_after: Some(1),
-            ..Self::new(status, code, format!("redis ({what}): {error}"))
+            ..Self::new(status, code, format!("redis ({what}): {error}{maybe_done}"))
         }
     }
 

@@ -47,6 +47,7 @@ pub async fn show(state: &ApiState, stream: &str) -> Result<Response<Full<Bytes>
             json!({
                 "stream": stream, "source": "none", "max_age_ms": null, "max_len": null,
                 "keeps": "everything (no trigger reads it and no policy is set)",
+                "length": null, "trimmed": 0, "held_back": 0, "trimmed_at_ms": null,
             })
         });
     Ok(json_response(StatusCode::OK, &row))

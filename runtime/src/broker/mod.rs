@@ -107,6 +107,9 @@ pub enum Trouble {
     Full,
     /// Redis did not answer: not reachable, the connection dropped, or no reply in time.
     Away,
+    /// The key holds another type than the command works on (`WRONGTYPE`): retrying cannot
+    /// help.
+    WrongType,
     /// Any other error reply.
     Other,
 }
@@ -121,6 +124,8 @@ impl Trouble {
             .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
         if out_of_memory {
             Trouble::Full
+        } else if error.code() == Some("WRONGTYPE") {
+            Trouble::WrongType
         } else if error.is_io_error()
             || error.is_timeout()
             || error.is_connection_dropped()
@@ -138,13 +143,12 @@ impl Trouble {
         match self {
             Trouble::Full => "full",
             Trouble::Away => "unavailable",
-            Trouble::Other => "error",
+            Trouble::WrongType | Trouble::Other => "error",
         }
     }
 }
 
-/// Classifies `error`, counts it in `eddy_redis_errors_total{operation}` and gives it back
-/// unchanged, for use in `map_err` and `inspect_err` chains.
+/// Classifies `error` and counts it in `eddy_redis_errors_total{operation, kind}`.
 pub fn counted(operation: &'static str, error: &redis::RedisError) -> Trouble {
     let trouble = Trouble::of(error);
     crate::metrics::METRICS.redis_error(operation, trouble.as_str());

@@ -31,16 +31,23 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
     let redis = &status["redis"];
     let used = redis["used_memory"].as_u64().unwrap_or(0);
+    let policy = text(&redis["maxmemory_policy"]);
     match redis["maxmemory"].as_u64().unwrap_or(0) {
         0 => println!(
             "REDIS\n  memory {} (no maxmemory)",
             bytesize::ByteSize::b(used).display().iec()
         ),
         max => println!(
-            "REDIS\n  memory {} of {} ({}%){}",
+            "REDIS\n  memory {} of {} ({}%), maxmemory-policy {policy}{}{}",
             bytesize::ByteSize::b(used).display().iec(),
             bytesize::ByteSize::b(max).display().iec(),
             used.saturating_mul(100) / max,
+            if policy == "noeviction" {
+                ""
+            } else {
+                " (WARNING: a full Redis deletes keys under this policy, streams and retry \
+                 schedules among them; use noeviction)"
+            },
             if redis["full"] == true {
                 " FULL: writes are refused (OOM); trim streams (eddy streams retention) or raise \
                  maxmemory"

@@ -19,6 +19,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::ONCE_LEASE_SLACK;
 use super::capture::{LogLevel, OutputCapture, floor_char_boundary};
 use super::keyvalue::{
     BucketId, KeyValue, KvError, MAX_OPEN_BUCKETS, MAX_OPEN_CAS, check_key, check_keys, check_value,
@@ -198,8 +199,9 @@ pub struct InvocationState {
     echoed: usize,
     /// This invocation's token for `once` claims.
     token: String,
-    /// When its `once` claims lapse if never settled: its deadline plus a little.
-    claims_lapse: std::time::Instant,
+    /// When its wall-time limit passes: no effect is made after it, and unsettled `once`
+    /// claims lapse a little after it ([`ONCE_LEASE_SLACK`]).
+    deadline: std::time::Instant,
     /// The `once` keys it claimed, settled when it ends.
     pub claims: Vec<OnceClaim>,
     /// The first publish Redis could not take (stream, error): a success that lost a publish
@@ -233,8 +235,8 @@ pub struct StateParts {
     pub config: Arc<BTreeMap<String, String>>,
     /// Where published events go.
     pub publisher: Arc<dyn Publisher>,
-    /// When unsettled `once` claims lapse.
-    pub claims_lapse: std::time::Instant,
+    /// When the invocation's wall-time limit passes.
+    pub deadline: std::time::Instant,
     /// The function's secrets.
     pub secrets: Arc<Secrets>,
     /// Where its buckets live.
@@ -255,7 +257,7 @@ impl InvocationState {
             capture,
             config,
             publisher,
-            claims_lapse,
+            deadline,
             secrets,
             keyvalue,
             shared_buckets,
@@ -288,7 +290,7 @@ impl InvocationState {
             published: (0, 0),
             echoed: 0,
             token: uuid::Uuid::new_v4().simple().to_string(),
-            claims_lapse,
+            deadline,
             claims: Vec::new(),
             publish_failed: None,
             secrets,
@@ -311,12 +313,12 @@ impl InvocationState {
         &mut self,
         event_id: String,
         publisher: Arc<dyn Publisher>,
-        claims_lapse: std::time::Instant,
+        deadline: std::time::Instant,
         outbound: Outbound,
     ) {
         self.event_id = event_id;
         self.publisher = publisher;
-        self.claims_lapse = claims_lapse;
+        self.deadline = deadline;
         self.claims.clear();
         self.publish_failed = None;
         self.token = uuid::Uuid::new_v4().simple().to_string();
@@ -389,6 +391,19 @@ impl publisher::Host for InvocationState {
 }
 
 impl InvocationState {
+    /// Refuses an effect (a publish, a `once` claim, a key-value write) once the invocation's
+    /// wall-time limit has passed. A host stalled past it (stopped, starved) resumes mid-call
+    /// after another host claimed the event and ran it: the stale invocation must not act.
+    fn before_effect(&self) -> Result<(), String> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(format!(
+                "the invocation's wall-time limit ({:?}) has passed: no more effects",
+                self.limits.timeout
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks a publish and spends it from the invocation's budgets: the event itself (name,
     /// type, JSON data of bounded size), then the count and bytes left.
     fn spend_publish(
@@ -398,6 +413,7 @@ impl InvocationState {
         data: &[u8],
     ) -> Result<(), PublishError> {
         validate_publish(stream, event_type, data)?;
+        self.before_effect().map_err(PublishError::Unavailable)?;
         let (count, bytes) = self.published;
         if count >= self.limits.publish_count {
             return Err(PublishError::Denied(format!(
@@ -480,12 +496,13 @@ impl idempotency::Host for InvocationState {
             key,
             token: self.token.clone(),
             ttl: std::time::Duration::from_secs(u64::from(ttl_seconds)),
-            lease: self
-                .claims_lapse
+            lease: (self.deadline + ONCE_LEASE_SLACK)
                 .saturating_duration_since(std::time::Instant::now())
                 .max(std::time::Duration::from_millis(1)),
         };
         claim.validate().map_err(wit_error)?;
+        self.before_effect()
+            .map_err(|m| wit_error(PublishError::Unavailable(m)))?;
         // Remembered before asking: if the answer is lost after Redis took the claim, settling
         // still releases it (settling only touches a key this invocation's token holds).
         if !self.claims.iter().any(|c| c.key == claim.key) {
@@ -520,6 +537,7 @@ impl InvocationState {
     /// Counts `bytes` against the invocation's key-value write budget; an error naming the
     /// limit once it would be passed.
     fn spend_kv_write(&mut self, bytes: u64) -> Result<(), store::Error> {
+        self.before_effect().map_err(store::Error::Other)?;
         let total = self.kv_written.saturating_add(bytes);
         if total > self.limits.kv_write_bytes {
             return Err(store::Error::Other(format!(

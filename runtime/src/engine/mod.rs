@@ -252,7 +252,7 @@ impl Engine {
                     capture: OutputCapture::new(0),
                     config: Arc::new(BTreeMap::new()),
                     publisher: Arc::new(MemoryPublisher::default()),
-                    claims_lapse: deadline,
+                    deadline,
                     secrets: Arc::new(Secrets::default()),
                     keyvalue: Arc::new(MemoryKeyValue::default()),
                     shared_buckets: Arc::new(Vec::new()),
@@ -581,7 +581,7 @@ impl Function {
                     store.data_mut().begin_event(
                         event.id.clone(),
                         publisher.clone(),
-                        deadline + ONCE_LEASE_SLACK,
+                        deadline,
                         outbound,
                     );
                     set_deadline(store, deadline, ticked.clone());
@@ -599,7 +599,7 @@ impl Function {
                             capture: capture.clone(),
                             config: inner.config.clone(),
                             publisher: publisher.clone(),
-                            claims_lapse: deadline + ONCE_LEASE_SLACK,
+                            deadline,
                             secrets: inner.secrets.clone(),
                             keyvalue: services.keyvalue.clone(),
                             shared_buckets: inner.shared_buckets.clone(),

@@ -219,6 +219,24 @@ impl Trigger {
                     .await;
                 match created {
                     Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                    // A full Redis refuses the create (MKSTREAM may write) before it checks
+                    // for the group: a group that exists already is all a trigger needs.
+                    Err(e) if crate::broker::Trouble::of(&e) == crate::broker::Trouble::Full => {
+                        let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+                            redis::cmd("XINFO")
+                                .arg("GROUPS")
+                                .arg(&config.stream)
+                                .query_async(&mut conn)
+                                .await
+                                .unwrap_or_default();
+                        let exists = groups.iter().any(|g| {
+                            g.get("name").is_some_and(|n| {
+                                redis::from_redis_value::<String>(n.clone())
+                                    .is_ok_and(|n| n == config.group)
+                            })
+                        });
+                        if exists { Ok(()) } else { Err(e) }
+                    }
                     other => other,
                 }
             }
