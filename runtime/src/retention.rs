@@ -29,9 +29,12 @@
 //! is exactly the one that needs trimming, and the lease and declarations are a few short keys.
 //!
 //! Cost: per stream and script call, `XLEN`, `XINFO GROUPS` and one `XPENDING` summary per
-//! group; for a length policy an `XRANGE` of at most [`LENGTH_STEP`] entries; `XTRIM MINID ~ …
-//! LIMIT` removing at most [`TRIM_STEP`] entries as whole nodes, then an exact `XTRIM` of the
-//! rest of one node. A long first trim takes several calls, never one long one.
+//! group; for a length policy an `XRANGE` of at most [`LENGTH_STEP`] entries (bodies included:
+//! with 1 MiB events that is 100 MiB copied; prefer an age policy for large events); `XTRIM
+//! MINID ~ … LIMIT` removing at most [`TRIM_STEP`] entries as whole nodes, or, once no whole
+//! node is left below the cut-off, an exact `XTRIM` of the rest of one node. A long first trim
+//! takes many calls, never one long one; a pass makes at most [`MAX_STEPS`] calls per stream
+//! (so a length policy removes at most 100,000 entries a pass), the next pass goes on.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -311,9 +314,9 @@ pub fn is_stale(seen_ms: i64, now_ms: i64) -> bool {
 /// does not matter. Ids are compared and incremented as decimal strings: their parts are 64-bit
 /// and Lua's numbers are exact only to 2^53, so a producer's explicit id near the top must not
 /// round onto a pending entry's. Bulk removal is `XTRIM MINID ~ … LIMIT` (whole radix-tree
-/// nodes, nothing copied), then an exact `XTRIM MINID` for the rest of the last node; a length
-/// policy reads the ids of at most the length step of entries (their bodies come along: the
-/// step keeps that small) to find its cut-off.
+/// nodes, nothing copied) while it removes any, then an exact `XTRIM MINID` for the rest of the
+/// node that straddles the cut-off; a length policy reads at most the length step of entries
+/// (their bodies come along: the step keeps that small) to find its cut-off.
 static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"#!lua flags=allow-oom
@@ -385,11 +388,13 @@ static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
         local held = false
         if floor ~= nil and older(floor, cut) then cut = floor; held = true; more = 0 end
         local id = cut[1] .. '-' .. cut[2]
+        -- Whole nodes first; once none is left below the cut, the rest of the one node that
+        -- straddles it, exactly (a node holds at most stream-node-max-entries).
         local trimmed = redis.call('XTRIM', stream, 'MINID', '~', id, 'LIMIT', trim_step)
-        if trimmed >= trim_step then
+        if trimmed > 0 then
             more = 1
         else
-            trimmed = trimmed + redis.call('XTRIM', stream, 'MINID', id)
+            trimmed = redis.call('XTRIM', stream, 'MINID', id)
         end
         local length = len - trimmed
         -- Held back: exact past a length limit; for an age limit, estimated from the times of
@@ -426,10 +431,10 @@ static TAKE_LEASE: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: the declarations hash. ARGV: field, value pairs. Flagged `allow-oom` like the trim:
-/// a host's declarations (a few short fields) must stay fresh while Redis is full, or the
-/// streams filling it would stop being trimmed once they expire.
-static DECLARE: LazyLock<redis::Script> = LazyLock::new(|| {
+/// KEYS: a hash. ARGV: field, value pairs. Flagged `allow-oom` like the trim: the hosts'
+/// declarations and the trim figures (a few short fields) must stay fresh while Redis is full,
+/// or the streams filling it would stop being trimmed once their declarations expire.
+static SET_FIELDS: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"#!lua flags=allow-oom
         for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -474,7 +479,7 @@ pub async fn declare(
     }
     loop {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut call = DECLARE.prepare_invoke();
+        let mut call = SET_FIELDS.prepare_invoke();
         call.key(DECLARED_KEY);
         for t in &triggers {
             let field = serde_json::json!([t.stream, t.group]).to_string();
@@ -687,23 +692,27 @@ async fn pass(conn: &mut ConnectionManager, holder: &str, lease_ms: u64) -> redi
             serde_json::to_string(&figures).expect("figures serialize"),
         ));
     }
-    // The figures are for people; a full Redis refusing them must not stop the trimming,
-    // which is what frees its memory.
-    let mut pipe = redis::pipe();
+    // The figures are for people; one that cannot be written must not stop the trimming.
+    let mut stored: redis::RedisResult<()> = Ok(());
     if !written.is_empty() {
-        pipe.hset_multiple(FIGURES_KEY, &written).ignore();
+        let mut call = SET_FIELDS.prepare_invoke();
+        call.key(FIGURES_KEY);
+        for (stream, json) in &written {
+            call.arg(stream).arg(json);
+        }
+        stored = call.invoke_async(conn).await;
     }
     // Figures of streams no longer trimmed would otherwise linger.
-    if !previous.is_empty() {
-        pipe.hdel(FIGURES_KEY, previous.keys().collect::<Vec<_>>())
-            .ignore();
+    if stored.is_ok() && !previous.is_empty() {
+        stored = redis::cmd("HDEL")
+            .arg(FIGURES_KEY)
+            .arg(previous.keys().collect::<Vec<_>>())
+            .query_async(conn)
+            .await;
     }
-    if !written.is_empty() || !previous.is_empty() {
-        let stored: redis::RedisResult<()> = pipe.query_async(conn).await;
-        if let Err(error) = stored {
-            crate::broker::counted("retention", &error);
-            tracing::warn!(%error, "writing the retention figures failed");
-        }
+    if let Err(error) = stored {
+        crate::broker::counted("retention", &error);
+        tracing::warn!(%error, "writing the retention figures failed");
     }
     Ok(())
 }

@@ -541,3 +541,38 @@ fn producer_chosen_ids_beyond_float_precision_are_trimmed_exactly() {
     );
     assert_eq!(pending(&mut conn, &stream, "g"), 1);
 }
+
+#[test]
+fn ingress_to_a_key_that_is_not_a_stream_is_a_conflict_not_a_retry() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let _: () = conn.set("not-a-stream", "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    record_function(
+        dir.path(),
+        "idle",
+        &unique("idle"),
+        &unique("records"),
+        "",
+        "",
+    );
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    let api = host.api_url();
+    let reply = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"type":"T","data":{}}"#,
+        &format!("{api}/v1/streams/not-a-stream/events"),
+    ]);
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.json()["error"]["code"], "wrong_type");
+    assert!(
+        reply.header("retry-after").is_none(),
+        "sending again cannot help"
+    );
+    let value: String = conn.get("not-a-stream").unwrap();
+    assert_eq!(value, "x", "the key is untouched");
+}

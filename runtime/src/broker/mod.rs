@@ -116,15 +116,16 @@ pub enum Trouble {
 
 impl Trouble {
     /// Classifies `error`. A refused command inside a pipeline or `MULTI` comes back as a list
-    /// of server errors (an aborted transaction among them): any `OOM` in it makes it `Full`.
+    /// of server errors (an aborted transaction among them): each is looked at by its code.
     pub fn of(error: &redis::RedisError) -> Self {
-        let out_of_memory = error
+        let codes: Vec<String> = error
             .clone()
             .into_server_errors()
-            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
-        if out_of_memory {
+            .map(|errors| errors.iter().map(|(_, e)| e.code().to_owned()).collect())
+            .unwrap_or_default();
+        if codes.iter().any(|c| c == "OOM") {
             Trouble::Full
-        } else if error.code() == Some("WRONGTYPE") {
+        } else if codes.iter().any(|c| c == "WRONGTYPE") {
             Trouble::WrongType
         } else if error.is_io_error()
             || error.is_timeout()

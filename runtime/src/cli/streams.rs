@@ -33,8 +33,9 @@ pub enum StreamsCommand {
         eddy streams retention orders.dlq --max-age 90d --max-len 100000   # whichever trims more\n  \
         eddy streams retention audit --keep-all             # never trim\n  \
         eddy streams retention orders --reset               # back to the manifest's or the default\n\n\
-        Trimming never removes an entry a consumer group has not read, has pending, or is\n\
-        retrying; such entries are counted as held back until the group catches up.")]
+        Trimming never removes an entry a consumer group has not read or has pending; such\n\
+        entries are counted as held back until the group catches up. An event waiting for a\n\
+        retry keeps its own copy, so it runs the same after its entry is trimmed.")]
     Retention {
         /// The stream.
         stream: String,
