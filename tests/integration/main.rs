@@ -7,6 +7,7 @@ mod batches;
 mod capabilities;
 mod cron;
 mod deploy;
+mod deploy_kit;
 mod dlq;
 mod engine;
 mod invoke;

@@ -8,6 +8,7 @@
 //! queued behind it on a shared connection.
 
 pub mod embedded;
+pub mod groups;
 pub mod keyvalue;
 
 pub use keyvalue::RedisKeyValue;

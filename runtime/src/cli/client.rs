@@ -27,6 +27,28 @@ pub struct HostArgs {
     /// The API's bearer token.
     #[arg(long, global = true, env = "EDDY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// A file holding the token (a mounted secret), instead of --token.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Largest token file read: 4 KiB.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+impl HostArgs {
+    /// The token: --token (or `EDDY_TOKEN`), else the content of --token-file, trimmed.
+    pub fn resolved_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(
+                crate::inputs::read_capped_text(path, MAX_TOKEN_FILE_BYTES)
+                    .with_context(|| format!("cannot read --token-file {}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+    }
 }
 
 /// `name` as one path segment: every byte but the unreserved ones percent-encoded, so a stream
@@ -48,19 +70,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `args`.
-    pub fn new(args: &HostArgs) -> Self {
+    /// A client for `args`; fails only when --token-file cannot be read.
+    pub fn new(args: &HostArgs) -> anyhow::Result<Self> {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .http_status_as_error(false)
             .build()
             .into();
-        Self {
+        Ok(Self {
             agent,
             base: args.url.trim_end_matches('/').to_owned(),
-            token: args.token.clone(),
-        }
+            token: args.resolved_token()?,
+        })
     }
 
     /// POSTs `body` with `content_type` to `path`; the JSON answer on 2xx, else the API's

@@ -60,7 +60,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
         )
     })?;
     let digest = digest(&bytes);
-    let client = Client::new(&args.host);
+    let client = Client::new(&args.host)?;
     let human = args.output == OutputFormat::Human;
     if human {
         eprintln!(
@@ -161,7 +161,7 @@ pub enum FunctionsCommand {
 
 /// Runs `eddy functions`.
 pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
-    let client = Client::new(&args.host);
+    let client = Client::new(&args.host)?;
     let answer = match &args.command {
         FunctionsCommand::Ls => client.get("/v1/functions")?,
         FunctionsCommand::Show { name } => {

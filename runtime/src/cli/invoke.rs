@@ -394,7 +394,7 @@ fn run_remote(args: &InvokeArgs, name: &str, data: &[u8]) -> anyhow::Result<u8> 
     if let Some(subject) = &args.subject {
         event["subject"] = subject.clone().into();
     }
-    let answer = super::client::Client::new(&args.host).post(
+    let answer = super::client::Client::new(&args.host)?.post(
         &format!("/v1/functions/{}/invoke", super::client::segment(name)),
         "application/json",
         event.to_string().as_bytes(),

@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod invoke;
 pub mod kv;
 pub mod logs;
+pub mod probe;
 pub mod publish;
 pub mod replay;
 pub mod status;
@@ -120,6 +121,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// The cluster on one screen: hosts, functions, lag, dead letters, cronjobs.
     Status(status::StatusArgs),
+    /// Ask a host whether it is alive or ready (for health checks and probes).
+    Probe(probe::ProbeArgs),
     /// Build a function from source (Rust, JavaScript or Python) without deploying it.
     Build(build::BuildArgs),
     /// Deploy a function to the running hosts (no restart).
@@ -140,6 +143,7 @@ impl Cli {
             | Command::Build(_)
             | Command::Dlq(_)
             | Command::Streams(_)
+            | Command::Probe(_)
             | Command::Kv(_)
             | Command::Status(_)
             | Command::Logs(_)
@@ -160,6 +164,7 @@ impl Cli {
             Command::Build(args) => build::run(args),
             Command::Dlq(args) => dlq::run(args),
             Command::Streams(args) => streams::run(args),
+            Command::Probe(args) => probe::run(args),
             Command::Kv(args) => kv::run(args),
             Command::Status(args) => status::run(args),
             Command::Logs(args) => logs::run_logs(args),

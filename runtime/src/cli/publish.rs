@@ -74,7 +74,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<u8> {
     if let Some(subject) = &args.subject {
         event["subject"] = subject.clone().into();
     }
-    let answer = Client::new(&args.host).post(
+    let answer = Client::new(&args.host)?.post(
         &format!("/v1/streams/{}/events", segment(&args.stream)),
         "application/cloudevents+json",
         event.to_string().as_bytes(),

@@ -78,11 +78,16 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     println!("GROUPS");
     for g in list("groups") {
         println!(
-            "  {:<32} group {:<24} lag {:<6} pending {}",
+            "  {:<32} group {:<24} lag {:<6} pending {}{}",
             text(&g["stream"]),
             text(&g["group"]),
             text(&g["lag"]),
-            text(&g["pending"])
+            text(&g["pending"]),
+            if g["lag_estimated"] == true {
+                "  (lag estimated: Redis's counter is unknown or impossible, counted from ids, at most 10000)"
+            } else {
+                ""
+            }
         );
     }
     println!("DEAD LETTERS");

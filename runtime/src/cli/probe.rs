@@ -1,0 +1,65 @@
+//! `eddy probe [PATH]`: asks a host's API whether it is alive or ready, for container health
+//! checks and Kubernetes exec probes, where no `curl` is at hand (the image holds only `eddy`)
+//! and the token must come from the environment rather than a literal header.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::client::HostArgs;
+use super::{EXIT_ERROR, EXIT_OK};
+
+/// Longest a probe waits for the answer: a probe that hangs is a failed probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Arguments of `eddy probe`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eddy probe /healthz                      # alive: the process answers\n  \
+    eddy probe /readyz                       # ready: Redis answers, functions loaded\n  \
+    EDDY_TOKEN=… eddy probe --host http://10.0.0.5:7070 /readyz\n\n\
+    Exit status 0 on a 2xx answer within 2 s, 1 otherwise (the answer is printed).")]
+pub struct ProbeArgs {
+    /// The path to ask: /healthz (alive) or /readyz (ready).
+    #[arg(default_value = "/readyz", value_parser = ["/healthz", "/readyz"])]
+    pub path: String,
+
+    /// The host and token.
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Runs `eddy probe`.
+pub fn run(args: ProbeArgs) -> anyhow::Result<u8> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(PROBE_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{}", args.host.url.trim_end_matches('/'), args.path);
+    let mut request = agent.get(&url);
+    if let Some(token) = &args.host.resolved_token()? {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_string()
+                .unwrap_or_default();
+            println!("{status} {}", body.trim());
+            Ok(if (200..300).contains(&status) {
+                EXIT_OK
+            } else {
+                EXIT_ERROR
+            })
+        }
+        Err(error) => {
+            println!("{url}: {error}");
+            Ok(EXIT_ERROR)
+        }
+    }
+}
