@@ -108,18 +108,22 @@ fn process_cpu_s(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// What a drain measures: the clock, the consumer's CPU and Redis's use, from its start.
+/// What a drain measures: the clock, the consumers' CPU (summed over their processes) and
+/// Redis's use, from its start.
 struct Meter {
     started: Instant,
     redis: RedisUse,
-    consumer: Option<(u32, f64)>,
+    consumers: Vec<(u32, f64)>,
 }
 
 impl Meter {
-    fn start(conn: &mut redis::Connection, consumer: Option<u32>) -> Self {
+    fn start(conn: &mut redis::Connection, consumers: &[u32]) -> Self {
         Self {
             redis: redis_use(conn),
-            consumer: consumer.map(|pid| (pid, process_cpu_s(pid))),
+            consumers: consumers
+                .iter()
+                .map(|pid| (*pid, process_cpu_s(*pid)))
+                .collect(),
             started: Instant::now(),
         }
     }
@@ -130,9 +134,14 @@ impl Meter {
         let per_event = |s: f64| s * 1e6 / events as f64;
         Cost {
             events_per_s: events as f64 / seconds,
-            consumer_us: self
-                .consumer
-                .map(|(pid, before)| per_event(process_cpu_s(pid) - before)),
+            consumer_us: (!self.consumers.is_empty()).then(|| {
+                per_event(
+                    self.consumers
+                        .iter()
+                        .map(|(pid, before)| process_cpu_s(*pid) - before)
+                        .sum(),
+                )
+            }),
             redis_us: per_event(redis.cpu_s - self.redis.cpu_s),
             commands: (redis.commands - self.redis.commands) as f64 / events as f64,
         }
@@ -158,7 +167,7 @@ fn native_drain(redis: &RedisServer, events: usize) -> Cost {
     let mut conn = redis.conn();
     let stream = filled_with_group(&mut conn, "native", events);
     let mut meter_conn = redis.conn();
-    let meter = Meter::start(&mut meter_conn, Some(std::process::id()));
+    let meter = Meter::start(&mut meter_conn, &[std::process::id()]);
     let mut handled = 0;
     while handled < events {
         let reply: redis::Value = redis::cmd("XREADGROUP")
@@ -191,7 +200,7 @@ fn native_drain(redis: &RedisServer, events: usize) -> Cost {
 /// `cpu_us_per_event`; Redis's side is measured here.
 fn peer_drain(redis: &RedisServer, events: usize, command: &mut std::process::Command) -> Cost {
     let mut conn = redis.conn();
-    let meter = Meter::start(&mut conn, None);
+    let meter = Meter::start(&mut conn, &[]);
     let output = command.output().expect("starting a peer consumer");
     assert!(
         output.status.success(),
@@ -246,6 +255,18 @@ fn eddy_drain(
     concurrency: Option<usize>,
     extra: &str,
 ) -> Cost {
+    eddy_drain_on(redis, events, component, concurrency, extra, 1)
+}
+
+/// [`eddy_drain`] by `hosts` hosts sharing the group, their CPU summed.
+fn eddy_drain_on(
+    redis: &RedisServer,
+    events: usize,
+    component: &str,
+    concurrency: Option<usize>,
+    extra: &str,
+    hosts: usize,
+) -> Cost {
     let mut conn = redis.conn();
     let stream = unique("eddy");
     fill(&mut conn, &stream, events);
@@ -259,12 +280,15 @@ fn eddy_drain(
             "[[triggers.stream]]\nstream = {stream:?}\nstart = \"earliest\"\nbatch = {BATCH}\n{concurrency}{extra}"
         ),
     );
-    let host = Host::start(&redis.url(), dir.path(), &[]);
+    let hosts: Vec<Host> = (0..hosts)
+        .map(|_| Host::start(&redis.url(), dir.path(), &[]))
+        .collect();
     // The host creates the group when its trigger starts; the clock starts then.
     eventually(Duration::from_secs(30), "the group", || {
         group_exists(&mut conn, &stream, component).then_some(())
     });
-    let meter = Meter::start(&mut conn, Some(host.pid()));
+    let pids: Vec<u32> = hosts.iter().map(Host::pid).collect();
+    let meter = Meter::start(&mut conn, &pids);
     while !eddy_tests::streams::settled(&mut conn, &stream, component) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -423,6 +447,17 @@ fn main() {
         row(
             &format!("eddy, echo, concurrency {concurrency}"),
             eddy_drain(&redis, events, "echo", Some(concurrency), ""),
+            native,
+        );
+    }
+
+    // Scale-out on one Redis: hosts share the group. On a 2-core machine they share its CPU
+    // too, so what grows is the cost per event; Redis's CPU per event bounds the throughput
+    // any number of hosts on more machines can reach.
+    for hosts in [2, 4] {
+        row(
+            &format!("eddy, noop, default concurrency, {hosts} hosts"),
+            eddy_drain_on(&redis, events, "noop", None, "", hosts),
             native,
         );
     }
