@@ -208,3 +208,33 @@ fn without_a_url_the_host_runs_its_own_redis_and_keeps_its_data() {
         );
     }
 }
+
+#[test]
+fn the_version_names_the_commit_and_the_contract() {
+    let run = eddy_tests::run(std::process::Command::new(eddy_tests::eddy_bin()).arg("--version"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(eddy_tests::repo_dir())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let wit = std::fs::read_to_string(eddy_tests::repo_dir().join("wit/eddy.wit")).unwrap();
+    let contract = wit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .unwrap()
+        .trim_end_matches(';');
+    assert!(run.stdout.starts_with("eddy 0."), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("contract {contract}")),
+        "{}",
+        run.stdout
+    );
+    // A binary built from this checkout names its commit (a dirty tree still has a HEAD).
+    assert!(
+        commit.is_empty() || run.stdout.contains(&format!("commit {commit}")),
+        "{} (HEAD {commit})",
+        run.stdout
+    );
+}

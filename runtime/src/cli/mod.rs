@@ -34,11 +34,22 @@ pub const EXIT_REJECTED: u8 = 3;
 /// Exit code of `eddy invoke` when the function failed (5xx, trap, timeout, memory limit).
 pub const EXIT_FAILED: u8 = 4;
 
+/// What `eddy --version` prints: the crate version, the commit built from and the WIT
+/// contract the host implements (stamped by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("EDDY_COMMIT"),
+    ", contract ",
+    env!("EDDY_CONTRACT"),
+    ")"
+);
+
 /// Eddy runs WebAssembly functions on events from Redis Streams and cron.
 #[derive(Debug, Parser)]
 #[command(
     name = "eddy",
-    version,
+    version = VERSION,
     about = "Event-driven serverless runtime: Redis Streams and cron events run sandboxed WebAssembly functions.",
     after_help = "Examples:\n  \
         eddy up --functions examples/order-placed/functions/order-confirmation.toml\n  \
