@@ -123,7 +123,9 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
     let mut dead_letter_streams = std::collections::BTreeSet::new();
     for (stream, group, dead_letter) in &groups {
         dead_letter_streams.insert(dead_letter.clone());
-        if let Some(state) = crate::broker::groups::state(conn, stream, group).await? {
+        // One stream that cannot be read (deleted, replaced by another type) must not take
+        // the whole status with it.
+        if let Ok(Some(state)) = crate::broker::groups::state(conn, stream, group).await {
             lag.push(json!({
                 "stream": stream, "group": group, "lag": state.lag, "pending": state.pending,
                 "lag_estimated": state.estimated,

@@ -80,26 +80,90 @@ def check_kubernetes(validate):
             fail("the ScaledObject does not target the Deployment")
         if not spec.get("triggers"):
             fail("the ScaledObject has no triggers")
+        groups = function_names()
+        known = {"address", "addresses", "host", "port", "hosts", "ports", "stream",
+                 "consumerGroup", "lagCount", "activationLagCount", "pendingEntriesCount",
+                 "streamLength", "activationStreamLength", "databaseIndex", "enableTLS",
+                 "usernameFromEnv", "passwordFromEnv"}
         for trigger in spec.get("triggers", []):
             meta = trigger.get("metadata", {})
             if trigger.get("type") not in ("redis-streams", "redis-cluster-streams"):
                 fail(f"unexpected trigger type {trigger.get('type')!r}")
-            for key in ("stream", "consumerGroup", "lagCount"):
+            for key in ("stream", "consumerGroup"):
                 if key not in meta:
                     fail(f"a redis-streams trigger lacks {key}")
             if not ("address" in meta or "addresses" in meta):
                 fail("a redis-streams trigger lacks address")
-            if not all(isinstance(v, str) for v in meta.values()):
-                fail("KEDA trigger metadata values must all be strings")
+            unknown = set(meta) - known
+            if unknown:
+                fail(f"unknown redis-streams metadata {sorted(unknown)}")
+            modes = [m for m in ("lagCount", "pendingEntriesCount", "streamLength") if m in meta]
+            if len(modes) != 1:
+                fail(f"a trigger should scale on exactly one of lag, pending or length: {modes}")
+            for key in ("lagCount", "activationLagCount", "pendingEntriesCount", "streamLength"):
+                if key in meta and not (isinstance(meta[key], str) and meta[key].isdigit()):
+                    fail(f"{key} {meta[key]!r}: expected a count as a string, e.g. \"500\"")
+            if meta.get("consumerGroup") not in groups:
+                fail(f"consumerGroup {meta.get('consumerGroup')!r} is not a function of the "
+                     f"order example: {sorted(groups)}")
     deployment = by_kind["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    args = pod["containers"][0].get("args", [])
+    args = container.get("args", [])
+    facts = dockerfile_facts()
+    if facts["entrypoint"] != [facts["copy"]]:
+        fail(f"the Dockerfile's ENTRYPOINT {facts['entrypoint']} is not the binary it copies "
+             f"({facts['copy']})")
+    if healthcheck_command()[:1] != [facts["copy"]]:
+        fail("the HEALTHCHECK does not run the binary the image holds")
+    uid = str(pod.get("securityContext", {}).get("runAsUser"))
+    if facts["user"] is None or facts["user"].split(":")[0] != uid:
+        fail(f"runAsUser {uid} is not the image's USER {facts['user']}")
+    listen = args[args.index("--listen") + 1] if "--listen" in args else "127.0.0.1:7070"
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+    if str(ports.get("api")) != listen.rsplit(":", 1)[1]:
+        fail(f"containerPort api {ports.get('api')} is not the port of --listen {listen}")
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe].get("exec", {}).get("command", [])
+        if command and command[0] != facts["copy"]:
+            fail(f"the {probe} runs {command[0]}, not the image's binary")
+    # distroless's nonroot user (65532) has its home, and so eddy's cache, in /home/nonroot.
+    mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    if container.get("securityContext", {}).get("readOnlyRootFilesystem") and \
+            "/home/nonroot/.cache" not in mounts:
+        fail(f"a read-only root filesystem needs the cache mounted at /home/nonroot/.cache: "
+             f"{mounts}")
     if "--grace" in args:
         wanted = int(args[args.index("--grace") + 1].rstrip("s"))
         if grace <= wanted:
             fail(f"terminationGracePeriodSeconds {grace} is not above --grace {wanted}s")
     return by_kind
+
+
+def function_names():
+    """The order example's function names: each is its own consumer group."""
+    names = set()
+    for path in (ROOT / "examples/order-placed/functions").glob("*.toml"):
+        for line in path.read_text().splitlines():
+            if line.startswith("name = "):
+                names.add(line.split("=", 1)[1].strip().strip('"'))
+    return names
+
+
+def dockerfile_facts():
+    """(binary path COPYed into the final image, USER, ENTRYPOINT, HEALTHCHECK command)."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM "):]
+    facts = {"copy": None, "user": None, "entrypoint": None}
+    for line in final.splitlines():
+        if line.startswith("COPY --from="):
+            facts["copy"] = line.split()[-1]
+        elif line.startswith("USER "):
+            facts["user"] = line.split()[1]
+        elif line.startswith("ENTRYPOINT "):
+            facts["entrypoint"] = yaml.safe_load(line[len("ENTRYPOINT "):])
+    return facts
 
 
 def start_redis():
@@ -156,7 +220,8 @@ def run_host(eddy, args, env, port, what, probes):
 def exec_probe(eddy, command, env, port):
     """A probe running `command` (an exec probe or HEALTHCHECK) with the image's path to eddy
     replaced and the host port moved; error text or None."""
-    argv = [eddy if c == "/usr/local/bin/eddy" else c for c in command]
+    image_binary = dockerfile_facts()["copy"]
+    argv = [eddy if c == image_binary else c for c in command]
     argv = [c.replace(":7070", f":{port}") for c in argv]
 
     def probe():
@@ -227,20 +292,27 @@ def check_compose(eddy, redis_url):
                 fail(f"compose service {name} depends on unknown service {dependency}")
         if "image" not in service and "build" not in service:
             fail(f"compose service {name} has neither image nor build")
+    for name, service in services.items():
+        used = [a.split("/run/secrets/", 1)[1] for a in service.get("command", [])
+                if isinstance(a, str) and a.startswith("/run/secrets/")]
+        for secret in used:
+            if secret not in service.get("secrets", []):
+                fail(f"compose service {name} reads /run/secrets/{secret} without that secret")
     host = services["host1"]
     with tempfile.TemporaryDirectory() as scratch:
         token_file = Path(scratch) / "token"
         token_file.write_text("a-compose-token-for-the-check\n")
         args = [str(token_file) if a == "/run/secrets/eddy_token" else a
                 for a in host["command"]]
+        # Only what compose gives the host: the token must come from its --token-file.
         env = {"PATH": os.environ.get("PATH", ""), "HOME": scratch,
-               **host.get("environment", {}), "EDDY_REDIS_URL": redis_url,
-               "EDDY_TOKEN": "a-compose-token-for-the-check"}
+               **host.get("environment", {}), "EDDY_REDIS_URL": redis_url}
+        probe_env = {**env, "EDDY_TOKEN": "a-compose-token-for-the-check"}
         port = free_port()
         run_host(eddy, args, env, port, "compose's host1", {
             "healthz": http_probe("/healthz", port),
             "readyz": exec_probe(eddy, ["/usr/local/bin/eddy", "probe", "--host",
-                                        "http://127.0.0.1:7070", "/readyz"], env, port),
+                                        "http://127.0.0.1:7070", "/readyz"], probe_env, port),
         })
     for name, service in services.items():
         if name.startswith("deploy-"):

@@ -5,10 +5,13 @@
 //! Redis's own `lag` (from `XINFO GROUPS`) rests on an entries-read counter that can drift:
 //! after a crash and an AOF reload it was seen at 1852 for a group whose last-delivered id was
 //! the stream's last entry, and it is nil after some trims and `XGROUP SETID`s. A figure that
-//! says work is waiting when none is keeps an autoscaler scaled up forever. So: a group whose
-//! last-delivered id is the stream's last id has lag 0, whatever Redis says; a lag Redis does
-//! not give, or one larger than the stream, is counted from the ids (`XRANGE` after the
-//! last-delivered id, at most [`MAX_COUNTED_LAG`] entries) and marked estimated.
+//! says work is waiting when none is keeps an autoscaler scaled up forever, and one that says
+//! none is waiting when some is lets it scale down. So: a group whose last-delivered id is the
+//! stream's last id has lag 0, whatever Redis says; a lag Redis does not give, one larger than
+//! the stream, or a 0 for a group not at the stream's end, is counted from the entries after
+//! the last-delivered id, at most [`MAX_COUNTED_LAG`] of them (their bodies come along, so the
+//! count stays small: it is read at every scrape), and marked estimated; a longer lag reads as
+//! that bound, enough for a scaler to act on.
 
 use std::collections::HashMap;
 
@@ -16,7 +19,7 @@ use redis::aio::ConnectionLike;
 use serde::Serialize;
 
 /// Entries counted at most when Redis's lag cannot be trusted; a longer lag reads as this.
-pub const MAX_COUNTED_LAG: u64 = 10_000;
+pub const MAX_COUNTED_LAG: u64 = 100;
 
 /// A group's work left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,6 +60,9 @@ pub fn decide(reported: &Reported) -> Lag {
         return Lag::Known(0);
     }
     match reported.lag {
+        // Not at the end, yet nothing to read: the counter drifted past the truth (or the
+        // entries after the group were deleted; counting tells which).
+        Some(0) => Lag::Count,
         Some(lag) if lag <= reported.length => Lag::Known(lag),
         _ => Lag::Count,
     }
@@ -162,5 +168,6 @@ mod tests {
         assert_eq!(decide(&reported("4-0", "5-0", 100, None)), Lag::Count);
         assert_eq!(decide(&reported("4-0", "5-0", 100, Some(101))), Lag::Count);
         assert_eq!(decide(&reported("4-0", "5-0", 100, Some(3))), Lag::Known(3));
+        assert_eq!(decide(&reported("4-0", "5-0", 100, Some(0))), Lag::Count);
     }
 }

@@ -28,8 +28,9 @@ pub struct HostArgs {
     #[arg(long, global = true, env = "EDDY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// A file holding the token (a mounted secret), instead of --token.
-    #[arg(long, global = true, value_name = "PATH", conflicts_with = "token")]
+    /// A file holding the token (a mounted secret); it wins over --token and EDDY_TOKEN, as
+    /// `eddy up --token-file` does.
+    #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
 }
 
@@ -37,16 +38,22 @@ pub struct HostArgs {
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 impl HostArgs {
-    /// The token: --token (or `EDDY_TOKEN`), else the content of --token-file, trimmed.
+    /// The token: the content of --token-file (trimmed; an empty file is an error), else
+    /// --token (or `EDDY_TOKEN`).
     pub fn resolved_token(&self) -> anyhow::Result<Option<String>> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => Some(token.clone()),
-            (None, Some(path)) => Some(
-                crate::inputs::read_capped_text(path, MAX_TOKEN_FILE_BYTES)
-                    .with_context(|| format!("cannot read --token-file {}", path.display()))?,
-            ),
-            (None, None) => None,
-        };
+        if let Some(path) = &self.token_file {
+            let text = crate::inputs::read_capped_text(path, MAX_TOKEN_FILE_BYTES)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                anyhow::bail!(
+                    "--token-file {} is empty: expected the API token",
+                    path.display()
+                );
+            }
+            return Ok(Some(token.to_owned()));
+        }
+        let token = self.token.clone();
         Ok(token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
     }
 }

@@ -31,9 +31,13 @@ pub struct ProbeArgs {
 
 /// Runs `eddy probe`.
 pub fn run(args: ProbeArgs) -> anyhow::Result<u8> {
+    // The host itself answers: a redirect or a proxy would make another server's answer this
+    // host's.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(PROBE_TIMEOUT))
         .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
         .build()
         .into();
     let url = format!("{}{}", args.host.url.trim_end_matches('/'), args.path);
@@ -44,17 +48,21 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     match request.call() {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(4096)
-                .read_to_string()
-                .unwrap_or_default();
-            println!("{status} {}", body.trim());
-            Ok(if (200..300).contains(&status) {
-                EXIT_OK
-            } else {
-                EXIT_ERROR
+            // The first 4 KiB of the answer is shown; an answer that does not arrive whole
+            // within the probe's time is a failed probe, whatever its status.
+            let mut body = Vec::new();
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(response.body_mut().as_reader(), 4096),
+                &mut body,
+            );
+            println!("{status} {}", String::from_utf8_lossy(&body).trim());
+            Ok(match read {
+                Ok(_) if (200..300).contains(&status) => EXIT_OK,
+                Ok(_) => EXIT_ERROR,
+                Err(error) => {
+                    println!("{url}: the answer did not arrive whole: {error}");
+                    EXIT_ERROR
+                }
             })
         }
         Err(error) => {

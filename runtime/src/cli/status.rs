@@ -84,7 +84,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             text(&g["lag"]),
             text(&g["pending"]),
             if g["lag_estimated"] == true {
-                "  (lag estimated: Redis's counter is unknown or impossible, counted from ids, at most 10000)"
+                "  (lag estimated: Redis's counter is unknown or impossible; counted, at most 100)"
             } else {
                 ""
             }
