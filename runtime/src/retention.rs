@@ -443,6 +443,13 @@ static SET_FIELDS: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS: the lease. ARGV: this host. Gives the lease up only if this host holds it.
+static RELEASE_LEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+    )
+});
+
 /// Trims one stream by `policy` down to what its groups still need, in steps; returns
 /// (trimmed, held back, length after).
 pub async fn trim(
@@ -500,9 +507,8 @@ pub async fn declare(
                 Duration::from_secs(5)
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
+        if !crate::triggers::sleep_or_cancel(wait, &stop).await {
+            return;
         }
     }
 }
@@ -511,10 +517,15 @@ pub async fn declare(
 pub async fn set_policies(
     conn: &mut ConnectionManager,
 ) -> redis::RedisResult<BTreeMap<String, Retention>> {
-    let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(POLICIES_KEY)
-        .query_async(conn)
-        .await?;
+    json_hash(conn, POLICIES_KEY).await
+}
+
+/// A hash of stream → JSON value; fields whose value does not parse are skipped.
+async fn json_hash<T: serde::de::DeserializeOwned>(
+    conn: &mut ConnectionManager,
+    key: &str,
+) -> redis::RedisResult<BTreeMap<String, T>> {
+    let raw: BTreeMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(conn).await?;
     Ok(raw
         .into_iter()
         .filter_map(|(stream, json)| Some((stream, serde_json::from_str(&json).ok()?)))
@@ -549,14 +560,7 @@ pub async fn declarations(
 pub async fn figures(
     conn: &mut ConnectionManager,
 ) -> redis::RedisResult<BTreeMap<String, StreamFigures>> {
-    let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(FIGURES_KEY)
-        .query_async(conn)
-        .await?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(stream, json)| Some((stream, serde_json::from_str(&json).ok()?)))
-        .collect())
+    json_hash(conn, FIGURES_KEY).await
 }
 
 /// Sets (`Some`) or removes (`None`) the policy of `stream`; refuses a new stream past
@@ -620,19 +624,16 @@ pub async fn run(
             crate::broker::counted("retention", &error);
             tracing::warn!(%error, "a retention pass failed; trying again at the next one");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => break,
+        if !crate::triggers::sleep_or_cancel(interval, &stop).await {
+            break;
         }
     }
     // Let another host take over at once rather than after the lease runs out.
-    let released: redis::RedisResult<()> = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-    )
-    .key(LEASE_KEY)
-    .arg(&holder)
-    .invoke_async(&mut conn)
-    .await;
+    let released: redis::RedisResult<()> = RELEASE_LEASE
+        .key(LEASE_KEY)
+        .arg(&holder)
+        .invoke_async(&mut conn)
+        .await;
     if let Err(error) = released {
         tracing::debug!(%error, "releasing the retention lease failed; it expires by itself");
     }

@@ -39,6 +39,29 @@ fn dead_lettered(conn: &mut redis::Connection, stream: &str) -> BTreeMap<String,
     out
 }
 
+/// A `record` function `rec` on `stream` that works `work_ms` per event, `concurrency` at a
+/// time, and retries failures quickly (backoff 200 ms to 1 s) up to 100 attempts: a fault
+/// delays its events but never dead-letters them.
+fn patient_recorder(
+    dir: &std::path::Path,
+    stream: &str,
+    records: &str,
+    work_ms: u64,
+    concurrency: usize,
+) {
+    record_function(
+        dir,
+        "rec",
+        stream,
+        records,
+        &format!("work_ms = {work_ms}"),
+        &format!(
+            "concurrency = {concurrency}\n[triggers.stream.retry]\ninitial = \"200ms\"\n\
+             max = \"1s\"\nmax_attempts = 100"
+        ),
+    );
+}
+
 fn add_events(conn: &mut redis::Connection, stream: &str, ids: std::ops::Range<usize>) {
     for n in ids {
         add(conn, stream, &[("id", &format!("ev-{n}")), ("data", "{}")]);
@@ -239,15 +262,7 @@ fn a_full_redis_refuses_writes_and_loses_nothing() {
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
-    record_function(
-        dir.path(),
-        "rec",
-        &stream,
-        &records,
-        "work_ms = 100",
-        "concurrency = 4\n[triggers.stream.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n\
-         max_attempts = 100",
-    );
+    patient_recorder(dir.path(), &stream, &records, 100, 4);
     let mut host = Host::start(&redis.url(), dir.path(), &[]);
     wait_group(&mut conn, &stream, "rec");
     add_events(&mut conn, &stream, 0..40);
@@ -309,15 +324,7 @@ fn redis_down_for_30_seconds_loses_nothing() {
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
-    record_function(
-        dir.path(),
-        "rec",
-        &stream,
-        &records,
-        "work_ms = 100",
-        "concurrency = 4\n[triggers.stream.retry]\ninitial = \"200ms\"\nmax = \"2s\"\n\
-         max_attempts = 100",
-    );
+    patient_recorder(dir.path(), &stream, &records, 100, 4);
     let mut host = Host::start(&redis.url(), dir.path(), &[]);
     let api = host.api_url();
     wait_group(&mut conn, &stream, "rec");
@@ -423,15 +430,7 @@ fn cut_connections_lose_nothing() {
     let mut conn = redis.conn();
     let dir = tempfile::tempdir().unwrap();
     let (stream, records) = (unique("orders"), unique("records"));
-    record_function(
-        dir.path(),
-        "rec",
-        &stream,
-        &records,
-        "work_ms = 20",
-        "concurrency = 8\n[triggers.stream.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n\
-         max_attempts = 100",
-    );
+    patient_recorder(dir.path(), &stream, &records, 20, 8);
     let _host = Host::start(&proxy.url(), dir.path(), &[]);
     wait_group(&mut conn, &stream, "rec");
     for round in 0..5 {
