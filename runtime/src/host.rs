@@ -58,6 +58,8 @@ pub struct HostConfig {
     /// How often the host trims streams when it holds the retention lease
     /// ([`crate::retention::DEFAULT_INTERVAL`]).
     pub retention_interval: Duration,
+    /// Replicas a settle, a dead-letter forward or an ingress write waits for (`WAIT`).
+    pub wait_replicas: u32,
 }
 
 /// The deployed functions a host runs now, by name, with their version: what the API's invoke
@@ -181,7 +183,33 @@ pub async fn run(
     shutdown: CancellationToken,
     abandon: CancellationToken,
 ) -> anyhow::Result<()> {
-    let broker = Broker::connect(&config.redis_url).await?;
+    let broker = Broker::connect(&config.redis_url)
+        .await?
+        .wait_for_replicas(config.wait_replicas);
+    if !broker.is_cluster() {
+        match crate::broker::migrate::legacy_keys(&mut broker.shared()).await {
+            Ok((0, 0)) => {}
+            Ok((moved, left)) => {
+                if moved > 0 {
+                    tracing::info!(moved, "renamed keys an older Eddy wrote");
+                }
+                if left > 0 {
+                    tracing::error!(
+                        left,
+                        "keys an older Eddy wrote stay beside their new names \
+                        (both were written to: was an older host still running?); \
+                        eddy:functions and eddy:function:* hold what they deployed"
+                    );
+                }
+            }
+            Err(error) => anyhow::bail!(
+                "cannot rename the keys an older Eddy wrote in {} ({error}); a host started \
+                 without them would see no deployed function. Allow RENAME and EVAL for this \
+                 user, or connect to the primary, then start again",
+                broker.url()
+            ),
+        }
+    }
     let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = Workers::new(config.workers).context("cannot start the invocation workers")?;
@@ -379,7 +407,7 @@ fn same_wiring(a: &Manifest, b: &Manifest) -> bool {
 /// Loads the current version of deployed function `name` from the registry.
 async fn load_deployed(
     engine: &Engine,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::broker::Conn,
     name: &str,
 ) -> anyhow::Result<Option<(u32, LoadedFunction)>> {
     let Some(version) = registry::current(conn, name).await? else {
@@ -413,7 +441,7 @@ pub enum LoadVersionError {
 /// component from the registry, compiled off the async workers.
 pub async fn load_version(
     engine: &Engine,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::broker::Conn,
     name: &str,
     version: &registry::Version,
 ) -> Result<LoadedFunction, LoadVersionError> {

@@ -83,7 +83,7 @@ use crate::names::{self, NameError};
 use crate::retention::Retention;
 use crate::triggers::cron::{
     CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
-    state_key, tick_stream,
+    legacy_states, state_key, tick_stream,
 };
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
@@ -686,6 +686,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             }
         };
         let state = state_key(&name);
+        let legacy = legacy_states(&name);
         tickers.push(Ticker {
             name,
             schedule,
@@ -696,6 +697,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             data: None,
             trim: true,
             definition: None,
+            legacy_states: legacy,
             state,
         });
     }

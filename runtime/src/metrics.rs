@@ -375,10 +375,7 @@ impl Metrics {
                 .get_or_create(&labels(&[("stream", &dead_letter)]))
                 .set(length);
         }
-        let info: redis::RedisResult<String> =
-            redis::cmd("INFO").arg("memory").query_async(conn).await;
-        if let Ok(info) = info {
-            let memory = RedisMemory::parse(&info);
+        if let Ok(memory) = RedisMemory::read(conn).await {
             self.redis_used.set(memory.used as i64);
             self.redis_max.set(memory.max as i64);
         }
@@ -420,6 +417,41 @@ impl RedisMemory {
         }
     }
 
+    /// Reads `INFO memory` from `conn`. A cluster answers per node; the node nearest its limit
+    /// is the one reported (it refuses writes first), and a node whose policy is not
+    /// `noeviction` lends its policy, so the warning it deserves is not hidden by the others.
+    pub async fn read<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<Self> {
+        let reply: redis::Value = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+        Ok(Self::of_reply(reply))
+    }
+
+    fn of_reply(reply: redis::Value) -> Self {
+        let texts: Vec<String> = match reply {
+            redis::Value::Map(nodes) => nodes
+                .into_iter()
+                .filter_map(|(_, text)| redis::from_redis_value(text).ok())
+                .collect(),
+            other => redis::from_redis_value(other).into_iter().collect(),
+        };
+        let nodes: Vec<Self> = texts.iter().map(|t| Self::parse(t)).collect();
+        let fill = |m: &Self| {
+            if m.max == 0 {
+                0.0
+            } else {
+                m.used as f64 / m.max as f64
+            }
+        };
+        let mut fullest = nodes
+            .iter()
+            .max_by(|a, b| fill(a).total_cmp(&fill(b)).then(a.used.cmp(&b.used)))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(odd) = nodes.iter().find(|m| m.policy != "noeviction") {
+            fullest.policy = odd.policy.clone();
+        }
+        fullest
+    }
+
     /// Whether writes are refused or about to be: at or above 99% of a set limit.
     pub fn full(&self) -> bool {
         self.max > 0 && self.used.saturating_mul(100) >= self.max.saturating_mul(99)
@@ -446,5 +478,29 @@ mod tests {
         assert!(!at(980, 1000).full());
         assert!(!at(5000, 0).full());
         assert_eq!(RedisMemory::parse("garbage"), RedisMemory::default());
+    }
+
+    #[test]
+    fn a_cluster_reports_its_fullest_node_and_any_evicting_policy() {
+        let node = |used: u64, max: u64, policy: &str| {
+            redis::Value::BulkString(
+                format!("used_memory:{used}\r\nmaxmemory:{max}\r\nmaxmemory_policy:{policy}\r\n")
+                    .into_bytes(),
+            )
+        };
+        let name = |n: &str| redis::Value::SimpleString(n.into());
+        let reply = redis::Value::Map(vec![
+            (name("a:1"), node(500, 1000, "noeviction")),
+            (name("b:2"), node(900, 1000, "noeviction")),
+            (name("c:3"), node(100, 1000, "allkeys-lru")),
+        ]);
+        let memory = RedisMemory::of_reply(reply);
+        assert_eq!((memory.used, memory.max), (900, 1000));
+        assert_eq!(memory.policy, "allkeys-lru");
+        let single = RedisMemory::of_reply(node(7, 0, "noeviction"));
+        assert_eq!(
+            (single.used, single.max, single.policy.as_str()),
+            (7, 0, "noeviction")
+        );
     }
 }

@@ -20,18 +20,21 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::broker::Conn;
 use crate::engine::floor_char_boundary;
 
 /// The stream holding every record, a batch per entry.
 pub const RECORDS_KEY: &str = "eddy:records";
-/// The bytes [`RECORDS_KEY`] holds, as counted by the hosts that write it.
-pub const RECORDS_BYTES_KEY: &str = "eddy:records:bytes";
+/// The bytes [`RECORDS_KEY`] holds, as counted by the hosts that write it. Every key the
+/// records script touches carries the `{eddy:records}` hash tag, so a Redis Cluster keeps them
+/// in one slot.
+pub const RECORDS_BYTES_KEY: &str = "eddy:{eddy:records}:bytes";
 /// The size of each entry of [`RECORDS_KEY`], oldest first.
-pub const RECORDS_SIZES_KEY: &str = "eddy:records:sizes";
+pub const RECORDS_SIZES_KEY: &str = "eddy:{eddy:records}:sizes";
 /// Bytes kept of each text field of a record (ids, type, error): a producer's 20 KB event id
 /// must not make records expensive.
 pub const RECORD_FIELD_BYTES: usize = 512;
@@ -50,7 +53,10 @@ pub const RECORD_LOG_BYTES: usize = 2048;
 /// Bytes of log lines kept in the record of a successful one: the common case stays small.
 pub const SUCCESS_LOG_BYTES: usize = 256;
 /// The newest failed or rejected invocations across all functions, newest first.
-pub const FAILURES_KEY: &str = "eddy:failures";
+pub const FAILURES_KEY: &str = "eddy:{eddy:records}:failures";
+/// Where [`RECORDS_BYTES_KEY`], [`RECORDS_SIZES_KEY`] and [`FAILURES_KEY`] were before they
+/// shared a hash slot, in that order (see [`crate::broker::migrate`]).
+pub const LEGACY_KEYS: [&str; 3] = ["eddy:records:bytes", "eddy:records:sizes", "eddy:failures"];
 /// How many of those are kept.
 pub const RECENT_FAILURES: usize = 200;
 /// Records written per script call at most.
@@ -218,7 +224,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writing task, keeping every record within `budget` bytes of Redis memory.
-    pub fn spawn(conn: ConnectionManager, budget: u64) -> Self {
+    pub fn spawn(conn: Conn, budget: u64) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let closing = tokio_util::sync::CancellationToken::new();
         let writer = tokio::spawn(write(
@@ -255,7 +261,7 @@ impl Recorder {
 }
 
 async fn write(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     mut receiver: mpsc::UnboundedReceiver<Vec<Record>>,
     budget: u64,
     closing: tokio_util::sync::CancellationToken,
@@ -313,7 +319,7 @@ async fn write(
 
 /// Writes one entry of records (`json`, an array missing its closing bracket) with one
 /// script call, with the failures among them.
-async fn append(conn: &mut ConnectionManager, mut json: String, failures: &[String], budget: u64) {
+async fn append(conn: &mut Conn, mut json: String, failures: &[String], budget: u64) {
     json.push(']');
     let mut invocation = APPEND.prepare_invoke();
     invocation

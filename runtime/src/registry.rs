@@ -2,15 +2,19 @@
 //! ones.
 //!
 //! - `eddy:component:<sha256>`: a component's bytes, stored once however often it is deployed.
-//! - `eddy:function:<name>`: a hash of the function's versions (`v1`, `v2`, … → JSON
-//!   [`Version`]), `current` (the version serving) and `latest` (the last number given).
-//! - `eddy:functions`: the set of deployed names.
+//! - `eddy:{eddy:deployments}:function:<name>`: a hash of the function's versions (`v1`, `v2`,
+//!   … → JSON [`Version`]), `current` (the version serving) and `latest` (the last number
+//!   given).
+//! - `eddy:{eddy:deployments}:functions`: the set of deployed names.
 //! - `eddy:deployments`: a stream every host follows; each entry names a function whose current
 //!   version changed (deployed, rolled back or deleted), and the host loads that version (or
 //!   stops the function) and switches to it.
 //!
 //! Every change is one Lua script, so a version, the current pointer and the deployments entry
-//! never disagree.
+//! never disagree. The braces put every key a script touches in the deployments stream's hash
+//! slot, as a Redis Cluster requires. (Before they had them, the first two were
+//! `eddy:function:<name>` and `eddy:functions`: [`LEGACY_FUNCTIONS_KEY`] and
+//! [`crate::broker::migrate`] move them on a single server.)
 
 use std::sync::LazyLock;
 
@@ -21,7 +25,13 @@ use serde::{Deserialize, Serialize};
 /// The stream of deployment changes hosts follow.
 pub const DEPLOYMENTS_STREAM: &str = "eddy:deployments";
 /// The set of deployed function names.
-pub const FUNCTIONS_KEY: &str = "eddy:functions";
+pub const FUNCTIONS_KEY: &str = "eddy:{eddy:deployments}:functions";
+/// Where [`FUNCTIONS_KEY`] was before registry keys shared a hash slot.
+pub const LEGACY_FUNCTIONS_KEY: &str = "eddy:functions";
+/// Where a function's hash was before, by name: this prefix and the name.
+pub const LEGACY_FUNCTION_PREFIX: &str = "eddy:function:";
+/// Where a function's hash is, by name: this prefix and the name.
+pub const FUNCTION_PREFIX: &str = "eddy:{eddy:deployments}:function:";
 
 /// One deployed version of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +52,7 @@ pub fn component_key(digest: &str) -> String {
 }
 
 fn function_key(name: &str) -> String {
-    format!("eddy:function:{name}")
+    format!("{FUNCTION_PREFIX}{name}")
 }
 
 /// Stores a component under its digest unless it is there already; true if it was new.

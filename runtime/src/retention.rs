@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::broker::Conn;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -453,7 +453,7 @@ static RELEASE_LEASE: LazyLock<redis::Script> = LazyLock::new(|| {
 /// Trims one stream by `policy` down to what its groups still need, in steps; returns
 /// (trimmed, held back, length after).
 pub async fn trim(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     policy: Retention,
 ) -> redis::RedisResult<(u64, u64, u64)> {
@@ -476,11 +476,7 @@ pub async fn trim(
 }
 
 /// Declares `triggers` every [`DECLARE_EVERY`] until `stop`.
-pub async fn declare(
-    mut conn: ConnectionManager,
-    triggers: Vec<Declared>,
-    stop: CancellationToken,
-) {
+pub async fn declare(mut conn: Conn, triggers: Vec<Declared>, stop: CancellationToken) {
     if triggers.is_empty() {
         return;
     }
@@ -514,15 +510,13 @@ pub async fn declare(
 }
 
 /// The policies set with `eddy streams retention`.
-pub async fn set_policies(
-    conn: &mut ConnectionManager,
-) -> redis::RedisResult<BTreeMap<String, Retention>> {
+pub async fn set_policies(conn: &mut Conn) -> redis::RedisResult<BTreeMap<String, Retention>> {
     json_hash(conn, POLICIES_KEY).await
 }
 
 /// A hash of stream → JSON value; fields whose value does not parse are skipped.
 async fn json_hash<T: serde::de::DeserializeOwned>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
 ) -> redis::RedisResult<BTreeMap<String, T>> {
     let raw: BTreeMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(conn).await?;
@@ -535,7 +529,7 @@ async fn json_hash<T: serde::de::DeserializeOwned>(
 /// Hosts' live declarations, by stream; and the hash fields of those that are stale at
 /// `now_ms` or unreadable, to drop.
 pub async fn declarations(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     now_ms: i64,
 ) -> redis::RedisResult<(Vec<(String, Declaration)>, Vec<String>)> {
     let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
@@ -557,16 +551,14 @@ pub async fn declarations(
 }
 
 /// The figures of the last passes, by stream.
-pub async fn figures(
-    conn: &mut ConnectionManager,
-) -> redis::RedisResult<BTreeMap<String, StreamFigures>> {
+pub async fn figures(conn: &mut Conn) -> redis::RedisResult<BTreeMap<String, StreamFigures>> {
     json_hash(conn, FIGURES_KEY).await
 }
 
 /// Sets (`Some`) or removes (`None`) the policy of `stream`; refuses a new stream past
 /// [`MAX_SET_POLICIES`].
 pub async fn put_policy(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     policy: Option<Retention>,
 ) -> Result<(), PutError> {
@@ -612,12 +604,7 @@ pub enum PutError {
 
 /// Trims every stream with a policy each `interval` while this host holds the lease, until
 /// `stop`.
-pub async fn run(
-    mut conn: ConnectionManager,
-    holder: String,
-    interval: Duration,
-    stop: CancellationToken,
-) {
+pub async fn run(mut conn: Conn, holder: String, interval: Duration, stop: CancellationToken) {
     let lease_ms = (interval * 3).as_millis() as u64;
     loop {
         if let Err(error) = pass(&mut conn, &holder, lease_ms).await {
@@ -640,7 +627,7 @@ pub async fn run(
 }
 
 /// One pass: take or renew the lease, then trim each stream with a policy.
-async fn pass(conn: &mut ConnectionManager, holder: &str, lease_ms: u64) -> redis::RedisResult<()> {
+async fn pass(conn: &mut Conn, holder: &str, lease_ms: u64) -> redis::RedisResult<()> {
     if !take_lease(conn, holder, lease_ms).await? {
         return Ok(());
     }
@@ -742,7 +729,7 @@ pub struct StreamRow {
 }
 
 /// Every stream with a policy, with its length and what the last pass found.
-pub async fn overview(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<StreamRow>> {
+pub async fn overview(conn: &mut Conn) -> redis::RedisResult<Vec<StreamRow>> {
     let set = set_policies(conn).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let (declared, _) = declarations(conn, now_ms).await?;
@@ -751,21 +738,12 @@ pub async fn overview(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<St
     if policies.is_empty() {
         return Ok(Vec::new());
     }
-    // A key of another type under a stream's name reads as empty rather than failing the list.
-    let mut types = redis::pipe();
+    // One stream per call: a pipeline must stay in one cluster slot, and streams do not.
+    let mut lengths = Vec::with_capacity(policies.len());
     for stream in policies.keys() {
-        types.cmd("TYPE").arg(stream);
+        let length: u64 = LENGTH.key(stream).invoke_async(conn).await?;
+        lengths.push(length);
     }
-    let types: Vec<String> = types.query_async(conn).await?;
-    let mut lengths = redis::pipe();
-    for (stream, kind) in policies.keys().zip(&types) {
-        if kind == "stream" {
-            lengths.cmd("XLEN").arg(stream);
-        } else {
-            lengths.cmd("ECHO").arg(0);
-        }
-    }
-    let lengths: Vec<u64> = lengths.query_async(conn).await?;
     Ok(policies
         .into_iter()
         .zip(lengths)
@@ -786,12 +764,19 @@ pub async fn overview(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<St
         .collect())
 }
 
+/// KEYS: a stream. Its length, or 0 for a key of another type (which reads as empty rather
+/// than failing the list).
+static LENGTH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('TYPE', KEYS[1]).ok == 'stream' then return redis.call('XLEN', KEYS[1]) end
+        return 0
+        ",
+    )
+});
+
 /// Takes the trimmer's lease for `lease_ms`, or renews it; false when another host holds it.
-async fn take_lease(
-    conn: &mut ConnectionManager,
-    holder: &str,
-    lease_ms: u64,
-) -> redis::RedisResult<bool> {
+async fn take_lease(conn: &mut Conn, holder: &str, lease_ms: u64) -> redis::RedisResult<bool> {
     let held: u8 = TAKE_LEASE
         .key(LEASE_KEY)
         .arg(holder)
@@ -802,7 +787,7 @@ async fn take_lease(
 }
 
 /// Sets the held-back gauges from the last pass's figures, for a scrape on any host.
-pub async fn refresh_gauges(conn: &mut ConnectionManager) {
+pub async fn refresh_gauges(conn: &mut Conn) {
     if let Ok(figures) = figures(conn).await {
         METRICS.set_held_back(
             figures

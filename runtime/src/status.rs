@@ -142,8 +142,7 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         .map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "cronjobs", e.to_string()))
         })?;
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    let memory = crate::metrics::RedisMemory::parse(&info);
+    let memory = crate::metrics::RedisMemory::read(conn).await?;
     Ok(json!({
         "redis": {
             "used_memory": memory.used, "maxmemory": memory.max, "full": memory.full(),

@@ -18,6 +18,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy_tests::host::Host;
+use eddy_tests::redis_cluster::RedisCluster;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{eventually, group_exists, manifest, record_function, unique};
 use redis::Commands as _;
@@ -295,6 +296,142 @@ fn eddy_drain_on(
     meter.stop(&mut conn, events)
 }
 
+/// A drain of `events` spread over three streams, one per master of `cluster`, by `hosts`
+/// hosts running `noop` on all three, with `up` extra host arguments. Redis's figures are
+/// summed over every node, replicas included (they apply each write too).
+fn eddy_cluster_drain(
+    cluster: &RedisCluster,
+    events: usize,
+    hosts: usize,
+    up: &[&str],
+) -> (Cost, String) {
+    let mut conn = cluster.conn();
+    let mut streams = std::collections::BTreeMap::new();
+    for n in 0..500 {
+        let name = unique(&format!("spread{n}"));
+        streams.entry(cluster.master_of(&name)).or_insert(name);
+        if streams.len() == 3 {
+            break;
+        }
+    }
+    let streams: Vec<String> = streams.into_values().collect();
+    for stream in &streams {
+        fill(
+            &mut cluster.node(cluster.master_of(stream)),
+            stream,
+            events / 3,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let triggers: String = streams
+        .iter()
+        .map(|s| {
+            format!(
+                "[[triggers.stream]]
+stream = {s:?}
+start = \"earliest\"
+batch = {BATCH}
+"
+            )
+        })
+        .collect();
+    manifest(dir.path(), "noop", "noop", &triggers);
+    let hosts: Vec<Host> = (0..hosts)
+        .map(|_| Host::start(&cluster.url(), dir.path(), up))
+        .collect();
+    eventually(Duration::from_secs(30), "the groups", || {
+        streams
+            .iter()
+            .all(|s| group_exists(&mut conn, s, "noop"))
+            .then_some(())
+    });
+    let ports = cluster.ports();
+    let masters = cluster.masters();
+    let pids: Vec<u32> = hosts.iter().map(Host::pid).collect();
+    let redis_before: Vec<RedisUse> = ports
+        .iter()
+        .map(|p| redis_use(&mut cluster.node(*p)))
+        .collect();
+    let consumers_before: Vec<f64> = pids.iter().map(|p| process_cpu_s(*p)).collect();
+    let started = Instant::now();
+    while !streams
+        .iter()
+        .all(|s| eddy_tests::streams::settled(&mut conn, s, "noop"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let drained = (events / 3 * 3) as f64;
+    let redis_after: Vec<RedisUse> = ports
+        .iter()
+        .map(|p| redis_use(&mut cluster.node(*p)))
+        .collect();
+    let cpu: f64 = redis_after
+        .iter()
+        .zip(&redis_before)
+        .map(|(a, b)| a.cpu_s - b.cpu_s)
+        .sum();
+    let master_cpu: f64 = ports
+        .iter()
+        .zip(redis_after.iter().zip(&redis_before))
+        .filter(|(port, _)| masters.contains(port))
+        .map(|(_, (a, b))| a.cpu_s - b.cpu_s)
+        .sum();
+    let master_commands: u64 = ports
+        .iter()
+        .zip(redis_after.iter().zip(&redis_before))
+        .filter(|(port, _)| masters.contains(port))
+        .map(|(_, (a, b))| a.commands - b.commands)
+        .sum();
+    // Replicas apply every write again (an XREADGROUP reaches them as one XCLAIM per entry):
+    // the split shows what the masters, which bound the throughput, spend.
+    let masters_alone = format!(
+        "    masters alone: {:.2} Redis CPU µs and {:.3} commands per event",
+        master_cpu * 1e6 / drained,
+        master_commands as f64 / drained
+    );
+    let commands: u64 = redis_after
+        .iter()
+        .zip(&redis_before)
+        .map(|(a, b)| a.commands - b.commands)
+        .sum();
+    let consumer: f64 = pids
+        .iter()
+        .zip(&consumers_before)
+        .map(|(p, before)| process_cpu_s(*p) - before)
+        .sum();
+    let cost = Cost {
+        events_per_s: drained / seconds,
+        consumer_us: Some(consumer * 1e6 / drained),
+        redis_us: cpu * 1e6 / drained,
+        commands: commands as f64 / drained,
+    };
+    (cost, masters_alone)
+}
+
+/// The drain rows on a 3-master cluster (with 3 replicas), all on this machine: the hosts and
+/// six redis-servers share its two cores, so these rows show what the cluster path costs per
+/// event, not how far more machines would take it.
+fn cluster_rows(events: usize, native: f64) {
+    let cluster = RedisCluster::start();
+    for hosts in [1, 2, 4] {
+        let (cost, masters) = eddy_cluster_drain(&cluster, events, hosts, &[]);
+        row(
+            &format!("eddy, noop, 3-master cluster, {hosts} host(s)"),
+            cost,
+            native,
+        );
+        println!("{masters}");
+    }
+    let (cost, masters) = eddy_cluster_drain(&cluster, events, 1, &["--wait-replicas", "1"]);
+    row(
+        "eddy, noop, 3-master cluster, 1 host, --wait-replicas 1",
+        cost,
+        native,
+    );
+    println!("{masters}");
+}
+
 /// Prints one row of the drain table.
 fn row(name: &str, cost: Cost, native: f64) {
     println!(
@@ -391,6 +528,21 @@ fn main() {
         "  {:<48} {:>14} {:>7}  {:>9}  {:>7}  {:>7}",
         "consumer", "rate", "ratio", "cpu µs", "redis µs", "cmds"
     );
+    if std::env::var("EDDY_BENCH_ONLY").as_deref() == Ok("cluster") {
+        let native = native_drain(&redis, events);
+        row(
+            "native XREADGROUP/XACK loop, no wasm",
+            native,
+            native.events_per_s,
+        );
+        row(
+            "eddy, noop, default concurrency",
+            eddy_drain(&redis, events, "noop", None, ""),
+            native.events_per_s,
+        );
+        cluster_rows(events, native.events_per_s);
+        return;
+    }
     let native = native_drain(&redis, events);
     row(
         "native XREADGROUP/XACK loop, no wasm",
@@ -461,6 +613,8 @@ fn main() {
             native,
         );
     }
+
+    cluster_rows(events, native);
 
     println!("latency publish -> handled at {rate} events/s for {seconds} s (record function)");
     let latencies = latency(&redis, rate, seconds);

@@ -75,37 +75,13 @@ def check_kubernetes(validate):
     if scaled is None:
         fail("no KEDA ScaledObject in deploy/kubernetes")
     else:
-        spec = scaled.get("spec", {})
-        if spec.get("scaleTargetRef", {}).get("name") != by_kind["Deployment"]["metadata"]["name"]:
-            fail("the ScaledObject does not target the Deployment")
-        if not spec.get("triggers"):
-            fail("the ScaledObject has no triggers")
-        groups = function_names()
-        known = {"address", "addresses", "host", "port", "hosts", "ports", "stream",
-                 "consumerGroup", "lagCount", "activationLagCount", "pendingEntriesCount",
-                 "streamLength", "activationStreamLength", "databaseIndex", "enableTLS",
-                 "usernameFromEnv", "passwordFromEnv"}
-        for trigger in spec.get("triggers", []):
-            meta = trigger.get("metadata", {})
-            if trigger.get("type") not in ("redis-streams", "redis-cluster-streams"):
-                fail(f"unexpected trigger type {trigger.get('type')!r}")
-            for key in ("stream", "consumerGroup"):
-                if key not in meta:
-                    fail(f"a redis-streams trigger lacks {key}")
-            if not ("address" in meta or "addresses" in meta):
-                fail("a redis-streams trigger lacks address")
-            unknown = set(meta) - known
-            if unknown:
-                fail(f"unknown redis-streams metadata {sorted(unknown)}")
-            modes = [m for m in ("lagCount", "pendingEntriesCount", "streamLength") if m in meta]
-            if len(modes) != 1:
-                fail(f"a trigger should scale on exactly one of lag, pending or length: {modes}")
-            for key in ("lagCount", "activationLagCount", "pendingEntriesCount", "streamLength"):
-                if key in meta and not (isinstance(meta[key], str) and meta[key].isdigit()):
-                    fail(f"{key} {meta[key]!r}: expected a count as a string, e.g. \"500\"")
-            if meta.get("consumerGroup") not in groups:
-                fail(f"consumerGroup {meta.get('consumerGroup')!r} is not a function of the "
-                     f"order example: {sorted(groups)}")
+        check_scaled_object(scaled, by_kind, "redis-streams")
+    cluster = DEPLOY / "kubernetes" / "redis-cluster" / "scaledobject.yaml"
+    cluster_docs = documents(cluster) if cluster.exists() else []
+    if len(cluster_docs) != 1 or cluster_docs[0].get("kind") != "ScaledObject":
+        fail("deploy/kubernetes/redis-cluster/scaledobject.yaml should hold one ScaledObject")
+    else:
+        check_scaled_object(cluster_docs[0], by_kind, "redis-cluster-streams")
     deployment = by_kind["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -139,6 +115,47 @@ def check_kubernetes(validate):
         if grace <= wanted:
             fail(f"terminationGracePeriodSeconds {grace} is not above --grace {wanted}s")
     return by_kind
+
+
+def check_scaled_object(scaled, by_kind, kind):
+    """A ScaledObject's structure: it targets the Deployment, and each trigger is a `kind`
+    scaler on a consumer group of the order example, with what that scaler reads."""
+    spec = scaled.get("spec", {})
+    if spec.get("scaleTargetRef", {}).get("name") != by_kind["Deployment"]["metadata"]["name"]:
+        fail("the ScaledObject does not target the Deployment")
+    if not spec.get("triggers"):
+        fail("the ScaledObject has no triggers")
+    groups = function_names()
+    known = {"address", "addresses", "host", "port", "hosts", "ports", "stream",
+             "consumerGroup", "lagCount", "activationLagCount", "pendingEntriesCount",
+             "streamLength", "activationStreamLength", "databaseIndex", "enableTLS",
+             "usernameFromEnv", "passwordFromEnv"}
+    for trigger in spec.get("triggers", []):
+        meta = trigger.get("metadata", {})
+        if trigger.get("type") != kind:
+            fail(f"trigger type {trigger.get('type')!r}: expected {kind}")
+        for key in ("stream", "consumerGroup"):
+            if key not in meta:
+                fail(f"a {kind} trigger lacks {key}")
+        if kind == "redis-cluster-streams":
+            addresses = meta.get("addresses", "")
+            if not addresses or any(not a.strip() or ":" not in a or a != a.strip()
+                                    for a in addresses.split(",")):
+                fail(f"addresses {addresses!r}: expected HOST:PORT,HOST:PORT without spaces")
+        elif "address" not in meta:
+            fail(f"a {kind} trigger lacks address")
+        unknown = set(meta) - known
+        if unknown:
+            fail(f"unknown {kind} metadata {sorted(unknown)}")
+        modes = [m for m in ("lagCount", "pendingEntriesCount", "streamLength") if m in meta]
+        if len(modes) != 1:
+            fail(f"a trigger should scale on exactly one of lag, pending or length: {modes}")
+        for key in ("lagCount", "activationLagCount", "pendingEntriesCount", "streamLength"):
+            if key in meta and not (isinstance(meta[key], str) and meta[key].isdigit()):
+                fail(f"{key} {meta[key]!r}: expected a count as a string, e.g. \"500\"")
+        if meta.get("consumerGroup") not in groups:
+            fail(f"consumerGroup {meta.get('consumerGroup')!r} is not a function of the "
+                 f"order example: {sorted(groups)}")
 
 
 def function_names():

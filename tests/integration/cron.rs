@@ -340,7 +340,11 @@ fn after_a_long_outage_the_last_minute_fires_and_older_ticks_follow_the_policy()
     // Every host was down for five minutes: the mark says so.
     let now = chrono::Utc::now().timestamp();
     let _: () = conn
-        .hset("eddy:cronjob:outage:state", "last", now - 300)
+        .hset(
+            format!("eddy:{{{stream}}}:cronjob:outage:state"),
+            "last",
+            now - 300,
+        )
         .unwrap();
     let _host = host(&redis, fns.path());
     eventually(

@@ -3,7 +3,6 @@
 //! version keeps serving), and answer 404 and 400 for unknown and bad names.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,14 +10,10 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{add, entries, eventually, manifest, unique};
-use eddy_tests::{eddy_bin, run, wasm};
+use eddy_tests::wasm;
 
 fn eddy(host: &str, args: &[&str]) -> (i32, String, String) {
-    run(Command::new(eddy_bin())
-        .args(args)
-        .args(["--host", host])
-        .env_remove("EDDY_TOKEN"))
-    .into_parts()
+    eddy_tests::eddy_host(args, host).into_parts()
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod batches;
 mod capabilities;
+mod cluster;
 mod cron;
 mod deploy;
 mod deploy_kit;

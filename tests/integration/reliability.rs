@@ -663,3 +663,50 @@ fn lag_is_true_after_a_crash_and_when_redis_s_counter_is_impossible() {
     assert!(state.estimated, "{state:?}");
     assert_eq!(state.lag, 50, "the 50 entries after the group's id");
 }
+
+#[test]
+fn a_dead_letter_stream_of_the_wrong_type_holds_its_letters_and_no_one_else_s() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    let (broken, healthy) = (unique("broken"), unique("healthy"));
+    // Someone's hash sits where one group's dead letters should go.
+    let _: () = conn.hset(&broken, "not", "a stream").unwrap();
+    for (name, dead_letter) in [("first", &broken), ("second", &healthy)] {
+        record_function(
+            dir.path(),
+            name,
+            &stream,
+            &records,
+            "status = \"500\"",
+            &format!("dead_letter = {dead_letter:?}\n[triggers.stream.retry]\nmax_attempts = 1"),
+        );
+    }
+    let _host = Host::start(&redis.url(), dir.path(), &[]);
+    wait_group(&mut conn, &stream, "first");
+    wait_group(&mut conn, &stream, "second");
+    add_events(&mut conn, &stream, 0..5);
+    eventually(
+        Duration::from_secs(30),
+        "the healthy group's letters",
+        || (entries(&mut conn, &healthy).len() == 5).then_some(()),
+    );
+    // The other group's letters wait in the stream's outbox, none lost, for the key to be
+    // fixed; the hash is untouched.
+    let outbox = format!("eddy:{{{stream}}}:dead-letters");
+    eventually(Duration::from_secs(30), "the held letters", || {
+        (entries(&mut conn, &outbox).len() == 5).then_some(())
+    });
+    let kind: String = redis::cmd("TYPE").arg(&broken).query(&mut conn).unwrap();
+    assert_eq!(kind, "hash");
+    let _: () = conn.del(&broken).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the held letters forwarded",
+        || {
+            (entries(&mut conn, &broken).len() == 5 && entries(&mut conn, &outbox).is_empty())
+                .then_some(())
+        },
+    );
+}

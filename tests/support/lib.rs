@@ -13,6 +13,7 @@ pub mod fakes;
 pub mod host;
 pub mod http;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod streams;
 pub mod web;
@@ -129,6 +130,15 @@ pub fn eddy_redis(args: &[&str], redis_url: &str) -> Run {
     run(Command::new(eddy_bin())
         .args(args)
         .args(["--redis", redis_url]))
+}
+
+/// Runs a client `eddy` command (`deploy`, `publish`, `functions`, …) with `args` against the
+/// host API at `host`, with no token from the caller's environment.
+pub fn eddy_host(args: &[&str], host: &str) -> Run {
+    run(Command::new(eddy_bin())
+        .args(args)
+        .args(["--host", host])
+        .env_remove("EDDY_TOKEN"))
 }
 
 /// Runs `command` (an `eddy` one) to its end, without the caller's log settings.

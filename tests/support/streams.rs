@@ -96,7 +96,7 @@ impl StreamEntry {
 type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
 /// Every entry of `stream`, oldest first.
-pub fn entries(conn: &mut redis::Connection, stream: &str) -> Vec<StreamEntry> {
+pub fn entries(conn: &mut impl redis::ConnectionLike, stream: &str) -> Vec<StreamEntry> {
     let raw: RawEntries = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
@@ -115,12 +115,12 @@ pub fn entries(conn: &mut redis::Connection, stream: &str) -> Vec<StreamEntry> {
 }
 
 /// Adds an entry with `fields` to `stream` and returns its id.
-pub fn add(conn: &mut redis::Connection, stream: &str, fields: &[(&str, &str)]) -> String {
+pub fn add(conn: &mut impl redis::ConnectionLike, stream: &str, fields: &[(&str, &str)]) -> String {
     conn.xadd(stream, "*", fields).expect("XADD")
 }
 
 /// Entries pending (delivered, not acknowledged) in `group` of `stream`.
-pub fn pending(conn: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+pub fn pending(conn: &mut impl redis::ConnectionLike, stream: &str, group: &str) -> u64 {
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
@@ -133,13 +133,16 @@ pub fn pending(conn: &mut redis::Connection, stream: &str, group: &str) -> u64 {
 }
 
 /// Entries waiting in the retry schedule of `group` on `stream`.
-pub fn scheduled_retries(conn: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+pub fn scheduled_retries(conn: &mut impl redis::ConnectionLike, stream: &str, group: &str) -> u64 {
     conn.zcard(format!("eddy:{{{stream}}}:{group}:retry:due"))
         .expect("ZCARD")
 }
 
 /// What `XINFO GROUPS` says of each consumer group of `stream` (none if there is no stream).
-fn groups_info(conn: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, redis::Value>> {
+fn groups_info(
+    conn: &mut impl redis::ConnectionLike,
+    stream: &str,
+) -> Vec<HashMap<String, redis::Value>> {
     redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
@@ -155,7 +158,7 @@ fn group_name(info: &HashMap<String, redis::Value>) -> Option<String> {
 
 /// What `XINFO GROUPS` says of `group` on `stream`; `None` when the group does not exist.
 fn group_info(
-    conn: &mut redis::Connection,
+    conn: &mut impl redis::ConnectionLike,
     stream: &str,
     group: &str,
 ) -> Option<HashMap<String, redis::Value>> {
@@ -165,7 +168,7 @@ fn group_info(
 }
 
 /// The names of the consumer groups of `stream`.
-pub fn group_names(conn: &mut redis::Connection, stream: &str) -> Vec<String> {
+pub fn group_names(conn: &mut impl redis::ConnectionLike, stream: &str) -> Vec<String> {
     groups_info(conn, stream)
         .iter()
         .filter_map(group_name)
@@ -173,14 +176,14 @@ pub fn group_names(conn: &mut redis::Connection, stream: &str) -> Vec<String> {
 }
 
 /// Whether consumer group `group` exists on `stream`.
-pub fn group_exists(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+pub fn group_exists(conn: &mut impl redis::ConnectionLike, stream: &str, group: &str) -> bool {
     group_info(conn, stream, group).is_some()
 }
 
 /// Whether `group` has read every entry of `stream` (lag 0, or its last-delivered id is the
 /// stream's last entry: Redis's lag counter can drift after an AOF reload), acknowledged all
 /// it read and has no retry scheduled: nothing more will run for it until a new entry arrives.
-pub fn settled(conn: &mut redis::Connection, stream: &str, group: &str) -> bool {
+pub fn settled(conn: &mut impl redis::ConnectionLike, stream: &str, group: &str) -> bool {
     let Some(info) = group_info(conn, stream, group) else {
         return false;
     };

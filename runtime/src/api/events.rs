@@ -56,10 +56,16 @@ pub async fn ingest(
         pipe.cmd("XADD").arg(stream).arg("*").arg(fields);
     }
     let mut conn = state.broker.requests();
-    let ids: Vec<String> = pipe
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| ApiError::redis("ingress", &e))?;
+    let ids: Vec<String> = match pipe.query_async(&mut conn).await {
+        Ok(ids) => ids,
+        // A transaction redirected after a failover or a slot move wrote nothing: sent again
+        // once the client knows where the stream lives now.
+        Err(error) if crate::broker::follow_redirect(&mut conn, stream, &error).await => pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ApiError::redis("ingress", &e))?,
+        Err(error) => return Err(ApiError::redis("ingress", &error)),
+    };
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "stream": stream, "ids": ids }),

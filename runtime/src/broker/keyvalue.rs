@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::broker::Conn;
 
 use crate::engine::{
     BucketId, KeyValue, KvError, MAX_BATCH_READ_BYTES, not_a_number, overflows, too_much_to_read,
@@ -54,7 +54,7 @@ static GET_MANY: LazyLock<redis::Script> = LazyLock::new(|| {
 
 /// Buckets in the hosts' Redis.
 pub struct RedisKeyValue {
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl RedisKeyValue {
@@ -64,7 +64,7 @@ impl RedisKeyValue {
     }
 
     /// Buckets over `conn`.
-    pub fn over(conn: ConnectionManager) -> Self {
+    pub fn over(conn: Conn) -> Self {
         Self { conn }
     }
 }

@@ -2,22 +2,25 @@
 //! (or starting a private `redis-server` for a one-machine host, in `embedded`) and the
 //! `publish` capability's Redis side.
 //!
-//! Two kinds of connection are used. One shared, multiplexed [`ConnectionManager`] carries
-//! every short command (acks, scripts, publishes) and reconnects by itself after a drop. Each
-//! stream reader gets its own, because a blocking `XREADGROUP` would hold up every command
-//! queued behind it on a shared connection.
+//! Two kinds of connection are used. One shared, multiplexed [`Conn`] carries every short
+//! command (acks, scripts, publishes) and reconnects by itself after a drop. Each stream reader
+//! gets its own, because a blocking `XREADGROUP` would hold up every command queued behind it
+//! on a shared connection. Either may be to a single server or a cluster ([`connection`]).
 
+pub mod connection;
 pub mod embedded;
 pub mod groups;
 pub mod keyvalue;
+pub mod migrate;
 
+pub use connection::Conn;
 pub use keyvalue::RedisKeyValue;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use connection::{Patience, Target};
 
 #[cfg(doc)]
 use crate::engine::validate_publish;
@@ -35,51 +38,159 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// shutdown; also bounds how late a host notices it is asked to stop.
 pub const READ_BLOCK: Duration = Duration::from_millis(1000);
 
-/// A Redis server to talk to.
+/// How the hosts' Redis is reached, once its shape is known.
 #[derive(Clone)]
-pub struct Broker {
-    client: redis::Client,
-    shared: ConnectionManager,
-    requests: ConnectionManager,
-    url: Arc<str>,
+enum Reach {
+    Single(redis::Client),
+    Cluster(Arc<[String]>),
 }
 
+/// The hosts' Redis: a single server or a cluster.
+#[derive(Clone)]
+pub struct Broker {
+    reach: Reach,
+    shared: Conn,
+    requests: Conn,
+    url: Arc<str>,
+    replicas: u32,
+}
+
+/// Replicas a write may be made to wait for at most (`eddy up --wait-replicas`).
+pub const MAX_WAIT_REPLICAS: u32 = 5;
+/// How long a write waits for its replicas before going on without them: the write has
+/// landed on the master either way, and a replica that is down must not stall every settle.
+pub const REPLICA_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The shared connection's patience: a few retries, then the caller hears of it.
+const SHARED: Patience = Patience {
+    response: RESPONSE_TIMEOUT,
+    connect: CONNECT_TIMEOUT,
+    retries: 3,
+};
+/// An API request's: no retry, a short wait.
+const REQUESTS: Patience = Patience {
+    response: REQUEST_TIMEOUT,
+    connect: CONNECT_TIMEOUT,
+    retries: 0,
+};
+/// An API request's on a cluster: a redirection (`MOVED` after a failover, `ASK` while a slot
+/// moves) is followed by retrying, within the same overall wait.
+const CLUSTER_REQUESTS: Patience = Patience {
+    response: REQUEST_TIMEOUT,
+    connect: CONNECT_TIMEOUT,
+    retries: 2,
+};
+/// A blocking reader's: long enough for one block.
+const READER: Patience = Patience {
+    response: READ_BLOCK.saturating_add(RESPONSE_TIMEOUT),
+    connect: CONNECT_TIMEOUT,
+    retries: 3,
+};
+
 impl Broker {
-    /// Connects to `url` (`redis://host:port/db`, `rediss://…`, `unix:///path`).
+    /// Connects to `url`: `redis://host:port/db`, `rediss://…`, `unix:///path`, or a cluster
+    /// (`redis+cluster://host:port,host:port`, a comma-separated list, or any one node of a
+    /// cluster, found out by asking it).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .with_context(|| format!("invalid Redis URL {url:?}: expected redis://HOST:PORT"))?;
-        let shared = manager(&client, RESPONSE_TIMEOUT, 3)
+        let reach = match Target::parse(url)? {
+            Target::Cluster(seeds) => Reach::Cluster(seeds.into()),
+            Target::Single(single_url) => {
+                let client = redis::Client::open(single_url.as_str()).with_context(|| {
+                    format!("invalid Redis URL {url:?}: expected redis://HOST:PORT")
+                })?;
+                let mut probe = connection::single(&client, SHARED)
+                    .await
+                    .with_context(|| format!("cannot connect to Redis at {url}"))?;
+                match connection::is_cluster_node(&mut probe).await {
+                    Ok(true) => Reach::Cluster(vec![single_url].into()),
+                    Ok(false) => Reach::Single(client),
+                    // A server that refuses INFO (its operator renamed it) may still be a
+                    // cluster node: CLUSTER INFO answers there and errs on a single server.
+                    Err(_) => {
+                        let cluster: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query_async(&mut probe)
+                            .await;
+                        if cluster.is_ok_and(|info| info.contains("cluster_state")) {
+                            Reach::Cluster(vec![single_url].into())
+                        } else {
+                            Reach::Single(client)
+                        }
+                    }
+                }
+            }
+        };
+        let shared = open(&reach, SHARED)
             .await
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
-        let requests = manager(&client, REQUEST_TIMEOUT, 0)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        let requests = match reach {
+            Reach::Single(_) => open(&reach, REQUESTS).await,
+            Reach::Cluster(_) => open(&reach, CLUSTER_REQUESTS).await,
+        }
+        .with_context(|| format!("cannot connect to Redis at {url}"))?;
         Ok(Self {
-            client,
+            reach,
             shared,
             requests,
             url: url.into(),
+            replicas: 0,
         })
     }
 
+    /// Makes the writes whose loss in a failover would lose something (settles and dead-letter
+    /// forwards) wait until `replicas` replicas of their master have them (`WAIT`, at most
+    /// [`REPLICA_WAIT_TIMEOUT`]). 0, the default, waits for none: Redis replicates
+    /// asynchronously, and a master that dies may take its last writes with it.
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas.min(MAX_WAIT_REPLICAS);
+        self
+    }
+
+    /// The replicas writes wait for, if `--wait-replicas` asked for any.
+    pub fn replicas_to_wait_for(&self) -> Option<u32> {
+        (self.replicas > 0).then_some(self.replicas)
+    }
+
+    /// Adds `WAIT` for the configured replicas to `pipe`, its reply ignored, if any are
+    /// configured. In a pipeline it runs on the node the pipeline's keys live on: the one whose
+    /// replicas matter. `WAIT` blocks the connection it is sent on, so a pipeline carrying it
+    /// must go over a connection of its own, never the shared one.
+    pub fn push_wait(&self, pipe: &mut redis::Pipeline) {
+        if self.replicas > 0 {
+            self.push_wait_counted(pipe);
+            pipe.ignore();
+        }
+    }
+
+    /// Adds `WAIT` for the configured replicas to `pipe`, replying how many have the writes.
+    pub fn push_wait_counted(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("WAIT")
+            .arg(self.replicas)
+            .arg(REPLICA_WAIT_TIMEOUT.as_millis() as u64);
+    }
+
     /// The shared connection for short commands; clones share it.
-    pub fn shared(&self) -> ConnectionManager {
+    pub fn shared(&self) -> Conn {
         self.shared.clone()
     }
 
     /// The connection for API requests a client waits on: it does not retry a lost
     /// connection before answering and gives up after [`REQUEST_TIMEOUT`], so a client gets a
     /// prompt 503 while Redis is away (the next request reconnects).
-    pub fn requests(&self) -> ConnectionManager {
+    pub fn requests(&self) -> Conn {
         self.requests.clone()
     }
 
     /// A connection of its own for blocking reads.
-    pub async fn dedicated(&self) -> anyhow::Result<ConnectionManager> {
-        manager(&self.client, READ_BLOCK + RESPONSE_TIMEOUT, 3)
+    pub async fn dedicated(&self) -> anyhow::Result<Conn> {
+        open(&self.reach, READER)
             .await
             .with_context(|| format!("cannot connect to Redis at {}", self.url))
+    }
+
+    /// Whether the hosts' Redis is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.reach, Reach::Cluster(_))
     }
 
     /// The URL connected to, for messages.
@@ -88,16 +199,11 @@ impl Broker {
     }
 }
 
-async fn manager(
-    client: &redis::Client,
-    response_timeout: Duration,
-    retries: usize,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(CONNECT_TIMEOUT.min(response_timeout)))
-        .set_number_of_retries(retries);
-    client.get_connection_manager_with_config(config).await
+async fn open(reach: &Reach, patience: Patience) -> anyhow::Result<Conn> {
+    match reach {
+        Reach::Single(client) => Ok(connection::single(client, patience).await?),
+        Reach::Cluster(seeds) => connection::cluster(seeds, patience).await,
+    }
 }
 
 /// What a failed Redis command means to its caller.
@@ -132,7 +238,18 @@ impl Trouble {
             || error.is_timeout()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
-            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+            || matches!(
+                error.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::BusyLoading
+                        | redis::ServerErrorKind::TryAgain
+                        | redis::ServerErrorKind::ClusterDown
+                        | redis::ServerErrorKind::MasterDown
+                )
+            )
+            || codes
+                .iter()
+                .any(|c| c == "CLUSTERDOWN" || c == "TRYAGAIN" || c == "MASTERDOWN")
         {
             Trouble::Away
         } else {
@@ -150,6 +267,35 @@ impl Trouble {
     }
 }
 
+/// Whether `error` says a key moved to another cluster node (`MOVED`, or `ASK` while its
+/// slot migrates), alone or inside a pipeline's replies.
+pub fn is_redirect(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    ) || error.clone().into_server_errors().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|(_, e)| matches!(e.code(), "MOVED" | "ASK" | "EXECABORT"))
+    })
+}
+
+/// After a pipeline came back redirected: the cluster client follows redirections of single
+/// commands only, so one keyed command makes it learn where `key` lives now, and the
+/// pipeline, sent again, goes there. True if `error` was a redirection.
+pub async fn follow_redirect<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    error: &redis::RedisError,
+) -> bool {
+    if !is_redirect(error) {
+        return false;
+    }
+    let _: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(key).query_async(conn).await;
+    true
+}
+
 /// Classifies `error` and counts it in `eddy_redis_errors_total{operation, kind}`.
 pub fn counted(operation: &'static str, error: &redis::RedisError) -> Trouble {
     let trouble = Trouble::of(error);
@@ -159,7 +305,7 @@ pub fn counted(operation: &'static str, error: &redis::RedisError) -> Trouble {
 
 /// Publishes events functions emit by `XADD`ing them in the wire format.
 pub struct RedisPublisher {
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl RedisPublisher {

@@ -355,7 +355,7 @@ pub fn count_within(min: usize, max: usize) -> clap::builder::RangedU64ValuePars
 /// `--data-dir`), in a small runtime of its own: what every Redis-direct command does.
 pub fn with_redis<T, F, Fut>(target: RedisArgs, work: F) -> anyhow::Result<T>
 where
-    F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+    F: FnOnce(crate::broker::Conn) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let url = redis_url(target.redis.as_deref(), &target.data_dir)?;

@@ -57,10 +57,7 @@ struct Target {
 }
 
 /// Finds the stream and group: from the flags, checked against the deployed manifest if any.
-async fn target(
-    conn: &mut redis::aio::ConnectionManager,
-    args: &ReplayArgs,
-) -> anyhow::Result<Target> {
+async fn target(conn: &mut crate::broker::Conn, args: &ReplayArgs) -> anyhow::Result<Target> {
     let deployed = crate::registry::current(conn, &args.name).await?;
     let triggers = match &deployed {
         Some(version) => {

@@ -116,6 +116,17 @@ pub struct UpArgs {
     // retention::DEFAULT_INTERVAL
     pub retention_interval: Duration,
 
+    /// Replicas that must have a settle or a dead-letter forward before the host goes on
+    /// (Redis `WAIT`, at most 500ms each, over a connection of each trigger's own; 0 to 5).
+    /// Redis replicates asynchronously: a master that fails over may lose its last writes, and
+    /// with them an acknowledgement (the event comes again) or a dead letter (a letter not
+    /// confirmed stays in the outbox and is forwarded again). 1 closes that window for a
+    /// primary with replicas or a Redis Cluster, at a cost measured in BENCHMARKS.md. 0 (the
+    /// default) waits for none.
+    #[arg(long, env = "EDDY_WAIT_REPLICAS", value_name = "N", default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=crate::broker::MAX_WAIT_REPLICAS as i64))]
+    pub wait_replicas: u32,
+
     /// Time a client has to send a request's headers, from their first byte; at most 1h.
     #[arg(long, value_name = "DURATION", default_value = "10s",
         value_parser = super::duration_up_to(api::MAX_HTTP_TIMEOUT))]
@@ -256,6 +267,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         api_invoke_queue: args.api_invoke_queue,
         records_budget: args.records_budget,
         retention_interval: args.retention_interval,
+        wait_replicas: args.wait_replicas,
     };
     crate::api::raise_open_file_limit();
 

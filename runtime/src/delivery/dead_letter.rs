@@ -9,10 +9,28 @@
 //! (the original first, Eddy's fields appended) are still read: see
 //! [`super::replay::StoredLetter`].
 //!
-//! Adding the dead letter and acknowledging the original happen in one Lua script, and only if
-//! the acknowledgement removed a pending entry: a crash leaves the original pending or the dead
-//! letter written, never neither and never both, and two hosts that both finished the same
-//! entry write one dead letter between them.
+//! A dead letter travels in two steps, because the dead-letter stream (`orders.dlq`) and the
+//! stream it came from (`orders`) are two keys that a Redis Cluster puts in different slots,
+//! and no script may touch both:
+//!
+//! 1. **Into the outbox.** One script, in the source stream's slot, acknowledges the original
+//!    (or ends its retry lease) and adds the letter to the stream's outbox
+//!    (`eddy:{orders}:dead-letters`, see [`outbox_key`]) only if that acknowledgement removed a
+//!    pending entry. A crash leaves the original pending or the letter in the outbox, never
+//!    neither and never both; two hosts that both finished the same entry write one letter.
+//! 2. **Forwarded** ([`forward`]), by the host that wrote it right after, and by every host
+//!    following the stream on its retry round (a host that died between the steps leaves its
+//!    letters to them). For each outbox entry: a script in the dead-letter stream's slot adds
+//!    the letter there unless its *forwarded marker* (`eddy:{orders.dlq}:forwarded:<letter>`)
+//!    exists, and sets the marker; then the outbox entry is deleted. A forwarder that dies after
+//!    adding but before deleting leaves a marker behind, so the next forwarder deletes the
+//!    entry without adding it again: never lost, never doubled. The marker is not deleted with
+//!    the entry but expires after [`FORWARDED_MARKER_TTL`], because another forwarder may have
+//!    read the same entry just before it was deleted and still be about to add it.
+//!
+//! The outbox entry holds the target stream in `eddy.to`, the letter's own random id in
+//! `eddy.letter` (which names its marker), then the letter's fields as they will be written. The same two steps run on a single server, so there is one protocol to
+//! trust; they cost three more round trips per dead letter, which is the rare path.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -174,21 +192,65 @@ fn truncate_end(text: &str, max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// KEYS: stream, dead-letter stream. ARGV: group, entry id, then field/value pairs.
-/// Dead-letters only if this acknowledgement is the one that removes the pending entry.
+/// The field of an outbox entry naming the dead-letter stream it is for.
+pub const OUTBOX_TARGET: &str = "eddy.to";
+/// The field of an outbox entry holding its letter's own random id, which names its forwarded
+/// marker: an entry id could come again after a failover lost the entry that had it.
+pub const OUTBOX_LETTER: &str = "eddy.letter";
+/// How long a forwarded marker outlives its letter's forwarding: far longer than a forwarder
+/// takes between reading an outbox entry and adding it (bounded by the connection's timeouts,
+/// seconds), and short enough that a storm of dead letters leaves few markers behind.
+pub const FORWARDED_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Outbox entries forwarded per round trip.
+const FORWARD_PAGE: usize = 100;
+
+/// The outbox of dead letters from `stream`, in its hash slot.
+pub fn outbox_key(stream: &str) -> String {
+    format!("eddy:{{{stream}}}:dead-letters")
+}
+
+/// The marker saying that the letter `letter` reached `dead_letter_stream`, in the dead-letter
+/// stream's slot.
+fn forwarded_marker(dead_letter_stream: &str, letter: &str) -> String {
+    format!("eddy:{{{dead_letter_stream}}}:forwarded:{letter}")
+}
+
+/// A new letter id for [`OUTBOX_LETTER`].
+pub(super) fn letter_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// KEYS: stream, its outbox. ARGV: group, entry id, dead-letter stream, letter id, then
+/// field/value pairs. Writes the letter to the outbox only if this acknowledgement is the one
+/// that removes the pending entry.
 static DEAD_LETTER_PENDING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-            return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+            return redis.call('XADD', KEYS[2], '*', 'eddy.to', ARGV[3], 'eddy.letter', ARGV[4],
+                unpack(ARGV, 5))
         end
         return false
         ",
     )
 });
 
-/// Adds to `pipe` dead-lettering a pending stream entry and acknowledging it in one step
-/// (nothing happens if the entry was no longer pending: another host finished it).
+/// KEYS: dead-letter stream, forwarded marker. ARGV: marker ttl ms, then field/value pairs.
+/// 1: added; 0: the marker says it was added before.
+static FORWARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+        redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+        return 1
+        ",
+    )
+});
+
+/// Adds to `pipe` acknowledging a pending stream entry and putting its dead letter in the
+/// stream's outbox in one step (nothing happens if the entry was no longer pending: another
+/// host finished it). [`forward`] takes it on to `dead_letter_stream`.
 pub fn push_dead_letter_pending(
     pipe: &mut redis::Pipeline,
     dead_letter_stream: &str,
@@ -198,9 +260,11 @@ pub fn push_dead_letter_pending(
     let mut invocation = DEAD_LETTER_PENDING.prepare_invoke();
     invocation
         .key(&letter.stream)
-        .key(dead_letter_stream)
+        .key(outbox_key(&letter.stream))
         .arg(&letter.group)
-        .arg(&letter.entry_id);
+        .arg(&letter.entry_id)
+        .arg(dead_letter_stream)
+        .arg(letter_id());
     push_letter(&mut invocation, original, letter);
     pipe.invoke_script(&invocation).ignore();
 }
@@ -208,7 +272,132 @@ pub fn push_dead_letter_pending(
 /// Loads the script [`push_dead_letter_pending`] uses (see
 /// [`super::retry_queue::load_scripts`]).
 pub async fn load_script<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
-    DEAD_LETTER_PENDING.load_async(conn).await.map(drop)
+    DEAD_LETTER_PENDING.load_async(conn).await?;
+    FORWARD.load_async(conn).await.map(drop)
+}
+
+/// What a forwarding round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Letters added to their dead-letter streams.
+    pub added: usize,
+    /// Letters that could not be forwarded and stay in the outbox (a dead-letter stream that
+    /// is a key of another type, replicas that did not confirm): tried again next round.
+    pub held: usize,
+}
+
+/// Forwards every letter in `stream`'s outbox to its dead-letter stream (step 2 of the
+/// module's protocol). Safe to run on any number of hosts at once. A letter that cannot be
+/// forwarded stays in the outbox without holding up the ones after it; an error only ends the
+/// round when Redis is away or full.
+pub async fn forward<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    broker: &crate::broker::Broker,
+    stream: &str,
+) -> redis::RedisResult<Forwarded> {
+    let outbox = outbox_key(stream);
+    let mut done = Forwarded::default();
+    let mut after = "-".to_owned();
+    loop {
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(&outbox)
+            .arg(&after)
+            .arg("+")
+            .arg("COUNT")
+            .arg(FORWARD_PAGE)
+            .query_async(conn)
+            .await?;
+        let entries = crate::triggers::streams::wire::entries_of(reply)
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "XRANGE reply", e)))?;
+        let count = entries.len();
+        for entry in entries {
+            after = format!("({}", entry.id);
+            let fields = entry.fields.unwrap_or_default();
+            let (target, letter) = match fields.as_slice() {
+                [(to_name, to), (letter_name, letter), ..]
+                    if to_name == OUTBOX_TARGET && letter_name == OUTBOX_LETTER =>
+                {
+                    (
+                        String::from_utf8_lossy(to).into_owned(),
+                        String::from_utf8_lossy(letter).into_owned(),
+                    )
+                }
+                _ => {
+                    // Only Eddy writes here (the key is reserved): an entry of another shape
+                    // cannot be forwarded anywhere, and is left for an operator to see.
+                    tracing::error!(%outbox, id = %entry.id, "outbox entry without its target; left in place");
+                    done.held += 1;
+                    continue;
+                }
+            };
+            match forward_one(conn, broker, &target, &letter, &fields[2..]).await {
+                Ok(Some(fresh)) => {
+                    done.added += fresh;
+                    let _: i64 = redis::cmd("XDEL")
+                        .arg(&outbox)
+                        .arg(&entry.id)
+                        .query_async(conn)
+                        .await?;
+                }
+                Ok(None) => done.held += 1,
+                Err(error) => match crate::broker::Trouble::of(&error) {
+                    crate::broker::Trouble::Away | crate::broker::Trouble::Full => {
+                        return Err(error);
+                    }
+                    crate::broker::Trouble::WrongType | crate::broker::Trouble::Other => {
+                        // This letter's stream is unusable (another type under its name):
+                        // the letters after it, to other streams, still go.
+                        crate::broker::counted("dead_letter", &error);
+                        tracing::error!(%outbox, id = %entry.id, dead_letter_stream = %target, %error,
+                            "a dead letter cannot be forwarded; it stays in the outbox");
+                        done.held += 1;
+                    }
+                },
+            }
+        }
+        if count < FORWARD_PAGE {
+            return Ok(done);
+        }
+    }
+}
+
+/// Adds one letter to `target` unless its marker says it is there: `Some(1)` added, `Some(0)`
+/// there before, `None` added but not confirmed by the replicas `--wait-replicas` asks for
+/// (the outbox keeps it; the marker makes the next try a no-op). With replicas asked for, the
+/// `WAIT` rides in the same pipeline, so it runs on the dead-letter stream's own node.
+async fn forward_one<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    broker: &crate::broker::Broker,
+    target: &str,
+    letter: &str,
+    fields: &[(String, Vec<u8>)],
+) -> redis::RedisResult<Option<usize>> {
+    let mut invocation = FORWARD.prepare_invoke();
+    invocation
+        .key(target)
+        .key(forwarded_marker(target, letter))
+        .arg(FORWARDED_MARKER_TTL.as_millis() as u64);
+    for (name, value) in fields {
+        invocation.arg(name).arg(value.as_slice());
+    }
+    let Some(replicas) = broker.replicas_to_wait_for() else {
+        let fresh: i64 = invocation.invoke_async(conn).await?;
+        return Ok(Some(fresh as usize));
+    };
+    let mut pipe = redis::pipe();
+    pipe.invoke_script(&invocation);
+    broker.push_wait_counted(&mut pipe);
+    let sent: redis::RedisResult<(i64, u32)> = pipe.query_async(conn).await;
+    let (fresh, acked) = match sent {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            FORWARD.load_async(conn).await?;
+            pipe.query_async(conn).await?
+        }
+        other => other?,
+    };
+    Ok((acked >= replicas).then_some(fresh as usize))
 }
 
 /// Original fields a dead letter keeps at most. A producer can write an entry with any number

@@ -12,7 +12,8 @@
 //! - `backoff`: the retry policy and the delay before each attempt.
 //! - `retry_queue`: the durable schedule of retries (a sorted set leased by Lua scripts), so a
 //!   retry survives the host that scheduled it.
-//! - `dead_letter`: what a dead-letter entry holds, and the atomic "dead-letter and ack" step.
+//! - `dead_letter`: what a dead-letter entry holds, and the two steps that move it there (ack
+//!   into the stream's outbox, then forward), safe across cluster slots.
 //! - [`replay`]: dead-letter operations: list, show, replay into the retry schedule, purge.
 //! - [`history`]: re-running a function over a range of its stream's history.
 
@@ -27,7 +28,9 @@ pub use backoff::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy,
 };
 pub use dead_letter::{
-    DeadLetter, LOG_TAIL_BYTES, Reason, error_text, log_tail, push_dead_letter_pending,
+    DeadLetter, FORWARDED_MARKER_TTL, Forwarded, LOG_TAIL_BYTES, OUTBOX_LETTER, OUTBOX_TARGET,
+    Reason, error_text, forward as forward_dead_letters, log_tail, outbox_key,
+    push_dead_letter_pending,
 };
 pub use retry_queue::{LeasedRetry, RetryKeys, RetryRecord};
 

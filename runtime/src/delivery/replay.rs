@@ -123,22 +123,36 @@ pub async fn letters<C: ConnectionLike>(
     Ok(out)
 }
 
-/// KEYS: dead-letter stream, due, data, attempts, lease. ARGV: dead letter id, original entry
-/// id, now ms, record.
+/// KEYS: due, data, attempts, lease, replayed set. ARGV: letter reference, original entry id,
+/// now ms, record, forget-before ms. Schedules the original again unless this letter was
+/// replayed before (1 scheduled, 0 not).
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-        redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-        redis.call('HSET', KEYS[4], ARGV[2], 0)
-        redis.call('HDEL', KEYS[5], ARGV[2])
-        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+        redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[5])
+        if redis.call('ZSCORE', KEYS[5], ARGV[1]) then return 0 end
+        redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+        redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+        redis.call('HSET', KEYS[3], ARGV[2], 0)
+        redis.call('HDEL', KEYS[4], ARGV[2])
+        redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
         return 1
         ",
     )
 });
 
-/// Replays one dead letter; false if it was already gone (replayed or purged meanwhile).
+/// How long a replayed letter is remembered: a replay that stopped between scheduling the
+/// event and deleting its letter is finished by running it again within this time.
+pub const REPLAYED_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The sorted set of letters replayed into `group`'s schedule for `stream`, in the stream's
+/// slot: `<dead-letter stream>/<letter id>` scored by when.
+pub fn replayed_key(stream: &str, group: &str) -> String {
+    format!("eddy:{{{stream}}}:{group}:replayed")
+}
+
+/// Replays one dead letter; false if another replay got there first. A letter purged while
+/// this replay scheduled it is still replayed (true): the operator asked for both at once.
 pub async fn replay<C: ConnectionLike>(
     conn: &mut C,
     letter: &StoredLetter,
@@ -165,17 +179,23 @@ pub async fn replay<C: ConnectionLike>(
         last_error: String::new(),
         log_tail: String::new(),
     };
+    // Two steps, because the letter and the schedule live in different cluster slots: schedule
+    // the event unless this letter was replayed already (remembered in the schedule's slot),
+    // then delete the letter. A replay stopped in between is finished by running it again: the
+    // event is not scheduled twice, and the letter goes.
     let keys = RetryKeys::new(&stream, &group);
     let mut invocation = REPLAY.prepare_invoke();
-    invocation.key(&letter.stream);
     keys.add_keys(&mut invocation);
     invocation
-        .arg(&letter.id)
+        .key(replayed_key(&stream, &group))
+        .arg(format!("{}/{}", letter.stream, letter.id))
         .arg(&entry_id)
         .arg(now)
-        .arg(record.encode());
-    let replayed: i64 = invocation.invoke_async(conn).await?;
-    Ok(replayed == 1)
+        .arg(record.encode())
+        .arg(now - REPLAYED_MEMORY.as_millis() as i64);
+    let scheduled: i64 = invocation.invoke_async(conn).await?;
+    let deleted = purge(conn, letter).await?;
+    Ok(scheduled == 1 || deleted)
 }
 
 /// Deletes one dead letter; false if it was already gone.

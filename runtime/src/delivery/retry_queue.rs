@@ -210,12 +210,14 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: due, data, attempts, lease, dead-letter stream. ARGV: id, token, field/value pairs.
+/// KEYS: due, data, attempts, lease, the stream's dead-letter outbox. ARGV: id, token,
+/// dead-letter stream, letter id, field/value pairs.
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return false end
-        local dead = redis.call('XADD', KEYS[5], '*', unpack(ARGV, 3))
+        local dead = redis.call('XADD', KEYS[5], '*', 'eddy.to', ARGV[3], 'eddy.letter', ARGV[4],
+            unpack(ARGV, 5))
         redis.call('ZREM', KEYS[1], ARGV[1])
         redis.call('HDEL', KEYS[2], ARGV[1])
         redis.call('HDEL', KEYS[3], ARGV[1])
@@ -366,8 +368,9 @@ impl RetryKeys {
         pipe.invoke_script(&invocation).ignore();
     }
 
-    /// Adds to `pipe` moving a leased event to the dead-letter stream (nothing happens if the
-    /// lease was lost).
+    /// Adds to `pipe` moving a leased event to the stream's dead-letter outbox, on its way to
+    /// `dead_letter_stream` (nothing happens if the lease was lost; see
+    /// [`super::dead_letter`] for the two steps).
     pub fn push_dead_letter(
         &self,
         pipe: &mut redis::Pipeline,
@@ -378,9 +381,11 @@ impl RetryKeys {
         let mut invocation = DEAD_LETTER.prepare_invoke();
         self.add_keys(&mut invocation);
         invocation
-            .key(dead_letter_stream)
+            .key(super::dead_letter::outbox_key(&letter.stream))
             .arg(&leased.entry_id)
-            .arg(&leased.token);
+            .arg(&leased.token)
+            .arg(dead_letter_stream)
+            .arg(super::dead_letter::letter_id());
         super::dead_letter::push_letter(&mut invocation, &leased.record.fields, letter);
         pipe.invoke_script(&invocation).ignore();
     }

@@ -30,9 +30,9 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::broker::Conn;
 use chrono::{DateTime, SecondsFormat, Utc};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -127,12 +127,17 @@ pub struct Ticker {
     pub data: Option<String>,
     /// Trim the stream to about [`TICK_STREAM_MAXLEN`] (internal tick streams only).
     pub trim: bool,
-    /// A cronjob's definition as stored under [`CRONJOBS_KEY`]; `None` for function ticks. A
-    /// tick fires only while this is still the stored definition, so `eddy cron rm` stops
-    /// every host's ticks at once rather than at each host's next refresh of the list.
+    /// A cronjob's definition as stored under [`CRONJOBS_KEY`] (and copied into its state
+    /// hash, field `def`); `None` for function ticks. A tick fires only while this is still
+    /// the stored definition, so `eddy cron rm` stops every host's ticks at once rather than at
+    /// each host's next refresh of the list.
     pub definition: Option<String>,
-    /// The hash of its high-water mark: [`state_key`] or [`cronjob_state_key`].
+    /// The hash of its high-water mark: [`state_key`] or [`cronjob_state_key`], in the hash
+    /// slot of the stream it ticks into (one script updates both).
     pub state: String,
+    /// Where older hosts kept the mark, newest layout first: carried over once when the state
+    /// has none.
+    pub legacy_states: Vec<String>,
 }
 
 /// The internal stream a function's cron trigger `name` ticks into.
@@ -141,26 +146,43 @@ pub fn tick_stream(name: &str) -> String {
 }
 
 /// The hash holding the state of function cron trigger `name`: `last` (unix seconds of the
-/// newest fired tick), `fired_at` (ms), `result` (the entry id or an error).
+/// newest fired tick), `fired_at` (ms), `result` (the entry id or an error). Tagged with its
+/// tick stream, so a cluster keeps both in one slot.
 pub fn state_key(name: &str) -> String {
+    format!("eddy:{{{}}}:state", tick_stream(name))
+}
+
+/// The hash holding the state of cronjob `name` ticking into `stream`, as [`state_key`] holds
+/// a cron trigger's, plus `def`, the definition it fires for: a key space of its own, so a
+/// cronjob and a cron trigger of one name never share a high-water mark.
+pub fn cronjob_state_key(name: &str, stream: &str) -> String {
+    format!("eddy:{{{stream}}}:cronjob:{name}:state")
+}
+
+/// Where hosts before hash-tagged state kept cron trigger `name`'s state.
+fn legacy_state_key(name: &str) -> String {
     format!("eddy:cron:{name}:state")
 }
 
-/// The hash holding the state of cronjob `name`, as [`state_key`] holds a cron trigger's: a key
-/// space of its own, so a cronjob and a cron trigger of one name never share a high-water mark.
-pub fn cronjob_state_key(name: &str) -> String {
+/// Where hosts before hash-tagged state kept cronjob `name`'s state.
+fn legacy_cronjob_state_key(name: &str) -> String {
     format!("eddy:cronjob:{name}:state")
 }
 
-/// KEYS: state hash, stream, and for a cronjob [`CRONJOBS_KEY`]. ARGV: tick unix seconds,
-/// fired-at ms, emit (1) or only mark (0), maxlen (0 = no trim), cronjob name and definition
-/// (both empty without the third key), then field/value pairs. Returns the entry id, `marked`
-/// when only the mark moved, or false when the tick was not newer than the mark or the
-/// cronjob is no longer so defined.
+/// The legacy keys a cron trigger's state is carried over from.
+pub fn legacy_states(name: &str) -> Vec<String> {
+    vec![legacy_state_key(name)]
+}
+
+/// KEYS: state hash, stream. ARGV: tick unix seconds, fired-at ms, emit (1) or only mark (0),
+/// maxlen (0 = no trim), '1' to fire only for the definition in the state's `def` (cronjobs)
+/// or '', that definition, then field/value pairs. Returns the entry id, `marked` when only
+/// the mark moved, or false when the tick was not newer than the mark or the cronjob is no
+/// longer so defined.
 static FIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if KEYS[3] and redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[6] then return false end
+        if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'def') ~= ARGV[6] then return false end
         local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
         local tick = tonumber(ARGV[1])
         if tick <= last then return false end
@@ -219,7 +241,7 @@ impl Ticker {
     /// did with it (a fired tick is counted in the metrics, with how late it was).
     async fn fire(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         tick: DateTime<Utc>,
         emit: bool,
         catch_up: bool,
@@ -235,7 +257,7 @@ impl Ticker {
             .arg(if self.trim { TICK_STREAM_MAXLEN } else { 0 });
         match &self.definition {
             Some(definition) => {
-                invocation.key(CRONJOBS_KEY).arg(&self.name).arg(definition);
+                invocation.arg("1").arg(definition);
             }
             None => {
                 invocation.arg("").arg("");
@@ -257,7 +279,29 @@ impl Ticker {
     }
 
     /// Runs the schedule until `stop`: catches up on start, then fires each tick on time.
-    pub async fn run(self, mut conn: ConnectionManager, stop: CancellationToken) {
+    pub async fn run(self, mut conn: Conn, stop: CancellationToken) {
+        if let Some(definition) = &self.definition {
+            // A cronjob stored by an older host, or whose creation stopped between its two
+            // writes, has no copy of its definition in its state yet: give it the one this
+            // host just read from the list. Only here, at start: a ticker running later must
+            // never put back what `eddy cron rm` deleted.
+            let state = &self.state;
+            let adopted = super::retry_until_ok(&stop, "cronjob start", || {
+                let mut conn = conn.clone();
+                async move {
+                    redis::cmd("HSETNX")
+                        .arg(state)
+                        .arg("def")
+                        .arg(definition)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+            if adopted.is_none() {
+                return;
+            }
+        }
         let mut cursor = Utc::now();
         if !self.catch_up_until_done(&mut conn, cursor, &stop).await {
             return;
@@ -322,7 +366,7 @@ impl Ticker {
     /// `stop` fires (false).
     async fn catch_up_until_done(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         now: DateTime<Utc>,
         stop: &CancellationToken,
     ) -> bool {
@@ -336,27 +380,26 @@ impl Ticker {
 
     /// Fires the ticks missed since the high-water mark, per the catch-up policy. A schedule
     /// seen for the first time starts from now.
-    async fn catch_up(
-        &self,
-        conn: &mut ConnectionManager,
-        now: DateTime<Utc>,
-    ) -> redis::RedisResult<()> {
+    async fn catch_up(&self, conn: &mut Conn, now: DateTime<Utc>) -> redis::RedisResult<()> {
         let mut last: Option<i64> = redis::cmd("HGET")
             .arg(&self.state)
             .arg("last")
             .query_async(conn)
             .await?;
-        if last.is_none() && self.state != state_key(&self.name) {
-            // A cronjob stored before cronjobs had a key space of their own kept its mark under
-            // the cron trigger key; carry it over once, so catching up across the upgrade still
-            // sees what was missed (without a mark a ticker starts from now). The old key is
-            // left alone: a function's cron trigger of the same name may be using it.
-            let legacy: Option<i64> = redis::cmd("HGET")
-                .arg(state_key(&self.name))
+        for legacy in &self.legacy_states {
+            if last.is_some() {
+                break;
+            }
+            // A mark kept under an older key layout is carried over once, so catching up
+            // across the upgrade still sees what was missed (without a mark a ticker starts
+            // from now). The old key is left alone: another schedule of the same name may use
+            // it (a cronjob's first layout shared cron triggers' key space).
+            let mark: Option<i64> = redis::cmd("HGET")
+                .arg(legacy)
                 .arg("last")
                 .query_async(conn)
                 .await?;
-            if let Some(mark) = legacy {
+            if let Some(mark) = mark {
                 let _: i64 = redis::cmd("HSETNX")
                     .arg(&self.state)
                     .arg("last")
@@ -501,7 +544,9 @@ pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
         data: Some(job.data.clone()),
         trim: false,
         definition: None,
-        state: cronjob_state_key(name),
+        state: cronjob_state_key(name, &job.stream),
+        // The first layout kept a cronjob's mark under the cron trigger key.
+        legacy_states: vec![legacy_cronjob_state_key(name), legacy_state_key(name)],
     })
 }
 

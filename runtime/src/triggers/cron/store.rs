@@ -37,12 +37,32 @@ pub async fn create<C: ConnectionLike>(
     let created: bool = redis::cmd("HSETNX")
         .arg(CRONJOBS_KEY)
         .arg(name)
-        .arg(text)
+        .arg(&text)
         .query_async(conn)
         .await?;
     if !created {
         return Err(StoreError::Exists(name.to_owned()));
     }
+    // The state hash holds the definition its ticks fire for, beside the mark, in the stream's
+    // slot (see [`super::Ticker::definition`]). A leftover state of an earlier cronjob of this
+    // name is replaced, so it can neither fire for the old definition nor skip the new one's
+    // first ticks.
+    // The mark starts at now, as for any schedule seen for the first time: a mark an earlier
+    // cronjob of this name left under an older key layout is not inherited.
+    let state = cronjob_state_key(name, &job.stream);
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(&state)
+        .ignore()
+        .cmd("HSET")
+        .arg(&state)
+        .arg("def")
+        .arg(&text)
+        .arg("last")
+        .arg(Utc::now().timestamp())
+        .ignore()
+        .query_async(conn)
+        .await?;
     Ok(describe(name, job, &Default::default()))
 }
 
@@ -51,16 +71,29 @@ pub async fn remove<C: ConnectionLike>(conn: &mut C, name: &str) -> Result<(), S
     if crate::names::identifier(name).is_err() {
         return Err(StoreError::Missing(name.to_owned()));
     }
-    let removed: i64 = redis::cmd("HDEL")
+    let stored: Option<String> = redis::cmd("HGET")
         .arg(CRONJOBS_KEY)
         .arg(name)
         .query_async(conn)
         .await?;
-    if removed == 0 {
+    let Some(stored) = stored else {
         return Err(StoreError::Missing(name.to_owned()));
+    };
+    // The state goes first: an empty `def` (a tombstone, which a starting ticker never
+    // replaces) and no host fires another tick, whatever list it read last. Then the
+    // definition; if that step is lost, the cronjob is listed but inert, and removing it again
+    // finishes.
+    if let Ok(job) = serde_json::from_str::<CronJob>(&stored) {
+        let _: () = redis::cmd("HSET")
+            .arg(cronjob_state_key(name, &job.stream))
+            .arg("def")
+            .arg("")
+            .query_async(conn)
+            .await?;
     }
-    let _: () = redis::cmd("DEL")
-        .arg(cronjob_state_key(name))
+    let _: i64 = redis::cmd("HDEL")
+        .arg(CRONJOBS_KEY)
+        .arg(name)
         .query_async(conn)
         .await?;
     Ok(())
@@ -79,7 +112,7 @@ pub async fn list<C: ConnectionLike>(conn: &mut C) -> Result<Vec<Value>, StoreEr
             continue;
         };
         let state: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(cronjob_state_key(&name))
+            .arg(cronjob_state_key(&name, &job.stream))
             .query_async(conn)
             .await?;
         rows.push(describe(&name, &job, &state));

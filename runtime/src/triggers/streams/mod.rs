@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::broker::Conn;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,6 +59,9 @@ const MAX_CLAIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a retry loop sleeps before looking at the schedule again (other hosts may have
 /// scheduled something sooner).
 const RETRY_POLL: Duration = Duration::from_millis(250);
+/// How often a retry loop forwards dead letters left in its stream's outbox by a host that
+/// stopped between the two steps of a dead letter (each host forwards its own at once).
+const DEAD_LETTER_SWEEP: Duration = Duration::from_secs(5);
 /// Longest a reader under load waits for more permits to free before reading (see
 /// `take_permits`).
 const READ_LINGER: Duration = Duration::from_millis(2);
@@ -102,7 +105,7 @@ struct Trigger {
     config: StreamTriggerConfig,
     keys: RetryKeys,
     ctx: HostContext,
-    conn: ConnectionManager,
+    conn: Conn,
     settler: settle::Settler,
     observer: observe::Observer,
     permits: Arc<Semaphore>,
@@ -124,6 +127,19 @@ pub async fn run(
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
     let conn = ctx.broker.shared();
+    // `WAIT` blocks the connection it goes over: with replicas to wait for, the settles of
+    // this trigger get a connection of their own.
+    let settle_conn = match ctx.broker.replicas_to_wait_for() {
+        None => conn.clone(),
+        Some(_) => match ctx.broker.dedicated().await {
+            Ok(own) => own,
+            Err(error) => {
+                tracing::warn!(stream = %config.stream, %error,
+                    "no connection of its own for settles; they wait for replicas on the shared one");
+                conn.clone()
+            }
+        },
+    };
     let name = function
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -132,7 +148,7 @@ pub async fn run(
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
         permits: Arc::new(Semaphore::new(config.concurrency)),
-        settler: settle::Settler::new(conn.clone(), &config, ctx.consumer.clone()),
+        settler: settle::Settler::new(settle_conn, &ctx.broker, &config, ctx.consumer.clone()),
         observer: observe::Observer {
             metrics: METRICS.function(&name),
             recorder: ctx.recorder.clone(),
@@ -353,7 +369,7 @@ impl Trigger {
     /// Reads up to `count` new entries, blocking up to `block` for the first.
     async fn read(
         &self,
-        reader: &mut ConnectionManager,
+        reader: &mut Conn,
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>, String> {
@@ -494,7 +510,12 @@ impl Trigger {
         let shutdown = self.ctx.shutdown.clone();
         let mut conn = self.conn.clone();
         let mut backoff = RETRY_BACKOFF;
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
+            if last_sweep.is_none_or(|at| at.elapsed() >= DEAD_LETTER_SWEEP) {
+                self.settler.forward_dead_letters();
+                last_sweep = Some(std::time::Instant::now());
+            }
             let Some(mut permits) = self.permits_unless_shutdown(false).await else {
                 return;
             };

@@ -7,12 +7,12 @@
 //! grace period ends is given up: the events stay pending or leased and are delivered again.
 //! Refreshing the leases of a batch still running is one pipeline too.
 
-use redis::aio::ConnectionManager;
+use crate::broker::Conn;
 use tokio_util::sync::CancellationToken;
 
 use super::StreamTriggerConfig;
 use super::plan::{Delivery, Settlement, Source};
-use crate::delivery::{RetryKeys, load_scripts, push_dead_letter_pending};
+use crate::delivery::{RetryKeys, forward_dead_letters, load_scripts, push_dead_letter_pending};
 use crate::triggers::retry_until_ok;
 
 /// KEYS: stream. ARGV: group, consumer, then entry ids. For each id, resets its idle time only
@@ -38,7 +38,12 @@ static REFRESH_IF_MINE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock
 
 /// Writes settlements and lease refreshes for one stream trigger.
 pub(super) struct Settler {
-    conn: ConnectionManager,
+    /// The shared connection, or with `--wait-replicas` one of the trigger's own: `WAIT`
+    /// blocks the connection it is sent on.
+    conn: Conn,
+    broker: crate::broker::Broker,
+    /// Set while a forwarding round runs, so rounds never pile up.
+    forwarding: std::sync::Arc<std::sync::atomic::AtomicBool>,
     keys: RetryKeys,
     stream: String,
     group: String,
@@ -49,12 +54,15 @@ pub(super) struct Settler {
 impl Settler {
     /// A settler for `config`'s stream and group, as `consumer`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
+        broker: &crate::broker::Broker,
         config: &StreamTriggerConfig,
         consumer: std::sync::Arc<str>,
     ) -> Self {
         Self {
             conn,
+            broker: broker.clone(),
+            forwarding: Default::default(),
             keys: RetryKeys::new(&config.stream, &config.group),
             stream: config.stream.clone(),
             group: config.group.clone(),
@@ -105,6 +113,7 @@ impl Settler {
                 }
             }
         }
+        self.broker.push_wait(&mut pipe);
         pipe
     }
 
@@ -114,7 +123,37 @@ impl Settler {
             return;
         }
         let pipe = self.pipeline(settlement);
-        let _: Option<()> = self.query(&pipe, abandon, "settling a batch").await;
+        let landed: Option<()> = self.query(&pipe, abandon, "settling a batch").await;
+        if landed.is_some() && !settlement.dead_letters.is_empty() {
+            self.forward_dead_letters();
+        }
+    }
+
+    /// Takes the letters in this stream's outbox on to their dead-letter streams, in a task of
+    /// its own (a dead-letter stream's master that is away must not hold up settles and lease
+    /// refreshes), unless a round is running already. One that cannot be forwarded now stays
+    /// in the outbox for the next round (of any host).
+    pub fn forward_dead_letters(&self) {
+        use std::sync::atomic::Ordering;
+        if self.forwarding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (mut conn, broker, stream) =
+            (self.conn.clone(), self.broker.clone(), self.stream.clone());
+        let forwarding = self.forwarding.clone();
+        tokio::spawn(async move {
+            match forward_dead_letters(&mut conn, &broker, &stream).await {
+                Ok(done) if done.held > 0 => {
+                    tracing::warn!(%stream, held = done.held, "dead letters held in the outbox; retried on the next round");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    crate::broker::counted("dead_letter", &error);
+                    tracing::warn!(%stream, %error, "forwarding dead letters failed; retried on the next round");
+                }
+            }
+            forwarding.store(false, Ordering::Release);
+        });
     }
 
     /// Confirms that this host still holds each of `deliveries` and pushes their leases to
@@ -179,12 +218,16 @@ impl Settler {
         what: &str,
     ) -> Option<T> {
         let conn = self.conn.clone();
+        let stream = self.stream.as_str();
         retry_until_ok(stop, what, || {
             let mut conn = conn.clone();
             async move {
                 let sent = pipe.query_async::<T>(&mut conn).await;
                 if let Err(error) = &sent {
                     crate::broker::counted("settle", error);
+                    // Every step is idempotent: a pipeline redirected after a failover or a
+                    // slot move is sent again once the client knows the stream's new node.
+                    crate::broker::follow_redirect(&mut conn, stream, error).await;
                 }
                 if let Err(error) = &sent
                     && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)

@@ -1,0 +1,285 @@
+//! One connection type for both shapes of Redis a host can join: a single server (or a
+//! primary with replicas behind one address) and a Redis Cluster.
+//!
+//! Every other room talks to Redis through [`Conn`] and never asks which shape it has: a
+//! single server is reached by a [`ConnectionManager`], which reconnects by itself; a cluster
+//! by the redis crate's cluster client, which follows `MOVED` and `ASK` redirections and
+//! refreshes its slot map after a failover. What the shapes ask of the callers is the same:
+//! every script and pipeline keeps its keys in one hash slot (see [`crate::names::slot_tag`]),
+//! because a cluster refuses anything else.
+//!
+//! Which shape: a URL with the `redis+cluster://` (or `rediss+cluster://`) scheme or a
+//! comma-separated list of seed nodes is a cluster; a single URL is asked `INFO cluster`, so
+//! pointing `--redis` at any one node of a cluster is enough.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// A connection to the hosts' Redis, single or clustered; clones share it.
+#[derive(Clone)]
+pub enum Conn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Where the hosts' Redis is, as `--redis` gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One server (which may turn out to be a cluster node when asked).
+    Single(String),
+    /// Seed nodes of a cluster, each a `redis://` or `rediss://` URL.
+    Cluster(Vec<String>),
+}
+
+/// Seed nodes a cluster URL may list at most.
+pub const MAX_SEEDS: usize = 64;
+
+impl Target {
+    /// Reads `--redis`: `redis://HOST:PORT[/DB]`, `rediss://…`, `unix:///PATH`, a
+    /// `redis+cluster://HOST:PORT[,HOST:PORT…]` cluster, or a comma-separated list of node URLs
+    /// (also a cluster). A node after the first may leave out the scheme.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            ("redis", rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+            ("rediss", rest)
+        } else if is_node_list(url) {
+            (url.split_once("://").map_or("redis", |(s, _)| s), url)
+        } else {
+            return Ok(Target::Single(url.to_owned()));
+        };
+        // Nodes after the first may leave out the credentials: a cluster has one set.
+        let first_credentials = rest
+            .split(',')
+            .next()
+            .map(|first| first.split_once("://").map_or(first, |(_, after)| after))
+            .and_then(|authority| {
+                authority
+                    .rsplit_once('@')
+                    .map(|(credentials, _)| credentials)
+            })
+            .map(str::to_owned);
+        let mut seeds = Vec::new();
+        for part in rest.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                anyhow::bail!(
+                    "invalid Redis URL {url:?}: an empty node in the list; expected \
+                     redis+cluster://HOST:PORT,HOST:PORT"
+                );
+            }
+            let node = if part.contains("://") {
+                part.to_owned()
+            } else {
+                match &first_credentials {
+                    Some(credentials) if !part.contains('@') => {
+                        format!("{scheme}://{credentials}@{part}")
+                    }
+                    _ => format!("{scheme}://{part}"),
+                }
+            };
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                anyhow::bail!(
+                    "invalid cluster node {part:?} in {url:?}: expected redis://HOST:PORT or \
+                     rediss://HOST:PORT (a cluster is reached over TCP)"
+                );
+            }
+            seeds.push(node);
+        }
+        if seeds.len() > MAX_SEEDS {
+            anyhow::bail!(
+                "invalid Redis URL: {} seed nodes, at most {MAX_SEEDS} are read (a few are \
+                 enough: the others are found from them)",
+                seeds.len()
+            );
+        }
+        Ok(Target::Cluster(seeds))
+    }
+}
+
+/// Whether `url` is a comma-separated list of nodes rather than one URL whose password holds
+/// a comma: every part after the first is a URL or a bare `HOST:PORT`.
+fn is_node_list(url: &str) -> bool {
+    let mut parts = url.split(',');
+    parts.next();
+    let mut any = false;
+    for part in parts {
+        any = true;
+        let part = part.trim();
+        if part.is_empty() {
+            // A list with a hole: read as a list, so the hole is named.
+            continue;
+        }
+        let bare = part.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+        });
+        if !(part.contains("://") || bare) {
+            return false;
+        }
+    }
+    any
+}
+
+/// How a connection behaves when Redis is slow or away.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// How long one command may wait for its reply.
+    pub response: Duration,
+    /// How long opening a connection may take.
+    pub connect: Duration,
+    /// How many times a command is retried after a lost connection before it fails.
+    pub retries: usize,
+}
+
+/// Opens a single-server connection with `patience`.
+pub async fn single(client: &redis::Client, patience: Patience) -> redis::RedisResult<Conn> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(patience.response))
+        .set_connection_timeout(Some(patience.connect.min(patience.response)))
+        .set_number_of_retries(patience.retries);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map(Conn::Single)
+}
+
+/// Opens a cluster connection to `seeds` with `patience`. Each call opens connections of its
+/// own to every node, so a blocking read on one never holds up another's commands.
+pub async fn cluster(seeds: &[String], patience: Patience) -> anyhow::Result<Conn> {
+    let client = redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
+        .connection_timeout(patience.connect.min(patience.response))
+        .response_timeout(patience.response)
+        // A redirection or a failover retries inside the client; the overall bound is what a
+        // caller waits at most, so that it sees a failure rather than hanging.
+        .overall_response_timeout(Some(
+            patience.response * (patience.retries as u32 + 1) + patience.connect,
+        ))
+        .retries(patience.retries as u32)
+        .build()
+        .with_context(|| format!("invalid cluster nodes {seeds:?}"))?;
+    client
+        .get_async_connection()
+        .await
+        .map(Conn::Cluster)
+        .with_context(|| format!("cannot connect to the Redis Cluster at {}", seeds.join(",")))
+}
+
+/// Whether the server behind `conn` is a node of a cluster (`cluster_enabled:1`).
+pub async fn is_cluster_node(conn: &mut Conn) -> redis::RedisResult<bool> {
+    let info: String = redis::cmd("INFO").arg("cluster").query_async(conn).await?;
+    Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_url_is_one_server() {
+        assert_eq!(
+            Target::parse("redis://127.0.0.1:6379/").unwrap(),
+            Target::Single("redis://127.0.0.1:6379/".into())
+        );
+        assert_eq!(
+            Target::parse("unix:///tmp/r.sock").unwrap(),
+            Target::Single("unix:///tmp/r.sock".into())
+        );
+    }
+
+    #[test]
+    fn a_cluster_scheme_or_a_list_is_a_cluster() {
+        assert_eq!(
+            Target::parse("redis+cluster://a:7000,b:7001").unwrap(),
+            Target::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()])
+        );
+        assert_eq!(
+            Target::parse("rediss+cluster://a:7000").unwrap(),
+            Target::Cluster(vec!["rediss://a:7000".into()])
+        );
+        assert_eq!(
+            Target::parse("redis://a:7000, b:7001,redis://c:7002").unwrap(),
+            Target::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7001".into(),
+                "redis://c:7002".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn a_password_with_a_comma_is_one_url_and_list_nodes_share_credentials() {
+        assert_eq!(
+            Target::parse("redis://:se,cret@host:6379/0").unwrap(),
+            Target::Single("redis://:se,cret@host:6379/0".into())
+        );
+        assert_eq!(
+            Target::parse("redis+cluster://user:pw@a:7000,b:7001").unwrap(),
+            Target::Cluster(vec![
+                "redis://user:pw@a:7000".into(),
+                "redis://user:pw@b:7001".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_lists_say_what_was_expected() {
+        let empty = Target::parse("redis://a:1,,b:2").unwrap_err().to_string();
+        assert!(empty.contains("empty node"), "{empty}");
+        let unix = Target::parse("redis://a:1,unix:///x")
+            .unwrap_err()
+            .to_string();
+        assert!(unix.contains("expected redis://HOST:PORT"), "{unix}");
+        let many = vec!["a:1"; MAX_SEEDS + 1].join(",");
+        let many = Target::parse(&format!("redis+cluster://{many}"))
+            .unwrap_err()
+            .to_string();
+        assert!(many.contains("at most"), "{many}");
+    }
+}
