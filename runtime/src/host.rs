@@ -186,6 +186,7 @@ pub async fn run(
     let broker = Broker::connect(&config.redis_url)
         .await?
         .wait_for_replicas(config.wait_replicas);
+    broker.check_replicas().await;
     if !broker.is_cluster() {
         match crate::broker::migrate::legacy_keys(&mut broker.shared()).await {
             Ok((0, 0)) => {}
@@ -203,9 +204,10 @@ pub async fn run(
                 }
             }
             Err(error) => anyhow::bail!(
-                "cannot rename the keys an older Eddy wrote in {} ({error}); a host started \
-                 without them would see no deployed function. Allow RENAME and EVAL for this \
-                 user, or connect to the primary, then start again",
+                "cannot move the keys an older Eddy wrote in {} to their new names ({error}); \
+                 a host started without them would see no deployed function. Connect to the \
+                 primary, allow EVAL and RENAME for this user, or fix or delete the key named, \
+                 then start again",
                 broker.url()
             ),
         }

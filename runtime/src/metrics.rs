@@ -351,8 +351,21 @@ impl Metrics {
             .collect()
     }
 
-    /// Reads the group gauges from Redis and renders everything as Prometheus text.
+    /// Reads the group gauges from Redis (within [`SCRAPE_REDIS_BUDGET`]: what is not read by
+    /// then keeps its last value) and renders everything as Prometheus text.
     pub async fn render<C: redis::aio::ConnectionLike>(&self, conn: &mut C) -> String {
+        if tokio::time::timeout(SCRAPE_REDIS_BUDGET, self.refresh(conn))
+            .await
+            .is_err()
+        {
+            tracing::debug!("a scrape's Redis reads ran past their budget");
+        }
+        let mut text = String::new();
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    async fn refresh<C: redis::aio::ConnectionLike>(&self, conn: &mut C) {
         let groups: Vec<(String, String, String)> = self
             .groups
             .lock()
@@ -366,24 +379,26 @@ impl Metrics {
                 self.lag.get_or_create(&l).set(state.lag as i64);
                 self.pending.get_or_create(&l).set(state.pending as i64);
             }
-            let length: i64 = redis::cmd("XLEN")
-                .arg(&dead_letter)
-                .query_async(conn)
-                .await
-                .unwrap_or(0);
-            self.dead_letters
-                .get_or_create(&labels(&[("stream", &dead_letter)]))
-                .set(length);
+            // A length Redis did not give keeps the last one read: a 0 would clear alerts
+            // exactly when Redis is in trouble.
+            let length: redis::RedisResult<i64> =
+                redis::cmd("XLEN").arg(&dead_letter).query_async(conn).await;
+            if let Ok(length) = length {
+                self.dead_letters
+                    .get_or_create(&labels(&[("stream", &dead_letter)]))
+                    .set(length);
+            }
         }
         if let Ok(memory) = RedisMemory::read(conn).await {
             self.redis_used.set(memory.used as i64);
             self.redis_max.set(memory.max as i64);
         }
-        let mut text = String::new();
-        let _ = encode(&mut text, &self.registry);
-        text
     }
 }
+
+/// How long a scrape spends reading gauges from Redis at most: a Redis in trouble must not make
+/// `/metrics` slower than a scraper's timeout (Prometheus's default is 10 s).
+pub const SCRAPE_REDIS_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Redis's memory use and limit, from `INFO memory`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -134,8 +134,23 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
     }
     let mut dead_letters = Vec::new();
     for stream in dead_letter_streams {
-        let length: i64 = redis::cmd("XLEN").arg(&stream).query_async(conn).await?;
-        dead_letters.push(json!({ "stream": stream, "count": length }));
+        let length: redis::RedisResult<i64> =
+            redis::cmd("XLEN").arg(&stream).query_async(conn).await;
+        match length {
+            Ok(length) => dead_letters.push(json!({ "stream": stream, "count": length })),
+            // One dead-letter stream someone overwrote with another type must not hide every
+            // other function's status: it is shown with what is wrong.
+            Err(error)
+                if crate::broker::Trouble::of(&error) == crate::broker::Trouble::WrongType =>
+            {
+                dead_letters.push(json!({
+                    "stream": stream, "count": 0,
+                    "error": format!("{stream:?} is not a stream (another key holds its name): \
+                        its letters wait in the source stream's outbox"),
+                }));
+            }
+            Err(error) => return Err(error),
+        }
     }
     let cronjobs = crate::triggers::cron::store::list(conn)
         .await

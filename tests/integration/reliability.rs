@@ -709,4 +709,26 @@ fn a_dead_letter_stream_of_the_wrong_type_holds_its_letters_and_no_one_else_s() 
                 .then_some(())
         },
     );
+
+    // An entry no host wrote, aimed at a reserved stream, is never forwarded there.
+    let forged = add(
+        &mut conn,
+        &outbox,
+        &[
+            ("eddy.to", "eddy:deployments"),
+            ("eddy.letter", "f1"),
+            ("data", "{}"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(7)); // past a forwarding sweep (5 s)
+    let deployments: usize = conn.xlen("eddy:deployments").unwrap();
+    assert_eq!(
+        deployments, 0,
+        "a forged outbox entry reached eddy:deployments"
+    );
+    assert_eq!(
+        entries(&mut conn, &outbox)[0].id,
+        forged,
+        "it stays for an operator"
+    );
 }

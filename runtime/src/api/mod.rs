@@ -268,8 +268,14 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::GET, ["v1", "status"]) => page::status(state).await,
         (&Method::GET, ["v1", "failures"]) => page::failures(state, request.uri().query()).await,
         (&Method::GET, ["metrics"]) => {
-            let mut conn = state.broker.shared();
-            crate::retention::refresh_gauges(&mut conn).await;
+            // The request connection: it answers or fails within seconds while Redis is in
+            // trouble, and the whole read is bounded by the scrape budget.
+            let mut conn = state.broker.requests();
+            let _ = tokio::time::timeout(
+                crate::metrics::SCRAPE_REDIS_BUDGET,
+                crate::retention::refresh_gauges(&mut conn),
+            )
+            .await;
             let text = crate::metrics::METRICS.render(&mut conn).await;
             Ok(Response::builder()
                 .status(StatusCode::OK)
@@ -380,7 +386,26 @@ fn presented_token(header: &str, allow_basic: bool) -> Option<String> {
 
 async fn ready(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut conn = state.broker.requests();
-    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    let pong: redis::RedisResult<String> = if state.broker.is_cluster() {
+        // Every node answers PING while the cluster is down (a master and its replicas
+        // lost): ask for the cluster's own state.
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async::<String>(&mut conn)
+            .await
+            .and_then(|info| {
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    Ok(info)
+                } else {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                        "the cluster reports cluster_state:fail",
+                    )))
+                }
+            })
+    } else {
+        redis::cmd("PING").query_async(&mut conn).await
+    };
     let loaded = state.loaded.load(std::sync::atomic::Ordering::Acquire);
     match pong {
         Ok(_) if !loaded => Err(ApiError::new(

@@ -53,7 +53,14 @@ pub struct Broker {
     requests: Conn,
     url: Arc<str>,
     replicas: u32,
+    /// Until when (ms since the Unix epoch) writes do not wait for replicas, after a `WAIT`
+    /// came back short: a replica that is down must cost one timeout now and then, not one
+    /// per settle.
+    waits_suspended_until_ms: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How long writes stop waiting for replicas after a `WAIT` found fewer than asked for.
+pub const WAIT_SUSPENSION: Duration = Duration::from_secs(10);
 
 /// Replicas a write may be made to wait for at most (`eddy up --wait-replicas`).
 pub const MAX_WAIT_REPLICAS: u32 = 5;
@@ -134,6 +141,7 @@ impl Broker {
             requests,
             url: url.into(),
             replicas: 0,
+            waits_suspended_until_ms: Default::default(),
         })
     }
 
@@ -151,14 +159,88 @@ impl Broker {
         (self.replicas > 0).then_some(self.replicas)
     }
 
-    /// Adds `WAIT` for the configured replicas to `pipe`, its reply ignored, if any are
-    /// configured. In a pipeline it runs on the node the pipeline's keys live on: the one whose
+    /// The replicas a write waits for now: none while waits are suspended after a short
+    /// `WAIT` (see [`replicas_missing`](Self::replicas_missing)).
+    pub fn replicas_to_wait_for_now(&self) -> Option<u32> {
+        let until = self
+            .waits_suspended_until_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if until > chrono::Utc::now().timestamp_millis() {
+            return None;
+        }
+        self.replicas_to_wait_for()
+    }
+
+    /// Records that a `WAIT` found only `acked` replicas: writes stop waiting for
+    /// [`WAIT_SUSPENSION`], so that a replica that is down slows the work by one timeout now
+    /// and then instead of one per settle (which would stop it).
+    pub fn replicas_missing(&self, acked: u32) {
+        let until = chrono::Utc::now().timestamp_millis() + WAIT_SUSPENSION.as_millis() as i64;
+        let before = self
+            .waits_suspended_until_ms
+            .swap(until, std::sync::atomic::Ordering::Relaxed);
+        if before < chrono::Utc::now().timestamp_millis() {
+            crate::metrics::METRICS.redis_error("wait", "replicas_missing");
+            tracing::warn!(acked, wanted = self.replicas, suspended_for = ?WAIT_SUSPENSION,
+                "fewer replicas than --wait-replicas confirmed a write: writes go on without \
+                 waiting for a while (a failover now may lose the last of them)");
+        }
+    }
+
+    /// Adds `WAIT` for the configured replicas to `pipe` unless waits are suspended; true if
+    /// added. Its reply, how many replicas have the writes, is the pipeline's one reply not
+    /// ignored. In a pipeline it runs on the node the pipeline's keys live on: the one whose
     /// replicas matter. `WAIT` blocks the connection it is sent on, so a pipeline carrying it
     /// must go over a connection of its own, never the shared one.
-    pub fn push_wait(&self, pipe: &mut redis::Pipeline) {
-        if self.replicas > 0 {
+    pub fn push_wait(&self, pipe: &mut redis::Pipeline) -> bool {
+        if self.replicas_to_wait_for_now().is_some() {
             self.push_wait_counted(pipe);
-            pipe.ignore();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Warns when a primary of the hosts' Redis has fewer replicas than `--wait-replicas`
+    /// asks for: every write would wait out its timeout.
+    pub async fn check_replicas(&self) {
+        if self.replicas == 0 {
+            return;
+        }
+        let mut conn = self.shared();
+        let reply: redis::RedisResult<redis::Value> = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await;
+        let texts: Vec<String> = match reply {
+            Ok(redis::Value::Map(nodes)) => nodes
+                .into_iter()
+                .filter_map(|(_, text)| redis::from_redis_value(text).ok())
+                .collect(),
+            Ok(other) => redis::from_redis_value(other).into_iter().collect(),
+            Err(_) => return,
+        };
+        for text in texts {
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .map(|v| v.trim().to_owned())
+            };
+            if field("role").as_deref() != Some("master") {
+                continue;
+            }
+            let replicas: u32 = field("connected_slaves")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if replicas < self.replicas {
+                tracing::warn!(
+                    replicas,
+                    wanted = self.replicas,
+                    "a Redis primary has fewer replicas than --wait-replicas asks for: writes \
+                     will not wait for replicas it does not have"
+                );
+                return;
+            }
         }
     }
 
@@ -265,6 +347,17 @@ impl Trouble {
             Trouble::WrongType | Trouble::Other => "error",
         }
     }
+}
+
+/// Whether `error` says Redis does not know a script (`NOSCRIPT`: it restarted, was flushed, or
+/// is a replica promoted by a failover, which never had the scripts loaded), alone or inside a
+/// pipeline's replies.
+pub fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOSCRIPT"))
 }
 
 /// Whether `error` says a key moved to another cluster node (`MOVED`, or `ASK` while its

@@ -196,11 +196,17 @@ impl Cli {
 
 fn init_tracing(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
+    let text = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(filter).ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
+        .filter(|f| EnvFilter::try_new(f).is_ok())
+        .unwrap_or_else(|| filter.to_owned());
+    let mut filter = EnvFilter::try_new(&text).unwrap_or_else(|_| EnvFilter::new("warn"));
+    if !text.contains("redis") {
+        // The Redis client warns every second about each cluster node it cannot reach; Eddy
+        // reports Redis trouble itself (its own warnings, eddy_redis_errors_total), once.
+        // Asking for `redis=…` in the filter brings the client's lines back.
+        filter = filter.add_directive("redis=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

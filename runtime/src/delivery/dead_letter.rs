@@ -240,7 +240,11 @@ static DEAD_LETTER_PENDING: LazyLock<Script> = LazyLock::new(|| {
 static FORWARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        if redis.call('EXISTS', KEYS[2]) == 1 then
+            -- Still in the outbox: the marker must outlive it.
+            redis.call('PEXPIRE', KEYS[2], ARGV[1])
+            return 0
+        end
         redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
         redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
         return 1
@@ -277,13 +281,28 @@ pub async fn load_script<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::
 }
 
 /// What a forwarding round did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Forwarded {
     /// Letters added to their dead-letter streams.
     pub added: usize,
     /// Letters that could not be forwarded and stay in the outbox (a dead-letter stream that
     /// is a key of another type, replicas that did not confirm): tried again next round.
     pub held: usize,
+    /// Of those, entries no host wrote (another shape, or aimed at a reserved stream).
+    pub refused: usize,
+    /// The last error that held a letter, for the round's one log line.
+    pub last_error: Option<String>,
+}
+
+/// Whether an outbox entry may be forwarded to `target`: a stream name a manifest can give as
+/// a dead-letter stream (a user stream, or a cron trigger's `eddy:cron:<name>.dlq`), never
+/// another reserved key such as `eddy:deployments`.
+fn is_dead_letter_target(target: &str) -> bool {
+    crate::names::stream(target).is_ok()
+        || target
+            .strip_prefix("eddy:cron:")
+            .and_then(|rest| rest.strip_suffix(".dlq"))
+            .is_some_and(|name| crate::names::identifier(name).is_ok())
 }
 
 /// Forwards every letter in `stream`'s outbox to its dead-letter stream (step 2 of the
@@ -315,7 +334,9 @@ pub async fn forward<C: redis::aio::ConnectionLike>(
             let fields = entry.fields.unwrap_or_default();
             let (target, letter) = match fields.as_slice() {
                 [(to_name, to), (letter_name, letter), ..]
-                    if to_name == OUTBOX_TARGET && letter_name == OUTBOX_LETTER =>
+                    if to_name == OUTBOX_TARGET
+                        && letter_name == OUTBOX_LETTER
+                        && is_dead_letter_target(&String::from_utf8_lossy(to)) =>
                 {
                     (
                         String::from_utf8_lossy(to).into_owned(),
@@ -323,10 +344,11 @@ pub async fn forward<C: redis::aio::ConnectionLike>(
                     )
                 }
                 _ => {
-                    // Only Eddy writes here (the key is reserved): an entry of another shape
-                    // cannot be forwarded anywhere, and is left for an operator to see.
-                    tracing::error!(%outbox, id = %entry.id, "outbox entry without its target; left in place");
+                    // Only Eddy writes here (the key is reserved): an entry of another shape,
+                    // or one aimed at a reserved stream (`eddy:deployments`), was not written
+                    // by a host and is never forwarded; it stays for an operator to see.
                     done.held += 1;
+                    done.refused += 1;
                     continue;
                 }
             };
@@ -348,9 +370,10 @@ pub async fn forward<C: redis::aio::ConnectionLike>(
                         // This letter's stream is unusable (another type under its name):
                         // the letters after it, to other streams, still go.
                         crate::broker::counted("dead_letter", &error);
-                        tracing::error!(%outbox, id = %entry.id, dead_letter_stream = %target, %error,
+                        tracing::debug!(%outbox, id = %entry.id, dead_letter_stream = %target, %error,
                             "a dead letter cannot be forwarded; it stays in the outbox");
                         done.held += 1;
+                        done.last_error = Some(format!("{target}: {error}"));
                     }
                 },
             }
@@ -380,7 +403,7 @@ async fn forward_one<C: redis::aio::ConnectionLike>(
     for (name, value) in fields {
         invocation.arg(name).arg(value.as_slice());
     }
-    let Some(replicas) = broker.replicas_to_wait_for() else {
+    let Some(replicas) = broker.replicas_to_wait_for_now() else {
         let fresh: i64 = invocation.invoke_async(conn).await?;
         return Ok(Some(fresh as usize));
     };
@@ -389,15 +412,17 @@ async fn forward_one<C: redis::aio::ConnectionLike>(
     broker.push_wait_counted(&mut pipe);
     let sent: redis::RedisResult<(i64, u32)> = pipe.query_async(conn).await;
     let (fresh, acked) = match sent {
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
+        Err(error) if crate::broker::is_noscript(&error) => {
             FORWARD.load_async(conn).await?;
             pipe.query_async(conn).await?
         }
         other => other?,
     };
-    Ok((acked >= replicas).then_some(fresh as usize))
+    if acked < replicas {
+        broker.replicas_missing(acked);
+        return Ok(None);
+    }
+    Ok(Some(fresh as usize))
 }
 
 /// Original fields a dead letter keeps at most. A producer can write an entry with any number
@@ -465,6 +490,22 @@ fn kept_fields(original: &[(String, Vec<u8>)]) -> Vec<&(String, Vec<u8>)> {
 mod tests {
     use super::*;
     use crate::engine::{LogLevel, LogLine};
+
+    #[test]
+    fn only_dead_letter_streams_are_forwarding_targets() {
+        for good in ["orders.dlq", "errors", "eddy:cron:report.dlq"] {
+            assert!(is_dead_letter_target(good), "{good}");
+        }
+        for bad in [
+            "eddy:deployments",
+            "eddy:cron:report",
+            "eddy:records",
+            "a{b}",
+            "",
+        ] {
+            assert!(!is_dead_letter_target(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_log_tail_keeps_the_end() {

@@ -101,12 +101,24 @@ pub async fn letters<C: ConnectionLike>(
     streams.sort();
     let mut out = Vec::new();
     for stream in streams {
-        let reply: redis::Value = redis::cmd("XRANGE")
+        let reply: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
             .arg(&stream)
             .arg("-")
             .arg("+")
             .query_async(conn)
-            .await?;
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // A dead-letter stream someone overwrote with another type holds no letters (they
+            // wait in the outbox): the other streams' are still listed.
+            Err(error)
+                if crate::broker::Trouble::of(&error) == crate::broker::Trouble::WrongType =>
+            {
+                tracing::warn!(%stream, "a dead-letter stream's name holds another type of key");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let entries = crate::triggers::streams::wire::entries_of(reply)
             .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "XRANGE reply", e)))?;
         for entry in entries {

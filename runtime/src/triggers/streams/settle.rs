@@ -113,7 +113,6 @@ impl Settler {
                 }
             }
         }
-        self.broker.push_wait(&mut pipe);
         pipe
     }
 
@@ -122,8 +121,20 @@ impl Settler {
         if settlement.is_empty() {
             return;
         }
-        let pipe = self.pipeline(settlement);
-        let landed: Option<()> = self.query(&pipe, abandon, "settling a batch").await;
+        let mut pipe = self.pipeline(settlement);
+        let waits = self.broker.push_wait(&mut pipe);
+        let landed: Option<Vec<redis::Value>> =
+            self.query(&pipe, abandon, "settling a batch").await;
+        if waits
+            && let Some(replies) = &landed
+            && let Some(Ok(acked)) = replies.last().map(redis::from_redis_value_ref::<u32>)
+            && self
+                .broker
+                .replicas_to_wait_for()
+                .is_some_and(|n| acked < n)
+        {
+            self.broker.replicas_missing(acked);
+        }
         if landed.is_some() && !settlement.dead_letters.is_empty() {
             self.forward_dead_letters();
         }
@@ -144,7 +155,9 @@ impl Settler {
         tokio::spawn(async move {
             match forward_dead_letters(&mut conn, &broker, &stream).await {
                 Ok(done) if done.held > 0 => {
-                    tracing::warn!(%stream, held = done.held, "dead letters held in the outbox; retried on the next round");
+                    tracing::warn!(%stream, held = done.held, refused = done.refused,
+                        last_error = done.last_error.as_deref().unwrap_or("-"),
+                        "dead letters held in the outbox; retried on the next round");
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -230,7 +243,7 @@ impl Settler {
                     crate::broker::follow_redirect(&mut conn, stream, error).await;
                 }
                 if let Err(error) = &sent
-                    && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                    && crate::broker::is_noscript(error)
                 {
                     if let Err(error) = load_scripts(&mut conn).await {
                         tracing::warn!(%error, "loading scripts failed");
