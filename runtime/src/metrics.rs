@@ -436,18 +436,12 @@ impl RedisMemory {
     /// is the one reported (it refuses writes first), and a node whose policy is not
     /// `noeviction` lends its policy, so the warning it deserves is not hidden by the others.
     pub async fn read<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<Self> {
-        let reply: redis::Value = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-        Ok(Self::of_reply(reply))
+        Ok(Self::of_nodes(
+            &crate::broker::info_per_node(conn, "memory").await?,
+        ))
     }
 
-    fn of_reply(reply: redis::Value) -> Self {
-        let texts: Vec<String> = match reply {
-            redis::Value::Map(nodes) => nodes
-                .into_iter()
-                .filter_map(|(_, text)| redis::from_redis_value(text).ok())
-                .collect(),
-            other => redis::from_redis_value(other).into_iter().collect(),
-        };
+    fn of_nodes(texts: &[String]) -> Self {
         let nodes: Vec<Self> = texts.iter().map(|t| Self::parse(t)).collect();
         let fill = |m: &Self| {
             if m.max == 0 {
@@ -509,10 +503,10 @@ mod tests {
             (name("b:2"), node(900, 1000, "noeviction")),
             (name("c:3"), node(100, 1000, "allkeys-lru")),
         ]);
-        let memory = RedisMemory::of_reply(reply);
+        let memory = RedisMemory::of_nodes(&crate::broker::node_texts(reply));
         assert_eq!((memory.used, memory.max), (900, 1000));
         assert_eq!(memory.policy, "allkeys-lru");
-        let single = RedisMemory::of_reply(node(7, 0, "noeviction"));
+        let single = RedisMemory::of_nodes(&crate::broker::node_texts(node(7, 0, "noeviction")));
         assert_eq!(
             (single.used, single.max, single.policy.as_str()),
             (7, 0, "noeviction")

@@ -207,18 +207,8 @@ impl Broker {
         if self.replicas == 0 {
             return;
         }
-        let mut conn = self.shared();
-        let reply: redis::RedisResult<redis::Value> = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut conn)
-            .await;
-        let texts: Vec<String> = match reply {
-            Ok(redis::Value::Map(nodes)) => nodes
-                .into_iter()
-                .filter_map(|(_, text)| redis::from_redis_value(text).ok())
-                .collect(),
-            Ok(other) => redis::from_redis_value(other).into_iter().collect(),
-            Err(_) => return,
+        let Ok(texts) = info_per_node(&mut self.shared(), "replication").await else {
+            return;
         };
         for text in texts {
             let field = |name: &str| {
@@ -307,11 +297,7 @@ impl Trouble {
     /// Classifies `error`. A refused command inside a pipeline or `MULTI` comes back as a list
     /// of server errors (an aborted transaction among them): each is looked at by its code.
     pub fn of(error: &redis::RedisError) -> Self {
-        let codes: Vec<String> = error
-            .clone()
-            .into_server_errors()
-            .map(|errors| errors.iter().map(|(_, e)| e.code().to_owned()).collect())
-            .unwrap_or_default();
+        let codes = server_codes(error);
         if codes.iter().any(|c| c == "OOM") {
             Trouble::Full
         } else if codes.iter().any(|c| c == "WRONGTYPE") {
@@ -354,10 +340,38 @@ impl Trouble {
 /// pipeline's replies.
 pub fn is_noscript(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        || error
-            .clone()
-            .into_server_errors()
-            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOSCRIPT"))
+        || server_codes(error).iter().any(|c| c == "NOSCRIPT")
+}
+
+/// The codes of the server errors inside `error` (a pipeline's or a transaction's replies);
+/// empty for an error that is not a list of them.
+fn server_codes(error: &redis::RedisError) -> Vec<String> {
+    error
+        .clone()
+        .into_server_errors()
+        .map(|errors| errors.iter().map(|(_, e)| e.code().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// An `INFO <section>` reply as text per node: one on a single server; on a cluster, where the
+/// command goes to every node, each node's.
+pub async fn info_per_node<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    section: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let reply: redis::Value = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    Ok(node_texts(reply))
+}
+
+/// The texts of an `INFO` reply: a map of node to text on a cluster, one text otherwise.
+pub fn node_texts(reply: redis::Value) -> Vec<String> {
+    match reply {
+        redis::Value::Map(nodes) => nodes
+            .into_iter()
+            .filter_map(|(_, text)| redis::from_redis_value(text).ok())
+            .collect(),
+        other => redis::from_redis_value(other).into_iter().collect(),
+    }
 }
 
 /// Whether `error` says a key moved to another cluster node (`MOVED`, or `ASK` while its
@@ -367,11 +381,9 @@ pub fn is_redirect(error: &redis::RedisError) -> bool {
     matches!(
         error.kind(),
         ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
-    ) || error.clone().into_server_errors().is_some_and(|errors| {
-        errors
-            .iter()
-            .any(|(_, e)| matches!(e.code(), "MOVED" | "ASK" | "EXECABORT"))
-    })
+    ) || server_codes(error)
+        .iter()
+        .any(|c| matches!(c.as_str(), "MOVED" | "ASK" | "EXECABORT"))
 }
 
 /// After a pipeline came back redirected: the cluster client follows redirections of single

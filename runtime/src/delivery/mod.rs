@@ -28,8 +28,7 @@ pub use backoff::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy,
 };
 pub use dead_letter::{
-    DeadLetter, FORWARDED_MARKER_TTL, Forwarded, LOG_TAIL_BYTES, OUTBOX_LETTER, OUTBOX_TARGET,
-    Reason, error_text, forward as forward_dead_letters, log_tail, outbox_key,
+    DeadLetter, LOG_TAIL_BYTES, Reason, error_text, forward as forward_dead_letters, log_tail,
     push_dead_letter_pending,
 };
 pub use retry_queue::{LeasedRetry, RetryKeys, RetryRecord};
