@@ -289,7 +289,7 @@ pub async fn run(
         deployed,
     ));
     tracing::info!(
-        redis = %config.redis_url,
+        redis = %ctx.broker.url(),
         consumer = %config.consumer,
         functions = functions.len(),
         "eddy host ready"

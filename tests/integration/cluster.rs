@@ -5,7 +5,8 @@
 //! replayed, `once`, history replay, cron ticks and a cronjob's fired once, shared key-value
 //! counters, a deploy with ingress, invocation records, status and metrics. Then a master is
 //! killed while a host drains: its replica takes over and the host carries on without a
-//! restart.
+//! restart; and a master stalled past the commands' timeout has the host replace its cluster
+//! connections and carry on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -390,9 +391,18 @@ fn a_cluster_runs_streams_dead_letters_cron_and_deploys_across_its_masters() {
 }
 
 #[test]
-#[ignore = "known defect, issue 15 open: in about 1 run of 3 the host's cluster connection \
-            times out for over a minute after the master is killed; run with --ignored"]
 fn a_master_killed_mid_drain_fails_over_and_the_hosts_carry_on() {
+    master_killed_mid_drain(&[]);
+}
+
+/// The same with settles waiting for a replica: a `WAIT` to the dead master must not hold the
+/// host up once its replica has taken over.
+#[test]
+fn a_master_killed_mid_drain_fails_over_with_writes_waiting_for_replicas() {
+    master_killed_mid_drain(&["--wait-replicas", "1"]);
+}
+
+fn master_killed_mid_drain(host_args: &[&str]) {
     let mut cluster =
         RedisCluster::start_with_node_timeout(eddy_tests::redis_cluster::FAILOVER_NODE_TIMEOUT);
     let mut conn = cluster.conn();
@@ -424,7 +434,7 @@ fn a_master_killed_mid_drain_fails_over_and_the_hosts_carry_on() {
         )
         .unwrap();
     }
-    let mut host = Host::start(&cluster.url(), dir.path(), &[]);
+    let mut host = Host::start(&cluster.url(), dir.path(), host_args);
     host.wait_for_log("stream trigger starting", Duration::from_secs(20));
     const PER_STREAM: usize = 300;
     fill_when_grouped(&mut conn, &streams, "drain", PER_STREAM);
@@ -500,8 +510,9 @@ fn a_master_killed_mid_drain_fails_over_and_the_hosts_carry_on() {
         .count();
     eprintln!(
         "failover: {} of {PER_STREAM} entries survived on the promoted replica; {missing_on_victim} \
-         events not handled (lost to asynchronous replication)",
-        kept_on_victim.saturating_sub(1)
+         events not handled (lost to asynchronous replication); {} cluster connections replaced",
+        kept_on_victim.saturating_sub(1),
+        host.log().matches("was replaced by a new one").count()
     );
     // A manual failover of another master: the old one stays up and answers MOVED, which a
     // pipeline (a settle, an ingress transaction) must follow.
@@ -542,6 +553,60 @@ fn a_master_killed_mid_drain_fails_over_and_the_hosts_carry_on() {
         !host.log().contains("panicked"),
         "the host panicked:\n{}",
         host.log()
+    );
+    host.terminate(Duration::from_secs(30));
+}
+
+/// A master that stops answering (SIGSTOP, shorter than the node timeout, so no failover):
+/// the commands waiting on it time out, the host replaces the cluster connections they went
+/// over, and once the master answers again every event is handled.
+#[test]
+fn a_stalled_master_has_its_connections_replaced_and_nothing_is_lost() {
+    let cluster = RedisCluster::start_with_node_timeout(Duration::from_secs(60));
+    let mut conn = cluster.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("stall");
+    let stalled = cluster.master_of(&stream);
+    let records = (0..200)
+        .map(|n| unique(&format!("records{n}")))
+        .find(|name| cluster.master_of(name) != stalled)
+        .expect("a name on another master");
+    record_function(dir.path(), "stall", &stream, &records, "", "");
+    let mut host = Host::start(&cluster.url(), dir.path(), &[]);
+    eventually(Duration::from_secs(20), "the group", || {
+        eddy_tests::streams::group_exists(&mut conn, &stream, "stall").then_some(())
+    });
+    for n in 0..10 {
+        add(
+            &mut conn,
+            &stream,
+            &[("id", &format!("before-{n}")), ("data", "{}")],
+        );
+    }
+    eventually(Duration::from_secs(20), "events before the stall", || {
+        (attempts_by_event(&entries(&mut conn, &records)).len() == 10).then_some(())
+    });
+    cluster.pause(stalled);
+    // Longer than a blocking read's overall bound (its block, its response timeout and a
+    // connect timeout: 8 s), so the reader's command times out.
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.resume(stalled);
+    for n in 0..10 {
+        add(
+            &mut conn,
+            &stream,
+            &[("id", &format!("after-{n}")), ("data", "{}")],
+        );
+    }
+    eventually(Duration::from_secs(60), "events after the stall", || {
+        (attempts_by_event(&entries(&mut conn, &records)).len() == 20).then_some(())
+    });
+    host.wait_for_log("was replaced by a new one", Duration::from_secs(5));
+    let metrics = eddy_tests::http::curl(&[&format!("{}/metrics", host.api_url())]).body;
+    assert!(
+        metrics
+            .contains(r#"eddy_redis_errors_total{operation="cluster_connection",kind="replaced"}"#),
+        "{metrics}"
     );
     host.terminate(Duration::from_secs(30));
 }

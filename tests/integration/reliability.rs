@@ -369,6 +369,48 @@ fn redis_down_for_30_seconds_loses_nothing() {
     assert!(host.log().contains("WARN"), "the outage was logged");
 }
 
+/// A stream and its group lost while the trigger runs (Redis restarted without persistence, a
+/// failover to a replica that never got them, a deletion), and a producer adding events before
+/// the host reads again: the group is made again from the stream's start, so none is skipped.
+#[test]
+fn a_stream_that_vanishes_is_made_again_and_no_event_added_since_is_skipped() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    patient_recorder(dir.path(), &stream, &records, 0, 4);
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    wait_group(&mut conn, &stream, "rec");
+    add_events(&mut conn, &stream, 0..5);
+    wait_settled(&mut conn, &stream, "rec");
+    // In one transaction, so the host cannot make the group again between the two.
+    let mut lost = redis::pipe();
+    lost.atomic().del(&stream).ignore();
+    for n in 5..20 {
+        lost.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("id")
+            .arg(format!("ev-{n}"))
+            .arg("data")
+            .arg("{}")
+            .ignore();
+    }
+    let () = lost.query(&mut conn).unwrap();
+    wait_group(&mut conn, &stream, "rec");
+    wait_settled(&mut conn, &stream, "rec");
+    eventually(WAIT, "every event handled", || {
+        let seen = attempts(&entries(&mut conn, &records));
+        (seen.keys().cloned().collect::<BTreeSet<_>>() == expected(0..20)).then_some(())
+    });
+    host.wait_for_log("the consumer group vanished", WAIT);
+    let metrics = curl(&[&format!("{}/metrics", host.api_url())]).body;
+    assert!(
+        metrics.contains(r#"eddy_redis_errors_total{operation="read",kind="group_vanished"} 1"#),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn a_stall_past_the_claim_margin_settles_each_entry_once() {
     let redis = RedisServer::start();

@@ -96,7 +96,12 @@ impl Host {
         let log = dir.path().join("host.log");
         let child = command
             .env("XDG_CACHE_HOME", shared_cache())
-            .env("EDDY_LOG", "info")
+            // EDDY_TEST_HOST_LOG widens a test host's log when chasing a failure, e.g.
+            // `info,redis=debug` for the Redis client's own lines.
+            .env(
+                "EDDY_LOG",
+                std::env::var("EDDY_TEST_HOST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("EDDY_TOKEN")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -116,8 +116,9 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until three nodes are replicas with their link to the master up: only then can
-    /// a killed master fail over.
+    /// Waits until three nodes are replicas with their link to the master up and their
+    /// masters streaming writes to them: only then does a killed master fail over to a
+    /// replica that has its data.
     fn wait_for_replicas(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
@@ -136,7 +137,7 @@ impl RedisCluster {
                         })
                 })
                 .count();
-            if linked == 3 {
+            if linked == 3 && self.masters().iter().all(|m| self.replicates_writes(*m)) {
                 return;
             }
             assert!(
@@ -145,6 +146,32 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether a write to the master on `port` reaches a replica. A replica says its link is
+    /// up once it has loaded the master's snapshot, but the master streams writes to it only
+    /// after its first acknowledgement (up to a second later): a kill before then loses
+    /// every write. `WAIT` asks for that acknowledgement and waits for it.
+    fn replicates_writes(&self, port: u16) -> bool {
+        let Ok(mut conn) = node_conn(port) else {
+            return false;
+        };
+        let Some(key) = (0..10_000)
+            .map(|n| format!("eddy-test:replication:{n}"))
+            .find(|key| self.master_of(key) == port)
+        else {
+            return false;
+        };
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .query::<()>(&mut conn)
+            .is_ok()
+            && redis::cmd("WAIT")
+                .arg(1)
+                .arg(2000)
+                .query::<i64>(&mut conn)
+                .is_ok_and(|acked| acked >= 1)
     }
 
     fn wait_for_ping(&self, port: u16) {
@@ -351,7 +378,9 @@ impl RedisCluster {
             .query(&mut node_conn(replica).expect("connecting to the replica"))
             .expect("CLUSTER FAILOVER");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.masters().contains(&replica) {
+        // ROLE changes on the replica first; every node's slot map must show it before a
+        // test asks who serves a slot (`master_of` reads any node's map).
+        while !(self.masters().contains(&replica) && self.every_map_has_master(replica)) {
             assert!(
                 Instant::now() < deadline,
                 "the manual failover did not happen"
@@ -359,6 +388,42 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.wait_until_ok(Duration::from_secs(30));
+    }
+
+    /// Whether every running node's `CLUSTER SLOTS` names `port` as the master of some slots.
+    fn every_map_has_master(&self, port: u16) -> bool {
+        self.running_ports().into_iter().all(|node| {
+            node_conn(node)
+                .and_then(|mut c| {
+                    redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query::<redis::Value>(&mut c)
+                })
+                .ok()
+                .and_then(|slots| parse_slots(&slots))
+                .is_some_and(|ranges| ranges.iter().any(|(_, _, master)| *master == port))
+        })
+    }
+
+    /// Stops the node on `port` (SIGSTOP) without closing its connections: it answers
+    /// nothing, as a node stalled by a long command or a frozen machine would, until
+    /// [`resume`](Self::resume).
+    pub fn pause(&self, port: u16) {
+        crate::host::signal(self.pid(port), libc::SIGSTOP);
+    }
+
+    /// Lets a node stopped by [`pause`](Self::pause) go on.
+    pub fn resume(&self, port: u16) {
+        crate::host::signal(self.pid(port), libc::SIGCONT);
+    }
+
+    fn pid(&self, port: u16) -> u32 {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .expect("a running node of this cluster")
+            .id()
     }
 
     /// Kills the node on `port` at once (SIGKILL, as a crash would).

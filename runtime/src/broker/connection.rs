@@ -11,11 +11,20 @@
 //! Which shape: a URL with the `redis+cluster://` (or `rediss+cluster://`) scheme or a
 //! comma-separated list of seed nodes is a cluster; a single URL is asked `INFO cluster`, so
 //! pointing `--redis` at any one node of a cluster is enough.
+//!
+//! A cluster connection that stops answering is replaced ([`ClusterConn`]): after a master is
+//! killed, the crate's cluster client can wedge while it rebuilds its slot map (measured: in
+//! about one failover in four under load, every command on it, to any node, timed out for
+//! over a minute), and a fresh client, which learns the new slot map from the survivors,
+//! carries on at once.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -25,14 +34,22 @@ pub enum Conn {
     /// One server.
     Single(ConnectionManager),
     /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    Cluster(ClusterConn),
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => {
+                let (mut current, generation) = conn.current();
+                let conn = conn.clone();
+                Box::pin(async move {
+                    let reply = current.req_packed_command(cmd).await;
+                    conn.after(&reply, generation);
+                    reply
+                })
+            }
         }
     }
 
@@ -44,16 +61,135 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => {
+                let (mut current, generation) = conn.current();
+                let conn = conn.clone();
+                Box::pin(async move {
+                    let reply = current.req_packed_commands(pipeline, offset, count).await;
+                    conn.after(&reply, generation);
+                    reply
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
+            // A cluster has database 0 only.
+            Conn::Cluster(_) => 0,
         }
     }
+}
+
+/// How soon a cluster connection may be replaced again after a replacement: a Redis that is
+/// stalled (not a wedged client) times out on every connection, and replacing one each time
+/// would only add connections.
+pub const CLUSTER_REPLACE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A cluster connection that replaces itself when a command on it times out; clones share it.
+#[derive(Clone)]
+pub struct ClusterConn {
+    shared: Arc<ClusterShared>,
+}
+
+struct ClusterShared {
+    client: ClusterClient,
+    /// The connection commands go over now, and its generation (how many replaced it).
+    current: RwLock<(ClusterConnection, u64)>,
+    generation: AtomicU64,
+    replacing: AtomicBool,
+    last_replaced: Mutex<Option<Instant>>,
+    patience: Patience,
+    seeds: Arc<str>,
+}
+
+impl ClusterConn {
+    fn current(&self) -> (ClusterConnection, u64) {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Looks at a command's outcome: a timeout on the connection of `generation` has it
+    /// replaced (once, in the background, at most every [`CLUSTER_REPLACE_INTERVAL`]). Other
+    /// errors (a refused connection to a dead node, `CLUSTERDOWN`, a redirection) are the
+    /// client's to follow and the caller's to retry.
+    fn after<T>(&self, reply: &redis::RedisResult<T>, generation: u64) {
+        let Err(error) = reply else { return };
+        if !error.is_timeout() {
+            return;
+        }
+        let shared = &self.shared;
+        if shared.generation.load(Ordering::Acquire) != generation
+            || shared.replacing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        {
+            let mut last = shared
+                .last_replaced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < CLUSTER_REPLACE_INTERVAL) {
+                shared.replacing.store(false, Ordering::Release);
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let budget = shared.patience.connect + shared.patience.response;
+            match tokio::time::timeout(budget, shared.client.get_async_connection()).await {
+                Ok(Ok(fresh)) => {
+                    let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                    *shared.current.write().unwrap_or_else(|e| e.into_inner()) =
+                        (fresh, generation);
+                    crate::metrics::METRICS.redis_error("cluster_connection", "replaced");
+                    tracing::warn!(
+                        seeds = %shared.seeds,
+                        "a Redis Cluster connection stopped answering in time; it was \
+                         replaced by a new one"
+                    );
+                }
+                Ok(Err(error)) => tracing::warn!(seeds = %shared.seeds, %error,
+                    "replacing a Redis Cluster connection that stopped answering failed; \
+                     trying again at its next timeout"),
+                Err(_) => tracing::warn!(seeds = %shared.seeds,
+                    "replacing a Redis Cluster connection that stopped answering timed out; \
+                     trying again at its next timeout"),
+            }
+            shared.replacing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// `url` (one URL or a comma-separated list) with every password replaced by `***`, for logs
+/// and messages: a Redis URL may carry credentials, and a host's log is read by more people
+/// than its secrets are.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|part| {
+            let (scheme, rest) = part.split_once("://").unwrap_or(("", part));
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let shown = match authority.rsplit_once('@') {
+                Some((credentials, host)) => {
+                    let user = credentials.split_once(':').map_or("", |(user, _)| user);
+                    format!("{user}:***@{host}")
+                }
+                None => authority.to_owned(),
+            };
+            if scheme.is_empty() {
+                format!("{shown}{path}")
+            } else {
+                format!("{scheme}://{shown}{path}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Where the hosts' Redis is, as `--redis` gave it.
@@ -74,6 +210,7 @@ impl Target {
     /// (also a cluster). A node after the first may leave out the scheme.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let url = url.trim();
+        let shown = redacted(url);
         let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
             ("redis", rest)
         } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
@@ -99,7 +236,7 @@ impl Target {
             let part = part.trim();
             if part.is_empty() {
                 anyhow::bail!(
-                    "invalid Redis URL {url:?}: an empty node in the list; expected \
+                    "invalid Redis URL {shown:?}: an empty node in the list; expected \
                      redis+cluster://HOST:PORT,HOST:PORT"
                 );
             }
@@ -115,8 +252,9 @@ impl Target {
             };
             if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                 anyhow::bail!(
-                    "invalid cluster node {part:?} in {url:?}: expected redis://HOST:PORT or \
-                     rediss://HOST:PORT (a cluster is reached over TCP)"
+                    "invalid cluster node {:?} in {shown:?}: expected redis://HOST:PORT or \
+                     rediss://HOST:PORT (a cluster is reached over TCP)",
+                    redacted(part)
                 );
             }
             seeds.push(node);
@@ -186,22 +324,32 @@ pub async fn single(client: &redis::Client, patience: Patience) -> redis::RedisR
 /// Opens a cluster connection to `seeds` with `patience`. Each call opens connections of its
 /// own to every node, so a blocking read on one never holds up another's commands.
 pub async fn cluster(seeds: &[String], patience: Patience) -> anyhow::Result<Conn> {
-    let client = redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
+    let client = ClusterClient::builder(seeds.iter().map(String::as_str))
         .connection_timeout(patience.connect.min(patience.response))
         .response_timeout(patience.response)
-        // A redirection or a failover retries inside the client; the overall bound is what a
-        // caller waits at most, so that it sees a failure rather than hanging.
-        .overall_response_timeout(Some(
-            patience.response * (patience.retries as u32 + 1) + patience.connect,
-        ))
+        // A redirection or a failover retries inside the client, within this overall bound:
+        // what a caller waits at most, so that it sees a failure (and a wedged client is
+        // replaced) rather than hanging. The callers retry on their own schedules.
+        .overall_response_timeout(Some(patience.response + patience.connect))
         .retries(patience.retries as u32)
         .build()
-        .with_context(|| format!("invalid cluster nodes {seeds:?}"))?;
-    client
+        .with_context(|| format!("invalid cluster nodes {:?}", redacted(&seeds.join(","))))?;
+    let seeds = redacted(&seeds.join(","));
+    let connection = client
         .get_async_connection()
         .await
-        .map(Conn::Cluster)
-        .with_context(|| format!("cannot connect to the Redis Cluster at {}", seeds.join(",")))
+        .with_context(|| format!("cannot connect to the Redis Cluster at {seeds}"))?;
+    Ok(Conn::Cluster(ClusterConn {
+        shared: Arc::new(ClusterShared {
+            client,
+            current: RwLock::new((connection, 0)),
+            generation: AtomicU64::new(0),
+            replacing: AtomicBool::new(false),
+            last_replaced: Mutex::new(None),
+            patience,
+            seeds: seeds.into(),
+        }),
+    }))
 }
 
 /// Whether the server behind `conn` is a node of a cluster (`cluster_enabled:1`).
@@ -259,6 +407,25 @@ mod tests {
                 "redis://user:pw@b:7001".into()
             ])
         );
+    }
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redacted("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redacted("rediss://:s3cret@host"), "rediss://:***@host");
+        assert_eq!(
+            redacted("redis+cluster://u:p@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
+        assert_eq!(redacted("redis://host:6379/"), "redis://host:6379/");
+        assert_eq!(redacted("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+        let bad = Target::parse("redis://u:s3cret@a:1,,b:2")
+            .unwrap_err()
+            .to_string();
+        assert!(!bad.contains("s3cret"), "{bad}");
     }
 
     #[test]

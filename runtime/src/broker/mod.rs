@@ -95,11 +95,13 @@ const READER: Patience = Patience {
 };
 
 impl Broker {
-    /// Connects to `url`: `redis://host:port/db`, `rediss://…`, `unix:///path`, or a cluster
+    /// Connects to `given`: `redis://host:port/db`, `rediss://…`, `unix:///path`, or a cluster
     /// (`redis+cluster://host:port,host:port`, a comma-separated list, or any one node of a
     /// cluster, found out by asking it).
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let reach = match Target::parse(url)? {
+    pub async fn connect(given: &str) -> anyhow::Result<Self> {
+        // Only the redacted form reaches a message: the URL may carry a password.
+        let url = &connection::redacted(given);
+        let reach = match Target::parse(given)? {
             Target::Cluster(seeds) => Reach::Cluster(seeds.into()),
             Target::Single(single_url) => {
                 let client = redis::Client::open(single_url.as_str()).with_context(|| {
@@ -139,7 +141,7 @@ impl Broker {
             reach,
             shared,
             requests,
-            url: url.into(),
+            url: url.as_str().into(),
             replicas: 0,
             waits_suspended_until_ms: Default::default(),
         })
@@ -265,7 +267,7 @@ impl Broker {
         matches!(self.reach, Reach::Cluster(_))
     }
 
-    /// The URL connected to, for messages.
+    /// The URL connected to, its password hidden, for messages.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -185,7 +185,10 @@ pub async fn run(
     {
         tracing::warn!(%error, "recording the dead-letter stream failed");
     }
-    if trigger.ensure_group().await {
+    if trigger
+        .ensure_group(trigger.config.start.group_start_id())
+        .await
+    {
         // From here no entry added to the stream is missed, whatever the group's start.
         let _ = subscribed.send(());
         let retries = tokio::spawn(trigger.clone().retry_loop());
@@ -219,8 +222,9 @@ impl Trigger {
             .clone()
     }
 
-    /// Creates the consumer group (and the stream) if absent. False if shut down first.
-    async fn ensure_group(&self) -> bool {
+    /// Creates the consumer group (and the stream) if absent, starting at `start`. False if
+    /// shut down first.
+    async fn ensure_group(&self, start: &'static str) -> bool {
         let config = &self.config;
         retry_until_ok(&self.ctx.shutdown, "creating the consumer group", || {
             let mut conn = self.conn.clone();
@@ -229,7 +233,7 @@ impl Trigger {
                     .arg("CREATE")
                     .arg(&config.stream)
                     .arg(&config.group)
-                    .arg(config.start.group_start_id())
+                    .arg(start)
                     .arg("MKSTREAM")
                     .query_async(&mut conn)
                     .await;
@@ -349,9 +353,21 @@ impl Trigger {
                 Err(error) => {
                     drop(permits);
                     if error.contains("NOGROUP") {
-                        // The stream or group vanished (deleted, or Redis restarted without
-                        // persistence): make them again.
-                        if !self.ensure_group().await {
+                        // The stream or group vanished while this trigger ran: Redis restarted
+                        // without persistence, a failover promoted a replica that never got
+                        // them, or someone deleted them. What the group had delivered is
+                        // unknown, so it is made again at the stream's start: entries still
+                        // in the stream come again (at least once) rather than being skipped,
+                        // as `start = "latest"` would skip those a producer added since.
+                        tracing::warn!(
+                            function = self.function().name(),
+                            stream = %self.config.stream,
+                            group = %self.config.group,
+                            "the consumer group vanished; making it again from the stream's \
+                             start (entries still in the stream are delivered again)"
+                        );
+                        METRICS.redis_error("read", "group_vanished");
+                        if !self.ensure_group(Start::Earliest.group_start_id()).await {
                             return;
                         }
                         continue;
