@@ -243,6 +243,7 @@ pub async fn run(
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }
     let broker_for_records = broker.shared();
+    let broker_for_flow = broker.clone();
     let ctx = HostContext {
         workers,
         publisher,
@@ -254,6 +255,7 @@ pub async fn run(
         claim_margin: config.claim_margin,
         recorder: crate::records::Recorder::spawn(broker_for_records, config.records_budget),
         spans: config.spans.clone(),
+        flow: streams::flow::watch(&broker_for_flow, shutdown.clone()),
     };
     let mut triggers = JoinSet::new();
     // Before the groups are waited for: a Redis too full to create them is the one that most

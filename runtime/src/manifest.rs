@@ -43,6 +43,12 @@
 //! max_age = "7d"              # 1s..=3650d, by entry time
 //! max_len = 1000000           # at most this many entries
 //!
+//! [triggers.stream.breaker]    # stop the trigger while it mostly fails (see streams::flow)
+//! failure_rate = 0.5          # failed share that trips it, above 0.0 up to 1.0
+//! window = "1m"               # outcomes counted over this, 1s..=1h
+//! min_events = 20             # outcomes needed in the window first, 1..=1000000
+//! cool_down = "30s"           # open this long, then one probe event, 1s..=1h
+//!
 //! [triggers.stream.retry]      # the same table works under [[triggers.cron]]
 //! max_attempts = 5            # attempts in all, 1..=100
 //! initial = "1s"              # delay before the second attempt
@@ -84,6 +90,9 @@ use crate::retention::Retention;
 use crate::triggers::cron::{
     CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
     legacy_states, state_key, tick_stream,
+};
+use crate::triggers::streams::flow::{
+    BreakerConfig, DEFAULT_MIN_EVENTS, MAX_BREAKER_DURATION, MAX_MIN_EVENTS,
 };
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
@@ -292,6 +301,16 @@ struct RawStreamTrigger {
     instance: Option<Instance>,
     batch_window: Option<String>,
     retention: Option<RawRetention>,
+    breaker: Option<RawBreaker>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failure_rate: Option<f64>,
+    window: Option<String>,
+    min_events: Option<i64>,
+    cool_down: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -597,6 +616,10 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
                 Some(policy)
             }
         };
+        let breaker = match t.breaker {
+            None => None,
+            Some(raw) => Some(v.breaker(&format!("{at}.breaker"), raw)?),
+        };
         streams.push(StreamTriggerConfig {
             stream: t.stream,
             group,
@@ -609,6 +632,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             instance: t.instance.unwrap_or_default(),
             batch_window,
             retention,
+            breaker,
         });
     }
 
@@ -670,6 +694,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             instance: Instance::PerEvent,
             batch_window: DEFAULT_BATCH_WINDOW,
             retention: None,
+            breaker: None,
         });
         let late_grace = match &t.late_grace {
             None => DEFAULT_LATE_GRACE,
@@ -838,6 +863,46 @@ impl Validator<'_> {
                 &format!("an integer from {min} to {max}"),
             )),
         }
+    }
+
+    fn breaker(&self, at: &str, raw: RawBreaker) -> Result<BreakerConfig, ManifestError> {
+        let mut config = BreakerConfig::default();
+        if let Some(rate) = raw.failure_rate {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(self.error(
+                    &format!("{at}.failure_rate"),
+                    &rate.to_string(),
+                    "a share of failed events above 0.0 and at most 1.0 (0.5 trips at half)",
+                ));
+            }
+            config.failure_rate = rate;
+        }
+        for (name, text, slot) in [
+            ("window", &raw.window, &mut config.window),
+            ("cool_down", &raw.cool_down, &mut config.cool_down),
+        ] {
+            if let Some(text) = text {
+                let field = format!("{at}.{name}");
+                let value = self.duration(&field, text)?;
+                self.check(
+                    &field,
+                    text,
+                    value >= Duration::from_secs(1)
+                        && value <= MAX_BREAKER_DURATION
+                        && value.subsec_nanos() == 0,
+                    "whole seconds from 1s to 1h",
+                )?;
+                *slot = value;
+            }
+        }
+        config.min_events = self.range(
+            &format!("{at}.min_events"),
+            raw.min_events,
+            DEFAULT_MIN_EVENTS as usize,
+            1,
+            MAX_MIN_EVENTS as usize,
+        )? as u32;
+        Ok(config)
     }
 
     fn retry(&self, at: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, ManifestError> {

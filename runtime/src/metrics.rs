@@ -27,6 +27,8 @@
 //! | `eddy_redis_memory_max_bytes` | | Redis's `maxmemory` (0: no limit), read at scrape |
 //! | `eddy_retention_trimmed_entries_total` | stream | entries this host trimmed by retention |
 //! | `eddy_retention_held_back_entries` | stream | entries past the policy kept because a group still needs them |
+//! | `eddy_trigger_flow` | function, stream | a stream trigger's flow: 0 running, 1 paused, 2 breaker open, 3 half-open (probing) |
+//! | `eddy_breaker_trips_total` | function, stream | times this host tripped a trigger's breaker (failed probes included) |
 
 use std::collections::BTreeSet;
 use std::sync::{LazyLock, Mutex};
@@ -62,6 +64,8 @@ pub struct Metrics {
     redis_max: Gauge,
     trimmed: Family<Labels, Counter>,
     held_back: Family<Labels, Gauge>,
+    flow: Family<Labels, Gauge>,
+    breaker_trips: Family<Labels, Counter>,
     groups: Mutex<BTreeSet<(String, String, String)>>,
 }
 
@@ -218,8 +222,22 @@ impl Metrics {
             "Entries past a stream's retention kept because a group still needs them",
             held_back.clone(),
         );
+        let flow = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_trigger_flow",
+            "A stream trigger's flow: 0 running, 1 paused, 2 breaker open, 3 half-open",
+            flow.clone(),
+        );
+        let breaker_trips = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_breaker_trips",
+            "Times this host tripped a stream trigger's circuit breaker",
+            breaker_trips.clone(),
+        );
         Self {
             registry,
+            flow,
+            breaker_trips,
             redis_errors,
             redis_used,
             redis_max,
@@ -307,6 +325,20 @@ impl Metrics {
     pub fn redis_error(&self, operation: &str, kind: &str) {
         self.redis_errors
             .get_or_create(&labels(&[("operation", operation), ("kind", kind)]))
+            .inc();
+    }
+
+    /// Sets the flow gauge of `function`'s trigger on `stream` (see [`crate::triggers::streams::flow::Flow::gauge`]).
+    pub fn set_flow(&self, function: &str, stream: &str, value: i64) {
+        self.flow
+            .get_or_create(&labels(&[("function", function), ("stream", stream)]))
+            .set(value);
+    }
+
+    /// Counts a trip of `function`'s breaker on `stream` by this host.
+    pub fn breaker_tripped(&self, function: &str, stream: &str) {
+        self.breaker_trips
+            .get_or_create(&labels(&[("function", function), ("stream", stream)]))
             .inc();
     }
 

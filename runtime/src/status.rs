@@ -77,7 +77,7 @@ pub async fn heartbeat(
 }
 
 /// The cluster's status: hosts (alive or dead), deployed functions, lag and pending per group,
-/// dead letters per stream, cronjobs.
+/// dead letters per stream, cronjobs, and stream triggers paused or stopped by their breaker.
 pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> {
     let now = chrono::Utc::now().timestamp_millis();
     let beats: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
@@ -157,6 +157,38 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         .map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "cronjobs", e.to_string()))
         })?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // A flow hash someone replaced with another type must not hide the rest of the status.
+    let flow: Vec<Value> = crate::triggers::streams::flow::read(conn)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(field, state)| {
+            let (function, stream) = field.split_once(' ').unwrap_or((field.as_str(), ""));
+            let time = |ms: f64| {
+                chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.to_rfc3339())
+            };
+            let decided = crate::triggers::streams::flow::decide(Some(&state), now_ms);
+            json!({
+                "function": function,
+                "stream": stream,
+                "state": match decided {
+                    crate::triggers::streams::flow::Flow::Open => "running",
+                    crate::triggers::streams::flow::Flow::Paused => "paused",
+                    crate::triggers::streams::flow::Flow::Tripped => "breaker open",
+                    crate::triggers::streams::flow::Flow::HalfOpen => "breaker half-open",
+                },
+                "paused_since": state.paused.as_ref().and_then(|p| time(p.at_ms)),
+                "breaker": state.breaker.as_ref().map(|b| json!({
+                    "reason": b.reason,
+                    "tripped_at": time(b.at_ms),
+                    "open_until": time(b.until_ms),
+                    "trips": b.trips as u64,
+                    "host": b.host,
+                })),
+            })
+        })
+        .collect();
     let memory = crate::metrics::RedisMemory::read(conn).await?;
     Ok(json!({
         "redis": {
@@ -168,5 +200,6 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         "groups": lag,
         "dead_letters": dead_letters,
         "cronjobs": cronjobs,
+        "flow": flow,
     }))
 }

@@ -11,6 +11,7 @@ mod deploy;
 mod deploy_kit;
 mod dlq;
 mod engine;
+mod flow;
 mod invoke;
 mod languages;
 mod metrics;

@@ -266,6 +266,10 @@ pub async fn delete(state: &ApiState, name: &str) -> Result<Response<Full<Bytes>
     {
         return Err(ApiError::not_found(format!("no function {name:?}")));
     }
+    // A pause or a breaker of the removed function must not hold a later one of its name.
+    if let Err(error) = crate::triggers::streams::flow::forget(&mut conn, name).await {
+        tracing::warn!(function = name, %error, "forgetting the removed function's pauses failed");
+    }
     Ok(json_response(StatusCode::OK, &json!({ "deleted": name })))
 }
 
@@ -308,6 +312,107 @@ pub async fn rollback(
         }
         Err(e) => Err(unavailable(e)),
     }
+}
+
+/// `POST /v1/functions/{name}/pause` or `…/resume`, with optional `{"trigger": "<stream>"}`:
+/// every host stops (or goes on) taking new events of the function's stream triggers (those
+/// this host runs, or the one named). Resuming also closes a tripped circuit breaker.
+pub async fn pause_or_resume(
+    state: &ApiState,
+    name: &str,
+    pause: bool,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    check_name(name)?;
+    let (_, body) = read_body(state, request, MAX_DEPLOY_BODY_BYTES).await?;
+    let named = if body.is_empty() {
+        None
+    } else {
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "body",
+                format!("expected JSON {{\"trigger\": \"STREAM\"}}: {e}"),
+            )
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "body",
+                format!("{value}: expected a JSON object {{\"trigger\": \"STREAM\"}} or no body"),
+            ));
+        }
+        match &value["trigger"] {
+            Value::Null => None,
+            Value::String(stream) => {
+                crate::names::stream(stream)
+                    .map_err(|e| ApiError::bad_request("trigger", format!("stream name {e}")))?;
+                Some(stream.clone())
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "trigger",
+                    format!("{other}: expected the name of a stream the function reads"),
+                ));
+            }
+        }
+    };
+    let running = crate::triggers::streams::flow::running_streams(name);
+    let streams = match named {
+        // A function this host runs has its streams known here: a typo is refused rather
+        // than pausing nothing. One it does not run may be paused by name (it may run
+        // elsewhere, or start later).
+        Some(stream) if pause && !running.is_empty() && !running.contains(&stream) => {
+            return Err(ApiError::not_found(format!(
+                "function {name:?} reads no stream {stream:?} on this host; its stream \
+                 triggers here read {running:?}"
+            )));
+        }
+        Some(stream) => vec![stream],
+        None => {
+            let streams = running;
+            if streams.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "function {name:?} runs no stream trigger on this host: name its stream \
+                     with {{\"trigger\": \"STREAM\"}} (eddy functions pause {name} --trigger \
+                     STREAM)"
+                )));
+            }
+            streams
+        }
+    };
+    let mut conn = state.broker.requests();
+    let mut changed = Vec::new();
+    for stream in &streams {
+        let done = if pause {
+            let paused = crate::triggers::streams::flow::pause(&mut conn, name, stream, "api")
+                .await
+                .map_err(|e| ApiError::redis("flow", &e))?;
+            if !paused {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many",
+                    format!(
+                        "{} triggers are paused or tripped already, the most kept: resume some \
+                         first (eddy status lists them)",
+                        crate::triggers::streams::flow::MAX_FLOW_ENTRIES
+                    ),
+                ));
+            }
+            Ok(true)
+        } else {
+            crate::triggers::streams::flow::resume(&mut conn, name, stream).await
+        };
+        if done.map_err(|e| ApiError::redis("flow", &e))? {
+            changed.push(stream.clone());
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "function": name,
+            "triggers": streams,
+            if pause { "paused" } else { "resumed" }: changed,
+        }),
+    ))
 }
 
 /// `POST /v1/functions/{name}/invoke`: runs the current version once on the event in the body

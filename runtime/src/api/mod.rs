@@ -317,6 +317,10 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
             let name = (*name).to_owned();
             functions::rollback(state, &name, request).await
         }
+        (&Method::POST, ["v1", "functions", name, verb @ ("pause" | "resume")]) => {
+            let (name, pause) = ((*name).to_owned(), *verb == "pause");
+            functions::pause_or_resume(state, &name, pause, request).await
+        }
         (_, ["readyz"])
         | (_, ["v1", "streams", _, "events"])
         | (_, ["v1", "streams"])

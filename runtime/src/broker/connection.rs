@@ -170,23 +170,41 @@ impl ClusterConn {
 /// and messages: a Redis URL may carry credentials, and a host's log is read by more people
 /// than its secrets are.
 pub fn redacted(url: &str) -> String {
+    // A password may hold '/', '?' or '@' unescaped: everything up to the last '@' of a part
+    // is taken as its credentials.
     url.split(',')
         .map(|part| {
-            let (scheme, rest) = part.split_once("://").unwrap_or(("", part));
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            let shown = match authority.rsplit_once('@') {
-                Some((credentials, host)) => {
-                    let user = credentials.split_once(':').map_or("", |(user, _)| user);
-                    format!("{user}:***@{host}")
-                }
-                None => authority.to_owned(),
+            let (scheme, rest) = match part.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), part),
             };
-            if scheme.is_empty() {
-                format!("{shown}{path}")
-            } else {
-                format!("{scheme}://{shown}{path}")
-            }
+            let rest = match rest.rsplit_once('@') {
+                Some((credentials, after)) => {
+                    let user = credentials.split_once(':').map_or("", |(user, _)| user);
+                    format!("{user}:***@{after}")
+                }
+                None => rest.to_owned(),
+            };
+            // `?pass=…` / `?password=…` (a unix socket's way to give one).
+            let rest = match rest.split_once('?') {
+                Some((before, query)) => {
+                    let query: Vec<String> = query
+                        .split('&')
+                        .map(|pair| match pair.split_once('=') {
+                            Some((key, _))
+                                if key.eq_ignore_ascii_case("pass")
+                                    || key.eq_ignore_ascii_case("password") =>
+                            {
+                                format!("{key}=***")
+                            }
+                            _ => pair.to_owned(),
+                        })
+                        .collect();
+                    format!("{before}?{}", query.join("&"))
+                }
+                None => rest,
+            };
+            format!("{scheme}{rest}")
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -422,6 +440,15 @@ mod tests {
         );
         assert_eq!(redacted("redis://host:6379/"), "redis://host:6379/");
         assert_eq!(redacted("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+        assert_eq!(
+            redacted("unix:///tmp/r.sock?db=1&pass=s3cret"),
+            "unix:///tmp/r.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redacted("redis://h:1/0?password=s3cret"),
+            "redis://h:1/0?password=***"
+        );
+        assert_eq!(redacted("redis://:pa/s3cret@h:1/"), "redis://:***@h:1/");
         let bad = Target::parse("redis://u:s3cret@a:1,,b:2")
             .unwrap_err()
             .to_string();

@@ -90,6 +90,27 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             }
         );
     }
+    let stopped = list("flow");
+    if !stopped.is_empty() {
+        println!("STOPPED TRIGGERS");
+        for f in stopped {
+            let since = match &f["breaker"] {
+                serde_json::Value::Null => format!("since {}", text(&f["paused_since"])),
+                b => format!(
+                    "until {} ({} trips): {}",
+                    text(&b["open_until"]),
+                    text(&b["trips"]),
+                    text(&b["reason"])
+                ),
+            };
+            println!(
+                "  {:<24} {:<24} {:<18} {since}",
+                text(&f["function"]),
+                text(&f["stream"]),
+                text(&f["state"])
+            );
+        }
+    }
     println!("DEAD LETTERS");
     for d in list("dead_letters") {
         println!("  {:<32} {}", text(&d["stream"]), text(&d["count"]));

@@ -57,6 +57,13 @@ function render(status, failures) {
     (g) => [g.lag, "num"],
     (g) => [g.pending, "num"],
   ], "no consumer group");
+  fill("flow", status.flow, [
+    (f) => [f.function],
+    (f) => [f.stream, "mono"],
+    (f) => [f.state, f.state === "paused" ? "" : "dead"],
+    (f) => [f.breaker ? f.breaker.open_until : f.paused_since],
+    (f) => [f.breaker ? f.breaker.reason : "paused by an operator", "error"],
+  ], "every trigger is running");
   fill("dead-letters", status.dead_letters, [
     (d) => [d.stream, "mono"],
     (d) => [d.count, d.count > 0 ? "num dead" : "num"],

@@ -332,6 +332,20 @@ impl Trigger {
                 }
             }),
         );
+        let outcomes: Vec<(&str, Option<bool>)> = indices
+            .iter()
+            .map(|i| {
+                let slot = &slots[*i];
+                let failed = match slot.verdict.as_ref() {
+                    Some(plan::Verdict::Ran(result)) => {
+                        Some(result.outcome == crate::engine::Outcome::Failed)
+                    }
+                    _ => None,
+                };
+                (slot.delivery.entry_id.as_str(), failed)
+            })
+            .collect();
+        self.flow_outcomes(&outcomes).await;
         for &index in indices {
             slots[index].permit = None;
         }

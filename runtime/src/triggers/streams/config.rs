@@ -79,6 +79,8 @@ pub struct StreamTriggerConfig {
     pub batch_window: Duration,
     /// What the stream keeps, if the manifest says ([`crate::retention`] has the default).
     pub retention: Option<crate::retention::Retention>,
+    /// The circuit breaker, if the manifest has one ([`super::flow`]).
+    pub breaker: Option<super::flow::BreakerConfig>,
 }
 
 impl StreamTriggerConfig {

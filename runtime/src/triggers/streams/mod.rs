@@ -24,6 +24,7 @@
 
 mod batch;
 mod config;
+pub mod flow;
 pub mod observe;
 pub mod plan;
 mod settle;
@@ -92,6 +93,8 @@ pub struct HostContext {
     pub recorder: crate::records::Recorder,
     /// Where invocation spans are exported, if anywhere.
     pub spans: crate::telemetry::SpanExport,
+    /// Every trigger's pause and breaker state, as last read ([`flow::watch`]).
+    pub flow: flow::FlowView,
 }
 
 /// The version of a function its triggers run: swapped in place when a new version with the
@@ -114,7 +117,33 @@ struct Trigger {
     lease_counter: AtomicU64,
     /// Entries this host is handling now: never claimed as abandoned by this host itself.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This trigger's field in the flow states.
+    flow_field: String,
+    /// Its flow when last looked at: for the gauge, the log and a breaker's closing.
+    flow_seen: std::sync::Mutex<flow::Flow>,
+    /// Outcomes counted for the breaker.
+    window: std::sync::Mutex<flow::Window>,
+    /// The probe this host holds while the breaker is half-open.
+    probe: std::sync::Mutex<Option<Probe>>,
+    /// Entries a blocking read returned after the trigger stopped: run first when it goes on.
+    held: std::sync::Mutex<Vec<Entry>>,
+    /// Until when (ms) this host knows the breaker is open because it tripped it, before its
+    /// copy of the flow states says so.
+    tripped_here_until: std::sync::atomic::AtomicI64,
 }
+
+/// A half-open breaker's probe held by this host.
+struct Probe {
+    /// The holder's token in Redis.
+    token: String,
+    /// The entry sent through, once one is.
+    entry_id: Option<String>,
+}
+
+/// How often a trigger stopped by its flow looks at the host's copy again (no Redis call).
+const FLOW_CHECK: Duration = Duration::from_millis(100);
+/// Longest a probe's read blocks waiting for an entry.
+const PROBE_READ_BLOCK: Duration = Duration::from_millis(250);
 
 /// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
 /// function's published events go (the host's, behind the function's allow-list).
@@ -145,6 +174,7 @@ pub async fn run(
         .unwrap_or_else(|e| e.into_inner())
         .name()
         .to_owned();
+    let config_stream = config.stream.clone();
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
         permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -166,7 +196,15 @@ pub async fn run(
         retry_wakeup: Notify::new(),
         lease_counter: AtomicU64::new(0),
         in_flight: Default::default(),
+        flow_field: flow::field(&name, &config_stream),
+        flow_seen: std::sync::Mutex::new(flow::Flow::Open),
+        window: Default::default(),
+        probe: Default::default(),
+        held: Default::default(),
+        tripped_here_until: Default::default(),
     });
+    METRICS.set_flow(&name, &trigger.config.stream, 0);
+    let _running = flow::running(&name, &trigger.config.stream);
     tracing::info!(
         function = trigger.function().name(),
         stream = %trigger.config.stream,
@@ -283,9 +321,27 @@ impl Trigger {
         let mut last_claim: Option<Instant> = None;
         let mut backoff = RETRY_BACKOFF;
         loop {
+            match self.wait_for_flow().await {
+                None => return,
+                Some(true) => {}
+                Some(false) => {
+                    self.send_probe(&mut reader).await;
+                    continue;
+                }
+            }
             let Some(mut permits) = self.permits_unless_shutdown(true).await else {
                 return;
             };
+            if self.flow_now() != flow::Flow::Open {
+                // Paused or tripped while waiting for permits: nothing new starts.
+                continue;
+            }
+            let held = self.take_held(permits.len()).await;
+            if !held.is_empty() {
+                let taken = permits.split_off(permits.len() - held.len());
+                self.dispatch(held, taken);
+                continue;
+            }
             if last_claim.is_none_or(|t| t.elapsed() >= claim_interval) {
                 last_claim = Some(Instant::now());
                 match self.claim_abandoned(permits.len()).await {
@@ -330,6 +386,17 @@ impl Trigger {
                         Err(_) => break,
                     }
                 }
+            }
+            if self.flow_now() != flow::Flow::Open {
+                // Paused or tripped during the blocking read: what it returned is held (pending
+                // for this consumer) and goes first once the trigger runs again.
+                if let Ok(entries) = result {
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(entries);
+                }
+                continue;
             }
             match result {
                 Ok(mut entries) => {
@@ -532,34 +599,29 @@ impl Trigger {
                 self.settler.forward_dead_letters();
                 last_sweep = Some(std::time::Instant::now());
             }
+            if self.flow_now() != flow::Flow::Open {
+                // Paused or tripped: due retries wait in the schedule (a half-open breaker's
+                // probe is the reader's to send).
+                if !sleep_or_cancel(FLOW_CHECK, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
             let Some(mut permits) = self.permits_unless_shutdown(false).await else {
                 return;
             };
-            let now = now_ms();
-            let lease_until = now + self.min_idle().as_millis() as i64;
-            let token = format!(
-                "{}:{}",
-                self.ctx.consumer,
-                self.lease_counter.fetch_add(1, Ordering::Relaxed)
-            );
-            let leased = self
-                .keys
-                .lease(&mut conn, now, lease_until, permits.len(), &token)
-                .await;
+            if self.flow_now() != flow::Flow::Open {
+                // Stopped while waiting for a permit (perhaps one the reader let go of on
+                // seeing the stop): nothing is leased.
+                continue;
+            }
+            let leased = self.lease_due(&mut conn, permits.len()).await;
             let wait = match leased {
-                Ok(leased) => {
+                Ok(deliveries) => {
                     backoff = RETRY_BACKOFF;
-                    let full = leased.len() == permits.len();
-                    let taken = permits.split_off(permits.len() - leased.len());
+                    let full = deliveries.len() == permits.len();
+                    let taken = permits.split_off(permits.len() - deliveries.len());
                     drop(permits);
-                    let deliveries = leased
-                        .into_iter()
-                        .map(|leased| Delivery {
-                            entry_id: leased.entry_id.clone(),
-                            attempt: leased.attempt,
-                            source: Source::Retry(leased),
-                        })
-                        .collect();
                     self.dispatch(deliveries, taken);
                     if full {
                         continue;
@@ -587,6 +649,316 @@ impl Trigger {
                 _ = self.retry_wakeup.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
+        }
+    }
+
+    /// What the flow states let this trigger do now. Keeps the gauge current, logs a change,
+    /// and forgets the breaker's count when the trigger goes on after a stop.
+    fn flow_now(&self) -> flow::Flow {
+        let state = self.ctx.flow.borrow().get(&self.flow_field).cloned();
+        let at = now_ms();
+        let mut now = flow::decide(state.as_ref(), at);
+        let tripped_here = self.tripped_here_until.load(Ordering::Relaxed);
+        if tripped_here > 0 {
+            let caught_up = state
+                .as_ref()
+                .and_then(|s| s.breaker.as_ref())
+                .is_some_and(|b| b.until_ms >= tripped_here as f64);
+            if caught_up || at >= tripped_here {
+                // The copy shows this host's trip now: from here it alone decides, so an
+                // operator's resume takes effect at once.
+                self.tripped_here_until.store(0, Ordering::Relaxed);
+            } else if now == flow::Flow::Open {
+                now = flow::Flow::Tripped;
+            }
+        }
+        let mut seen = self.flow_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen != now {
+            let function = self.function();
+            METRICS.set_flow(function.name(), &self.config.stream, now.gauge());
+            let reason = state
+                .as_ref()
+                .and_then(|s| s.breaker.as_ref())
+                .map(|b| b.reason.as_str())
+                .unwrap_or_default();
+            match now {
+                flow::Flow::Open => {
+                    self.window
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    tracing::info!(function = function.name(), stream = %self.config.stream,
+                        "stream trigger running again");
+                }
+                flow::Flow::Paused => {
+                    tracing::info!(function = function.name(), stream = %self.config.stream,
+                        "stream trigger paused: no new events until it is resumed")
+                }
+                flow::Flow::Tripped => {
+                    tracing::warn!(function = function.name(), stream = %self.config.stream,
+                        %reason, "circuit breaker open: no new events until a probe succeeds")
+                }
+                flow::Flow::HalfOpen => {
+                    tracing::info!(function = function.name(), stream = %self.config.stream,
+                        "circuit breaker half-open: one probe event may go")
+                }
+            }
+            *seen = now;
+        }
+        now
+    }
+
+    /// Waits until the flow lets the reader start work: `Some(true)` to run freely,
+    /// `Some(false)` to send one probe event (this host holds the probe), `None` when the
+    /// host is stopping.
+    async fn wait_for_flow(&self) -> Option<bool> {
+        loop {
+            match self.flow_now() {
+                flow::Flow::Open => return Some(true),
+                flow::Flow::HalfOpen if !self.probe_in_flight() && self.take_probe().await => {
+                    return Some(false);
+                }
+                _ => {}
+            }
+            if !sleep_or_cancel(FLOW_CHECK, &self.ctx.shutdown).await {
+                return None;
+            }
+        }
+    }
+
+    fn probe_in_flight(&self) -> bool {
+        self.probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|p| p.entry_id.is_some())
+    }
+
+    /// Takes (or renews) the half-open breaker's probe for this host. True if held.
+    async fn take_probe(&self) -> bool {
+        let token = format!("{}:probe", self.ctx.consumer);
+        let until = now_ms() + self.min_idle().as_millis() as i64;
+        match flow::take_probe(&mut self.conn.clone(), &self.flow_field, &token, until).await {
+            Ok(true) => {
+                let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+                if probe.is_none() {
+                    *probe = Some(Probe {
+                        token,
+                        entry_id: None,
+                    });
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(error) => {
+                self.warn("taking the breaker's probe failed", &error.to_string());
+                false
+            }
+        }
+    }
+
+    /// Leases up to `max` due retries from the schedule for this host, for the claim
+    /// threshold from now.
+    async fn lease_due(&self, conn: &mut Conn, max: usize) -> redis::RedisResult<Vec<Delivery>> {
+        let now = now_ms();
+        let lease_until = now + self.min_idle().as_millis() as i64;
+        let token = format!(
+            "{}:{}",
+            self.ctx.consumer,
+            self.lease_counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let leased = self.keys.lease(conn, now, lease_until, max, &token).await?;
+        Ok(leased
+            .into_iter()
+            .map(|leased| Delivery {
+                entry_id: leased.entry_id.clone(),
+                attempt: leased.attempt,
+                source: Source::Retry(leased),
+            })
+            .collect())
+    }
+
+    /// Up to `max` entries held since a stop, each confirmed still this consumer's (its idle
+    /// time reset) first: while the trigger was stopped longer than the claim threshold,
+    /// another host may have claimed one, and it is that host's now.
+    async fn take_held(&self, max: usize) -> Vec<Delivery> {
+        let held: Vec<Delivery> = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let take = held.len().min(max);
+            held.drain(..take)
+                .map(|entry| from_stream(entry, 1))
+                .collect()
+        };
+        if held.is_empty() {
+            return held;
+        }
+        let until = now_ms() + self.min_idle().as_millis() as i64;
+        let refs: Vec<&Delivery> = held.iter().collect();
+        let Some(mine) = self.settler.refresh(&refs, until).await else {
+            // Not confirmed: left pending, for a claim once idle (this host's or another's).
+            return Vec::new();
+        };
+        held.into_iter()
+            .zip(mine)
+            .filter_map(|(delivery, mine)| mine.then_some(delivery))
+            .collect()
+    }
+
+    /// Sends one event through a half-open breaker: one held since the stop, else a new entry,
+    /// else a due retry. Nothing to send: the probe is kept (renewed at the next look) until
+    /// there is.
+    async fn send_probe(self: &Arc<Self>, reader: &mut Conn) {
+        let permit = tokio::select! {
+            biased;
+            _ = self.ctx.shutdown.cancelled() => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+        };
+        let Some(permit) = permit else {
+            return;
+        };
+        // A new entry first: a failed probe costs the event one attempt, and a new one has
+        // them all, where probing with the same due retry again and again would use its last.
+        let mut fresh = self.take_held(1).await.into_iter().next();
+        if fresh.is_none() {
+            match self.read(reader, 1, PROBE_READ_BLOCK).await {
+                Ok(entries) => fresh = entries.into_iter().next().map(|e| from_stream(e, 1)),
+                Err(error) if error.contains("NOGROUP") => {
+                    self.ensure_group(Start::Earliest.group_start_id()).await;
+                }
+                Err(_) => {}
+            }
+        }
+        let delivery = match fresh {
+            Some(delivery) => Some(delivery),
+            None => self
+                .lease_due(&mut self.conn.clone(), 1)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .next(),
+        };
+        let Some(delivery) = delivery else {
+            return;
+        };
+        if let Some(probe) = self
+            .probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            probe.entry_id = Some(delivery.entry_id.clone());
+        }
+        tracing::info!(function = self.function().name(), stream = %self.config.stream,
+            entry_id = %delivery.entry_id, attempt = delivery.attempt,
+            "circuit breaker half-open: sending one probe event");
+        self.dispatch(vec![delivery], vec![permit]);
+    }
+
+    /// Counts settled outcomes for the breaker (`Some(failed)` per event that ran, `None` for
+    /// one that did not), and ends this host's probe with its event's outcome: success closes
+    /// the breaker everywhere, failure trips it for another cool-down.
+    async fn flow_outcomes(&self, outcomes: &[(&str, Option<bool>)]) {
+        let probed = {
+            let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            probe.as_ref().and_then(|p| {
+                let id = p.entry_id.as_deref()?;
+                let (_, failed) = outcomes.iter().find(|(entry, _)| *entry == id)?;
+                Some((p.token.clone(), *failed))
+            })
+        };
+        if probed.is_none() && self.config.breaker.is_none() {
+            // The common case, once per settled batch: nothing to count.
+            return;
+        }
+        let function = self.function();
+        let mut conn = self.conn.clone();
+        if let Some((token, failed)) = probed {
+            *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            match failed {
+                Some(false) => match flow::close(&mut conn, &self.flow_field, &token).await {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(function = function.name(),
+                        stream = %self.config.stream,
+                        "the probe event succeeded: circuit breaker closed"),
+                    Err(error) => self.warn("closing the breaker failed", &error.to_string()),
+                },
+                Some(true) => {
+                    let cool_down = self.config.breaker.unwrap_or_default().cool_down;
+                    let until = now_ms() + cool_down.as_millis() as i64;
+                    let reason = "the probe event failed";
+                    match flow::trip(
+                        &mut conn,
+                        &self.flow_field,
+                        until,
+                        reason,
+                        &self.ctx.consumer,
+                        Some(&token),
+                    )
+                    .await
+                    {
+                        Ok(true) => {
+                            self.tripped_here_until.store(until, Ordering::Relaxed);
+                            METRICS.breaker_tripped(function.name(), &self.config.stream);
+                            tracing::warn!(function = function.name(),
+                                stream = %self.config.stream, ?cool_down,
+                                "the probe event failed: circuit breaker open again");
+                        }
+                        Ok(false) => {}
+                        Err(error) => self.warn("tripping the breaker failed", &error.to_string()),
+                    }
+                }
+                // Not run to an outcome (taken over, gone): the probe is taken again.
+                None => {}
+            }
+            return;
+        }
+        let Some(config) = self.config.breaker else {
+            return;
+        };
+        // Events that finish after a stop do not count: the next count starts when it goes on.
+        if self.flow_now() != flow::Flow::Open {
+            return;
+        }
+        let failed = outcomes.iter().filter(|(_, f)| *f == Some(true)).count() as u32;
+        let answered = outcomes.iter().filter(|(_, f)| *f == Some(false)).count() as u32;
+        if failed + answered == 0 {
+            return;
+        }
+        let now = now_ms();
+        let reason = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            window.add(now, answered, failed);
+            window.trips(&config, now)
+        };
+        let Some(reason) = reason else {
+            return;
+        };
+        let until = now + config.cool_down.as_millis() as i64;
+        match flow::trip(
+            &mut conn,
+            &self.flow_field,
+            until,
+            &reason,
+            &self.ctx.consumer,
+            None,
+        )
+        .await
+        {
+            Ok(tripped) => {
+                self.window
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                if tripped {
+                    self.tripped_here_until.store(until, Ordering::Relaxed);
+                    METRICS.breaker_tripped(function.name(), &self.config.stream);
+                    tracing::warn!(function = function.name(), stream = %self.config.stream,
+                        %reason, cool_down = ?config.cool_down,
+                        "circuit breaker tripped: every host stops taking this trigger's events \
+                         until a probe after the cool-down succeeds");
+                }
+            }
+            Err(error) => self.warn("tripping the breaker failed", &error.to_string()),
         }
     }
 

@@ -377,6 +377,7 @@ mod tests {
             instance: super::super::Instance::PerEvent,
             batch_window: std::time::Duration::ZERO,
             retention: None,
+            breaker: None,
         }
     }
 
