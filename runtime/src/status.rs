@@ -172,12 +172,7 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
             json!({
                 "function": function,
                 "stream": stream,
-                "state": match decided {
-                    crate::triggers::streams::flow::Flow::Open => "running",
-                    crate::triggers::streams::flow::Flow::Paused => "paused",
-                    crate::triggers::streams::flow::Flow::Tripped => "breaker open",
-                    crate::triggers::streams::flow::Flow::HalfOpen => "breaker half-open",
-                },
+                "state": decided.as_str(),
                 "paused_since": state.paused.as_ref().and_then(|p| time(p.at_ms)),
                 "breaker": state.breaker.as_ref().map(|b| json!({
                     "reason": b.reason,

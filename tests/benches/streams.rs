@@ -366,23 +366,18 @@ batch = {BATCH}
         .iter()
         .map(|p| redis_use(&mut cluster.node(*p)))
         .collect();
-    let cpu: f64 = redis_after
-        .iter()
-        .zip(&redis_before)
-        .map(|(a, b)| a.cpu_s - b.cpu_s)
-        .sum();
-    let master_cpu: f64 = ports
-        .iter()
-        .zip(redis_after.iter().zip(&redis_before))
-        .filter(|(port, _)| masters.contains(port))
-        .map(|(_, (a, b))| a.cpu_s - b.cpu_s)
-        .sum();
-    let master_commands: u64 = ports
-        .iter()
-        .zip(redis_after.iter().zip(&redis_before))
-        .filter(|(port, _)| masters.contains(port))
-        .map(|(_, (a, b))| a.commands - b.commands)
-        .sum();
+    // Redis CPU seconds and commands used during the drain, on every node or on the masters.
+    let used = |masters_only: bool| {
+        ports
+            .iter()
+            .zip(redis_after.iter().zip(&redis_before))
+            .filter(|(port, _)| !masters_only || masters.contains(port))
+            .fold((0.0, 0u64), |(cpu, commands), (_, (a, b))| {
+                (cpu + a.cpu_s - b.cpu_s, commands + a.commands - b.commands)
+            })
+    };
+    let (cpu, commands) = used(false);
+    let (master_cpu, master_commands) = used(true);
     // Replicas apply every write again (an XREADGROUP reaches them as one XCLAIM per entry):
     // the split shows what the masters, which bound the throughput, spend.
     let masters_alone = format!(
@@ -390,11 +385,6 @@ batch = {BATCH}
         master_cpu * 1e6 / drained,
         master_commands as f64 / drained
     );
-    let commands: u64 = redis_after
-        .iter()
-        .zip(&redis_before)
-        .map(|(a, b)| a.commands - b.commands)
-        .sum();
     let consumer: f64 = pids
         .iter()
         .zip(&consumers_before)

@@ -149,6 +149,30 @@ impl Flow {
     }
 }
 
+impl Flow {
+    /// How `eddy status` and the page say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::Open => "running",
+            Flow::Paused => "paused",
+            Flow::Tripped => "breaker open",
+            Flow::HalfOpen => "breaker half-open",
+        }
+    }
+}
+
+/// Whether a host holding `token` may take the probe of `state` at `now_ms`, as far as its
+/// copy shows: no one else holds a live one. Saves a script call per look while another host
+/// probes; the script decides.
+pub fn probe_free(state: Option<&FlowState>, token: &str, now_ms: i64) -> bool {
+    state
+        .and_then(|s| s.breaker.as_ref())
+        .is_none_or(|b| match (&b.probe, b.probe_until_ms) {
+            (Some(holder), Some(until)) => holder == token || until <= now_ms as f64,
+            _ => true,
+        })
+}
+
 /// What `state` lets a trigger do at `now_ms`. A pause wins over the breaker.
 pub fn decide(state: Option<&FlowState>, now_ms: i64) -> Flow {
     let Some(state) = state else {
@@ -595,6 +619,24 @@ mod tests {
         window.clear();
         window.add(12_000, 0, 4);
         assert!(window.trips(&config, 12_000).is_some());
+    }
+
+    #[test]
+    fn a_probe_held_by_another_host_is_not_asked_for_until_its_lease_ends() {
+        let mut state = tripped(0.0);
+        assert!(probe_free(Some(&state), "me", 10));
+        let breaker = state.breaker.as_mut().unwrap();
+        breaker.probe = Some("other".into());
+        breaker.probe_until_ms = Some(100.0);
+        assert!(!probe_free(Some(&state), "me", 10));
+        assert!(
+            probe_free(Some(&state), "other", 10),
+            "its holder renews it"
+        );
+        assert!(
+            probe_free(Some(&state), "me", 100),
+            "a lapsed probe is free"
+        );
     }
 
     #[test]

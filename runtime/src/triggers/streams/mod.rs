@@ -303,6 +303,23 @@ impl Trigger {
         .is_some()
     }
 
+    /// Makes the group again after it vanished while this trigger ran: Redis restarted
+    /// without persistence, a failover promoted a replica that never got it, or someone
+    /// deleted it. What it had delivered is unknown, so it starts at the stream's start:
+    /// entries still in the stream come again (at least once) rather than being skipped, as
+    /// `start = "latest"` would skip those a producer added since. False if shut down first.
+    async fn remake_group(&self) -> bool {
+        tracing::warn!(
+            function = self.function().name(),
+            stream = %self.config.stream,
+            group = %self.config.group,
+            "the consumer group vanished; making it again from the stream's start (entries \
+             still in the stream are delivered again)"
+        );
+        METRICS.redis_error("read", "group_vanished");
+        self.ensure_group(Start::Earliest.group_start_id()).await
+    }
+
     fn min_idle(&self) -> Duration {
         self.function().limits().timeout + self.ctx.claim_margin
     }
@@ -420,21 +437,7 @@ impl Trigger {
                 Err(error) => {
                     drop(permits);
                     if error.contains("NOGROUP") {
-                        // The stream or group vanished while this trigger ran: Redis restarted
-                        // without persistence, a failover promoted a replica that never got
-                        // them, or someone deleted them. What the group had delivered is
-                        // unknown, so it is made again at the stream's start: entries still
-                        // in the stream come again (at least once) rather than being skipped,
-                        // as `start = "latest"` would skip those a producer added since.
-                        tracing::warn!(
-                            function = self.function().name(),
-                            stream = %self.config.stream,
-                            group = %self.config.group,
-                            "the consumer group vanished; making it again from the stream's \
-                             start (entries still in the stream are delivered again)"
-                        );
-                        METRICS.redis_error("read", "group_vanished");
-                        if !self.ensure_group(Start::Earliest.group_start_id()).await {
+                        if !self.remake_group().await {
                             return;
                         }
                         continue;
@@ -715,7 +718,7 @@ impl Trigger {
         loop {
             match self.flow_now() {
                 flow::Flow::Open => return Some(true),
-                flow::Flow::HalfOpen if !self.probe_in_flight() && self.take_probe().await => {
+                flow::Flow::HalfOpen if self.may_take_probe() && self.take_probe().await => {
                     return Some(false);
                 }
                 _ => {}
@@ -734,9 +737,22 @@ impl Trigger {
             .is_some_and(|p| p.entry_id.is_some())
     }
 
+    /// Whether asking Redis for the probe could succeed: none in flight here, and the copy
+    /// shows no live probe held by another host.
+    fn may_take_probe(&self) -> bool {
+        let view = self.ctx.flow.borrow();
+        !self.probe_in_flight()
+            && flow::probe_free(view.get(&self.flow_field), &self.probe_token(), now_ms())
+    }
+
+    /// This host's token when it holds a half-open breaker's probe.
+    fn probe_token(&self) -> String {
+        format!("{}:probe", self.ctx.consumer)
+    }
+
     /// Takes (or renews) the half-open breaker's probe for this host. True if held.
     async fn take_probe(&self) -> bool {
-        let token = format!("{}:probe", self.ctx.consumer);
+        let token = self.probe_token();
         let until = now_ms() + self.min_idle().as_millis() as i64;
         match flow::take_probe(&mut self.conn.clone(), &self.flow_field, &token, until).await {
             Ok(true) => {
@@ -823,7 +839,7 @@ impl Trigger {
             match self.read(reader, 1, PROBE_READ_BLOCK).await {
                 Ok(entries) => fresh = entries.into_iter().next().map(|e| from_stream(e, 1)),
                 Err(error) if error.contains("NOGROUP") => {
-                    self.ensure_group(Start::Earliest.group_start_id()).await;
+                    self.remake_group().await;
                 }
                 Err(_) => {}
             }
