@@ -39,6 +39,13 @@
 //! instance = "per-event"      # or "per-batch": one instance for a read batch, for throughput
 //! batch_window = "0s"         # wait up to this for a read to fill its batch, at most 10s
 //!
+//! ordering = "none"           # or "key": one event per key at a time, in stream order, on
+//!                             # every host and through retries (see streams::order)
+//! key = "partitionkey"        # with ordering = "key": an attribute or extension, or a data
+//!                             # path such as "data.orderId"; default partitionkey, then subject
+//! unkeyed = "unordered"       # an event with no key: "unordered" runs it at once, "reject"
+//!                             # dead-letters it
+//!
 //! [triggers.stream.retention]  # what the stream keeps (see `retention`); default 7 days
 //! max_age = "7d"              # 1s..=3650d, by entry time
 //! max_len = 1000000           # at most this many entries
@@ -94,6 +101,7 @@ use crate::triggers::cron::{
 use crate::triggers::streams::flow::{
     BreakerConfig, DEFAULT_MIN_EVENTS, MAX_BREAKER_DURATION, MAX_MIN_EVENTS,
 };
+use crate::triggers::streams::order::{KeySource, Ordering, Unkeyed};
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
     MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
@@ -302,6 +310,9 @@ struct RawStreamTrigger {
     batch_window: Option<String>,
     retention: Option<RawRetention>,
     breaker: Option<RawBreaker>,
+    ordering: Option<String>,
+    key: Option<String>,
+    unkeyed: Option<Unkeyed>,
 }
 
 #[derive(Deserialize)]
@@ -620,6 +631,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             None => None,
             Some(raw) => Some(v.breaker(&format!("{at}.breaker"), raw)?),
         };
+        let ordering = v.ordering(&at, t.ordering.as_deref(), t.key.as_deref(), t.unkeyed)?;
         streams.push(StreamTriggerConfig {
             stream: t.stream,
             group,
@@ -633,6 +645,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             batch_window,
             retention,
             breaker,
+            ordering,
         });
     }
 
@@ -695,6 +708,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             batch_window: DEFAULT_BATCH_WINDOW,
             retention: None,
             breaker: None,
+            ordering: None,
         });
         let late_grace = match &t.late_grace {
             None => DEFAULT_LATE_GRACE,
@@ -865,6 +879,48 @@ impl Validator<'_> {
         }
     }
 
+    fn ordering(
+        &self,
+        at: &str,
+        ordering: Option<&str>,
+        key: Option<&str>,
+        unkeyed: Option<Unkeyed>,
+    ) -> Result<Option<Ordering>, ManifestError> {
+        match ordering {
+            None | Some("none") => {
+                let unkeyed = unkeyed.map(|u| format!("{u:?}").to_lowercase());
+                for (name, value) in [("key", key.map(str::to_owned)), ("unkeyed", unkeyed)] {
+                    if let Some(value) = value {
+                        return Err(self.error(
+                            &format!("{at}.{name}"),
+                            &format!("{value:?}"),
+                            "ordering = \"key\" beside it (it only means something on a trigger \
+                             ordered by key)",
+                        ));
+                    }
+                }
+                Ok(None)
+            }
+            Some("key") => {
+                let key = match key {
+                    None => Ordering::default_key(),
+                    Some(text) => vec![KeySource::parse(text).map_err(|expected| {
+                        self.error(&format!("{at}.key"), &format!("{text:?}"), &expected)
+                    })?],
+                };
+                Ok(Some(Ordering {
+                    key,
+                    unkeyed: unkeyed.unwrap_or_default(),
+                }))
+            }
+            Some(other) => Err(self.error(
+                &format!("{at}.ordering"),
+                &format!("{other:?}"),
+                "\"key\" (events with the same key one at a time, in stream order) or \"none\"",
+            )),
+        }
+    }
+
     fn breaker(&self, at: &str, raw: RawBreaker) -> Result<BreakerConfig, ManifestError> {
         let mut config = BreakerConfig::default();
         if let Some(rate) = raw.failure_rate {
@@ -1025,6 +1081,34 @@ mod tests {
         assert_eq!(t.retry.max_attempts, 3);
         assert_eq!(t.retry.initial, Duration::from_millis(10));
         assert_eq!(t.dead_letter, "dead");
+        assert_eq!(t.ordering, None);
+    }
+
+    #[test]
+    fn ordering_by_key_reads_back_and_its_settings_need_it() {
+        let head = "name = \"f\"\ncomponent = \"f.wasm\"\n[[triggers.stream]]\nstream = \"s\"\n";
+        let m = parse_str(&format!("{head}ordering = \"key\"\n")).unwrap();
+        let ordering = m.streams[0].ordering.clone().unwrap();
+        assert_eq!(ordering.key, Ordering::default_key());
+        assert_eq!(ordering.unkeyed, Unkeyed::Unordered);
+        let m = parse_str(&format!(
+            "{head}ordering = \"key\"\nkey = \"data.orderId\"\nunkeyed = \"reject\"\n"
+        ))
+        .unwrap();
+        let ordering = m.streams[0].ordering.clone().unwrap();
+        assert_eq!(ordering.key, vec![KeySource::Data(vec!["orderId".into()])]);
+        assert_eq!(ordering.unkeyed, Unkeyed::Reject);
+        for (text, field) in [
+            ("ordering = \"fifo\"\n", "triggers.stream[0].ordering"),
+            ("key = \"subject\"\n", "triggers.stream[0].key"),
+            ("unkeyed = \"reject\"\n", "triggers.stream[0].unkeyed"),
+            (
+                "ordering = \"key\"\nkey = \"Data.x\"\n",
+                "triggers.stream[0].key",
+            ),
+        ] {
+            assert_eq!(field_error(&format!("{head}{text}")).0, field, "{text}");
+        }
     }
 
     fn field_error(text: &str) -> (String, String) {

@@ -34,21 +34,23 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 const BATCH: usize = 64;
 
 fn fill(conn: &mut redis::Connection, stream: &str, events: usize) {
+    fill_keyed(conn, stream, events, None);
+}
+
+/// [`fill`], each event with a `partitionkey` of one of `keys` keys, round robin.
+fn fill_keyed(conn: &mut redis::Connection, stream: &str, events: usize, keys: Option<usize>) {
     let payload =
         r#"{"orderId":"o-1","userId":"u-1","items":[{"sku":"a","quantity":1,"price":2.5}]}"#;
     for chunk in (0..events).collect::<Vec<_>>().chunks(5000) {
         let mut pipe = redis::pipe();
         for n in chunk {
-            pipe.xadd(
-                stream,
-                "*",
-                &[
-                    ("type", "OrderPlaced"),
-                    ("id", &format!("ev-{n}")),
-                    ("data", payload),
-                ],
-            )
-            .ignore();
+            let id = format!("ev-{n}");
+            let mut fields = vec![("type", "OrderPlaced"), ("id", &id), ("data", payload)];
+            let key = keys.map(|keys| format!("k{}", n % keys));
+            if let Some(key) = &key {
+                fields.push(("partitionkey", key));
+            }
+            pipe.xadd(stream, "*", &fields).ignore();
         }
         let () = pipe.query(conn).expect("filling the stream");
     }
@@ -256,10 +258,11 @@ fn eddy_drain(
     concurrency: Option<usize>,
     extra: &str,
 ) -> Cost {
-    eddy_drain_on(redis, events, component, concurrency, extra, 1)
+    eddy_drain_on(redis, events, component, concurrency, extra, 1, None)
 }
 
-/// [`eddy_drain`] by `hosts` hosts sharing the group, their CPU summed.
+/// [`eddy_drain`] by `hosts` hosts sharing the group, their CPU summed, of events spread over
+/// `keys` partition keys if given.
 fn eddy_drain_on(
     redis: &RedisServer,
     events: usize,
@@ -267,10 +270,11 @@ fn eddy_drain_on(
     concurrency: Option<usize>,
     extra: &str,
     hosts: usize,
+    keys: Option<usize>,
 ) -> Cost {
     let mut conn = redis.conn();
     let stream = unique("eddy");
-    fill(&mut conn, &stream, events);
+    fill_keyed(&mut conn, &stream, events, keys);
     let dir = tempfile::tempdir().unwrap();
     let concurrency = concurrency.map_or(String::new(), |c| format!("concurrency = {c}\n"));
     manifest(
@@ -422,6 +426,39 @@ fn cluster_rows(events: usize, native: f64) {
     println!("{masters}");
 }
 
+/// Ordering by key against the same drain unordered, on one and on two hosts: events keyed
+/// over 1,000 keys (each key's events far apart: ordering costs its bookkeeping) and over 10
+/// (at most 10 events in flight, the rest parked and released one by one).
+fn ordering_rows(redis: &RedisServer, events: usize, native: f64) {
+    for hosts in [1, 2] {
+        let on = if hosts == 1 {
+            String::new()
+        } else {
+            format!(", {hosts} hosts")
+        };
+        row(
+            &format!("eddy, noop, unordered, 1000 keys{on}"),
+            eddy_drain_on(redis, events, "noop", None, "", hosts, Some(1000)),
+            native,
+        );
+        for keys in [1000, 10] {
+            row(
+                &format!("eddy, noop, ordered, {keys} keys{on}"),
+                eddy_drain_on(
+                    redis,
+                    events,
+                    "noop",
+                    None,
+                    "ordering = \"key\"\n",
+                    hosts,
+                    Some(keys),
+                ),
+                native,
+            );
+        }
+    }
+}
+
 /// Prints one row of the drain table.
 fn row(name: &str, cost: Cost, native: f64) {
     println!(
@@ -518,6 +555,16 @@ fn main() {
         "  {:<48} {:>14} {:>7}  {:>9}  {:>7}  {:>7}",
         "consumer", "rate", "ratio", "cpu µs", "redis µs", "cmds"
     );
+    if std::env::var("EDDY_BENCH_ONLY").as_deref() == Ok("ordering") {
+        let native = native_drain(&redis, events);
+        row(
+            "native XREADGROUP/XACK loop, no wasm",
+            native,
+            native.events_per_s,
+        );
+        ordering_rows(&redis, events, native.events_per_s);
+        return;
+    }
     if std::env::var("EDDY_BENCH_ONLY").as_deref() == Ok("cluster") {
         let native = native_drain(&redis, events);
         row(
@@ -599,11 +646,12 @@ fn main() {
     for hosts in [2, 4] {
         row(
             &format!("eddy, noop, default concurrency, {hosts} hosts"),
-            eddy_drain_on(&redis, events, "noop", None, "", hosts),
+            eddy_drain_on(&redis, events, "noop", None, "", hosts, None),
             native,
         );
     }
 
+    ordering_rows(&redis, events, native);
     cluster_rows(events, native);
 
     println!("latency publish -> handled at {rate} events/s for {seconds} s (record function)");

@@ -17,6 +17,7 @@ mod languages;
 mod metrics;
 mod once;
 mod order_functions;
+mod ordering;
 mod page;
 mod records;
 mod reliability;

@@ -80,6 +80,16 @@ impl RetryRecord {
         out
     }
 
+    /// When the event first failed, or `now_ms` if it has not yet (an event parked behind its
+    /// ordering key enters the schedule before any attempt).
+    pub fn first_failure_or(&self, now_ms: i64) -> i64 {
+        if self.first_failure_ms == 0 {
+            now_ms
+        } else {
+            self.first_failure_ms
+        }
+    }
+
     /// Decodes what [`encode`](Self::encode) wrote; `None` if the bytes are not such a record.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader(bytes);
@@ -245,6 +255,12 @@ impl RetryKeys {
             .key(&self.data)
             .key(&self.attempts)
             .key(&self.lease);
+    }
+
+    /// Adds the due set and the record hash to `invocation` (the ordering scripts park events
+    /// in the record hash and make them due; see `triggers::streams::order`).
+    pub fn add_due_and_data(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation.key(&self.due).key(&self.data);
     }
 
     /// Adds to `pipe` the move of a pending stream entry whose attempt `attempts` failed into

@@ -122,6 +122,16 @@ impl Trigger {
         let mut jobs = Vec::new();
         let mut ran = Vec::new();
         for (index, slot) in slots.iter_mut().enumerate() {
+            if self.order.is_some()
+                && let Some(why) = self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&slot.delivery.entry_id)
+            {
+                slot.verdict = Some(Verdict::Malformed(why));
+                continue;
+            }
             match plan::screen(&self.config, &slot.delivery) {
                 Screened::Decided(verdict) => slot.verdict = Some(verdict),
                 Screened::Run(event) => {

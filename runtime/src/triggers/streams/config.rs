@@ -81,6 +81,8 @@ pub struct StreamTriggerConfig {
     pub retention: Option<crate::retention::Retention>,
     /// The circuit breaker, if the manifest has one ([`super::flow`]).
     pub breaker: Option<super::flow::BreakerConfig>,
+    /// Ordering by key, if the manifest asks for it ([`super::order`]).
+    pub ordering: Option<super::order::Ordering>,
 }
 
 impl StreamTriggerConfig {

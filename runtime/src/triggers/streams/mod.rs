@@ -26,6 +26,7 @@ mod batch;
 mod config;
 pub mod flow;
 pub mod observe;
+pub mod order;
 pub mod plan;
 mod settle;
 pub mod wire;
@@ -130,6 +131,11 @@ struct Trigger {
     /// Until when (ms) this host knows the breaker is open because it tripped it, before its
     /// copy of the flow states says so.
     tripped_here_until: std::sync::atomic::AtomicI64,
+    /// The ordering keys, on a trigger ordered by key.
+    order: Option<order::OrderKeys>,
+    /// Entries an ordered read refused (no key, or too long a key), with why: dead-lettered
+    /// without running when dispatched.
+    refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A half-open breaker's probe held by this host.
@@ -175,6 +181,7 @@ pub async fn run(
         .name()
         .to_owned();
     let config_stream = config.stream.clone();
+    let (config_group, config_ordering) = (config.group.clone(), config.ordering.is_some());
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
         permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -202,6 +209,8 @@ pub async fn run(
         probe: Default::default(),
         held: Default::default(),
         tripped_here_until: Default::default(),
+        order: config_ordering.then(|| order::OrderKeys::new(&config_stream, &config_group)),
+        refused: Default::default(),
     });
     METRICS.set_flow(&name, &trigger.config.stream, 0);
     let _running = flow::running(&name, &trigger.config.stream);
@@ -459,6 +468,11 @@ impl Trigger {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>, String> {
+        if let (Some(ordering), Some(keys)) = (&self.config.ordering, &self.order) {
+            return self
+                .read_ordered(reader, ordering, keys, count, block)
+                .await;
+        }
         let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.config.group)
@@ -475,6 +489,63 @@ impl Trigger {
         reply
             .map_err(|e| e.to_string())
             .and_then(wire::read_reply_entries)
+    }
+
+    /// [`read`](Self::read) for a trigger ordered by key: entries are admitted as they are read
+    /// (those parked behind their key's head are not returned); when nothing is new, a plain
+    /// `XREAD` blocks until something is, and the read is tried once more.
+    async fn read_ordered(
+        &self,
+        reader: &mut Conn,
+        ordering: &order::Ordering,
+        keys: &order::OrderKeys,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, String> {
+        let mut blocked = false;
+        loop {
+            let read = order::read(
+                reader,
+                &self.config,
+                ordering,
+                keys,
+                &self.keys,
+                &self.ctx.consumer,
+                count,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            match read {
+                order::Read::Entries(admitted) => {
+                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                    return Ok(admitted
+                        .into_iter()
+                        .map(|a| {
+                            if let Some(why) = a.refused {
+                                refused.insert(a.entry.id.clone(), why);
+                            }
+                            a.entry
+                        })
+                        .collect());
+                }
+                order::Read::Idle(_) if blocked => return Ok(Vec::new()),
+                order::Read::Idle(after) => {
+                    blocked = true;
+                    let _: redis::Value = redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(1)
+                        .arg("BLOCK")
+                        .arg(block.as_millis().max(1) as u64)
+                        .arg("STREAMS")
+                        .arg(&self.config.stream)
+                        .arg(after)
+                        .query_async(reader)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
     }
 
     /// [`take_permits`](Self::take_permits), or `None` once the host is stopping.

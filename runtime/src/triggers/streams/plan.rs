@@ -173,6 +173,9 @@ pub struct Settlement {
     pub dead_letters: Vec<Letter>,
     /// One entry per delivery, in the order given.
     pub planned: Vec<Planned>,
+    /// Entries settled for good (acknowledged, finished or dead-lettered) on a trigger ordered
+    /// by key: the keys they hold, if any, go to their next events ([`super::order`]).
+    pub released: Vec<String>,
 }
 
 impl Settlement {
@@ -185,9 +188,10 @@ impl Settlement {
             && self.dead_letters.is_empty()
     }
 
-    /// Whether a retry was scheduled (the retry loop may want to look sooner).
+    /// Whether a retry was scheduled or a key released to a parked event (the retry loop may
+    /// want to look sooner).
     pub fn schedules_retries(&self) -> bool {
-        !self.first_retries.is_empty() || !self.reschedules.is_empty()
+        !self.first_retries.is_empty() || !self.reschedules.is_empty() || !self.released.is_empty()
     }
 }
 
@@ -244,6 +248,10 @@ pub fn plan<'a>(
             }
             Verdict::Ran(result) => ran(ctx, &mut out, delivery, result),
         };
+        if ctx.config.ordering.is_some() && matches!(planned, Planned::Ack | Planned::DeadLetter(_))
+        {
+            out.released.push(delivery.entry_id.clone());
+        }
         out.planned.push(planned);
     }
     out
@@ -267,7 +275,7 @@ fn ran(
                 fields: delivery.fields().cloned().unwrap_or_default(),
                 first_failure_ms: delivery
                     .history()
-                    .map_or(ctx.now_ms, |h| h.first_failure_ms),
+                    .map_or(ctx.now_ms, |h| h.first_failure_or(ctx.now_ms)),
                 last_failure_ms: ctx.now_ms,
                 last_status: result.status,
                 last_error: error_text(result),
@@ -345,7 +353,7 @@ fn letter(
         attempts,
         first_failure_ms: delivery
             .history()
-            .map_or(ctx.now_ms, |h| h.first_failure_ms),
+            .map_or(ctx.now_ms, |h| h.first_failure_or(ctx.now_ms)),
         last_failure_ms: ctx.now_ms,
     }
 }
@@ -378,6 +386,7 @@ mod tests {
             batch_window: std::time::Duration::ZERO,
             retention: None,
             breaker: None,
+            ordering: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub(super) struct Settler {
     /// Set while a forwarding round runs, so rounds never pile up.
     forwarding: std::sync::Arc<std::sync::atomic::AtomicBool>,
     keys: RetryKeys,
+    /// The ordering keys, on a trigger ordered by key.
+    order: Option<super::order::OrderKeys>,
     stream: String,
     group: String,
     dead_letter: String,
@@ -64,6 +66,10 @@ impl Settler {
             broker: broker.clone(),
             forwarding: Default::default(),
             keys: RetryKeys::new(&config.stream, &config.group),
+            order: config
+                .ordering
+                .as_ref()
+                .map(|_| super::order::OrderKeys::new(&config.stream, &config.group)),
             stream: config.stream.clone(),
             group: config.group.clone(),
             dead_letter: config.dead_letter.clone(),
@@ -112,6 +118,19 @@ impl Settler {
                         .push_dead_letter(&mut pipe, &self.dead_letter, leased, &letter.letter)
                 }
             }
+        }
+        // Last: a key goes to its next event only once its head's settlement is written.
+        if let Some(order) = &self.order
+            && !settlement.released.is_empty()
+        {
+            super::order::push_release(
+                &mut pipe,
+                &self.stream,
+                order,
+                &self.keys,
+                super::now_ms(),
+                &settlement.released,
+            );
         }
         pipe
     }
@@ -245,9 +264,12 @@ impl Settler {
                 if let Err(error) = &sent
                     && crate::broker::is_noscript(error)
                 {
-                    if let Err(error) = load_scripts(&mut conn).await {
-                        tracing::warn!(%error, "loading scripts failed");
-                    } else if let Err(error) = REFRESH_IF_MINE.load_async(&mut conn).await {
+                    let loaded = async {
+                        load_scripts(&mut conn).await?;
+                        super::order::load_scripts(&mut conn).await?;
+                        REFRESH_IF_MINE.load_async(&mut conn).await.map(drop)
+                    };
+                    if let Err(error) = loaded.await {
                         tracing::warn!(%error, "loading scripts failed");
                     }
                 }
