@@ -15,6 +15,9 @@
 //! http_response_bytes = "10MiB"  # one outbound response body, at most 256MiB
 //! http_concurrency = 16     # outbound requests in flight per invocation, 1..=256
 //! kv_write_bytes = "16MiB"  # key-value bytes one invocation may write, at most 1GiB
+//! max_concurrency = 10      # its events in flight across every host, 1..=100000; default none
+//! rate = "100/s"            # its events started per second across every host ("6000/m",
+//!                           # "10/h"); default none (see streams::limits)
 //!
 //! [outbound]
 //! http = ["https://api.mailgun.net", "http://127.0.0.1:*"]  # origins it may call; default none
@@ -101,6 +104,7 @@ use crate::triggers::cron::{
 use crate::triggers::streams::flow::{
     BreakerConfig, DEFAULT_MIN_EVENTS, MAX_BREAKER_DURATION, MAX_MIN_EVENTS,
 };
+use crate::triggers::streams::limits::{ClusterLimits, MAX_CLUSTER_CONCURRENCY, parse_rate};
 use crate::triggers::streams::order::{KeySource, Ordering, Unkeyed};
 use crate::triggers::streams::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
@@ -271,6 +275,8 @@ struct RawLimits {
     publish_bytes: Option<String>,
     http_response_bytes: Option<String>,
     http_concurrency: Option<i64>,
+    max_concurrency: Option<i64>,
+    rate: Option<String>,
     kv_write_bytes: Option<String>,
 }
 
@@ -493,6 +499,25 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             MAX_HTTP_CONCURRENCY as usize,
         )? as u32;
     }
+    let cluster = ClusterLimits {
+        max_concurrency: match raw.limits.max_concurrency {
+            None => None,
+            Some(n) => Some(v.range(
+                "limits.max_concurrency",
+                Some(n),
+                0,
+                1,
+                MAX_CLUSTER_CONCURRENCY,
+            )?),
+        },
+        rate: match &raw.limits.rate {
+            None => None,
+            Some(text) => Some(
+                parse_rate(text)
+                    .map_err(|expected| v.error("limits.rate", &format!("{text:?}"), &expected))?,
+            ),
+        },
+    };
     let mut origins = Vec::new();
     for (i, text) in raw.outbound.http.iter().enumerate() {
         let origin = Origin::parse(text).map_err(|expected| {
@@ -646,6 +671,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             retention,
             breaker,
             ordering,
+            cluster,
         });
     }
 
@@ -709,6 +735,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             retention: None,
             breaker: None,
             ordering: None,
+            cluster,
         });
         let late_grace = match &t.late_grace {
             None => DEFAULT_LATE_GRACE,

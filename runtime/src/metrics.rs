@@ -29,6 +29,7 @@
 //! | `eddy_retention_held_back_entries` | stream | entries past the policy kept because a group still needs them |
 //! | `eddy_trigger_flow` | function, stream | a stream trigger's flow: 0 running, 1 paused, 2 breaker open, 3 half-open (probing) |
 //! | `eddy_breaker_trips_total` | function, stream | times this host tripped a trigger's breaker (failed probes included) |
+//! | `eddy_limit_wait_seconds_total` | function, limit | time this host's triggers waited for a cluster-wide slot (`limit="concurrency"`) or rate token (`limit="rate"`) |
 
 use std::collections::BTreeSet;
 use std::sync::{LazyLock, Mutex};
@@ -66,6 +67,7 @@ pub struct Metrics {
     held_back: Family<Labels, Gauge>,
     flow: Family<Labels, Gauge>,
     breaker_trips: Family<Labels, Counter>,
+    limit_wait: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     groups: Mutex<BTreeSet<(String, String, String)>>,
 }
 
@@ -234,10 +236,18 @@ impl Metrics {
             "Times this host tripped a stream trigger's circuit breaker",
             breaker_trips.clone(),
         );
+        let limit_wait = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "eddy_limit_wait_seconds",
+            "Time this host's stream triggers waited for a function's cluster-wide concurrency \
+             slot or rate token",
+            limit_wait.clone(),
+        );
         Self {
             registry,
             flow,
             breaker_trips,
+            limit_wait,
             redis_errors,
             redis_used,
             redis_max,
@@ -340,6 +350,14 @@ impl Metrics {
         self.breaker_trips
             .get_or_create(&labels(&[("function", function), ("stream", stream)]))
             .inc();
+    }
+
+    /// Adds `seconds` that `function`'s triggers waited for its cluster-wide `limit`
+    /// (`concurrency` or `rate`).
+    pub fn limit_waited(&self, function: &str, limit: &str, seconds: f64) {
+        self.limit_wait
+            .get_or_create(&labels(&[("function", function), ("limit", limit)]))
+            .inc_by(seconds);
     }
 
     /// Counts entries of `stream` this host trimmed.

@@ -14,6 +14,7 @@ mod engine;
 mod flow;
 mod invoke;
 mod languages;
+mod limits;
 mod metrics;
 mod once;
 mod order_functions;

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
@@ -66,7 +65,7 @@ struct Slot {
     span: Option<Span>,
     lease: Arc<Lease>,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<super::limits::Permit>,
 }
 
 impl Trigger {
@@ -74,7 +73,7 @@ impl Trigger {
     pub(super) fn dispatch(
         self: &Arc<Self>,
         deliveries: Vec<Delivery>,
-        permits: Vec<OwnedSemaphorePermit>,
+        permits: Vec<super::limits::Permit>,
     ) {
         debug_assert_eq!(deliveries.len(), permits.len());
         if deliveries.is_empty() {
@@ -96,14 +95,17 @@ impl Trigger {
         let mut slots = deliveries
             .into_iter()
             .zip(permits)
-            .map(|(delivery, permit)| Slot {
+            .map(|(delivery, mut permit)| Slot {
                 delivery,
                 verdict: None,
                 facts: None,
                 span: None,
                 lease: Arc::new(Lease::new()),
                 cancel: CancellationToken::new(),
-                permit: Some(permit),
+                permit: Some({
+                    permit.spend();
+                    permit
+                }),
             })
             .collect::<Vec<_>>();
         while !slots.is_empty() {

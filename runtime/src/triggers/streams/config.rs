@@ -83,6 +83,8 @@ pub struct StreamTriggerConfig {
     pub breaker: Option<super::flow::BreakerConfig>,
     /// Ordering by key, if the manifest asks for it ([`super::order`]).
     pub ordering: Option<super::order::Ordering>,
+    /// The function's cluster-wide limits, shared by all its triggers ([`super::limits`]).
+    pub cluster: super::limits::ClusterLimits,
 }
 
 impl StreamTriggerConfig {

@@ -25,6 +25,7 @@
 mod batch;
 mod config;
 pub mod flow;
+pub mod limits;
 pub mod observe;
 pub mod order;
 pub mod plan;
@@ -133,6 +134,8 @@ struct Trigger {
     tripped_here_until: std::sync::atomic::AtomicI64,
     /// The ordering keys, on a trigger ordered by key.
     order: Option<order::OrderKeys>,
+    /// The function's cluster-wide slots and rate tokens.
+    limiter: limits::Limiter,
     /// Entries an ordered read refused (no key, or too long a key), with why: dead-lettered
     /// without running when dispatched.
     refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -181,6 +184,7 @@ pub async fn run(
         .name()
         .to_owned();
     let config_stream = config.stream.clone();
+    let limiter = limits::Limiter::new(&name, config.cluster, conn.clone(), ctx.consumer.clone());
     let (config_group, config_ordering) = (config.group.clone(), config.ordering.is_some());
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
@@ -211,6 +215,7 @@ pub async fn run(
         tripped_here_until: Default::default(),
         order: config_ordering.then(|| order::OrderKeys::new(&config_stream, &config_group)),
         refused: Default::default(),
+        limiter,
     });
     METRICS.set_flow(&name, &trigger.config.stream, 0);
     let _running = flow::running(&name, &trigger.config.stream);
@@ -548,14 +553,16 @@ impl Trigger {
         }
     }
 
-    /// [`take_permits`](Self::take_permits), or `None` once the host is stopping.
-    async fn permits_unless_shutdown(&self, linger: bool) -> Option<Vec<OwnedSemaphorePermit>> {
-        tokio::select! {
+    /// [`take_permits`](Self::take_permits), then the function's cluster-wide slots and rate
+    /// tokens for them ([`limits`]), or `None` once the host is stopping.
+    async fn permits_unless_shutdown(&self, linger: bool) -> Option<Vec<limits::Permit>> {
+        let local = tokio::select! {
             // Shutdown first: free permits are always ready and must not win the race.
             biased;
             _ = self.ctx.shutdown.cancelled() => None,
             held = self.take_permits(linger) => Some(held),
-        }
+        }?;
+        self.limiter.admit(local, &self.ctx.shutdown).await
     }
 
     /// Waits for one free permit, then takes every other free one up to `batch`. With `linger`
@@ -680,6 +687,25 @@ impl Trigger {
                     return;
                 }
                 continue;
+            }
+            if self.limiter.limits() {
+                // Slots are taken only for retries that are due: an idle retry loop holding
+                // them would starve the reader (and other hosts) for nothing.
+                match self.keys.next_due(&mut conn).await {
+                    Ok(Some(due)) if due <= now_ms() => {}
+                    other => {
+                        let wait = match other {
+                            Ok(Some(due)) => Duration::from_millis((due - now_ms()) as u64),
+                            _ => RETRY_POLL,
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait.min(RETRY_POLL)) => {}
+                            _ = self.retry_wakeup.notified() => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                        continue;
+                    }
+                }
             }
             let Some(mut permits) = self.permits_unless_shutdown(false).await else {
                 return;
@@ -901,6 +927,14 @@ impl Trigger {
             permit = self.permits.clone().acquire_owned() => permit.ok(),
         };
         let Some(permit) = permit else {
+            return;
+        };
+        let Some(permit) = self
+            .limiter
+            .admit(vec![permit], &self.ctx.shutdown)
+            .await
+            .and_then(|mut p| p.pop())
+        else {
             return;
         };
         // A new entry first: a failed probe costs the event one attempt, and a new one has

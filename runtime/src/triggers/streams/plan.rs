@@ -387,6 +387,7 @@ mod tests {
             retention: None,
             breaker: None,
             ordering: None,
+            cluster: Default::default(),
         }
     }
 
