@@ -221,7 +221,12 @@ pub async fn run(
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string());
     // One of each for the triggers and the API: they share the broker's connection.
-    let publisher: Arc<dyn Publisher> = Arc::new(RedisPublisher::new(&broker));
+    // Events a function publishes are checked against their type's schema.
+    let schemas = crate::schemas::watch(&broker, shutdown.clone()).await;
+    let publisher: Arc<dyn Publisher> = Arc::new(crate::schemas::Validating::new(
+        Arc::new(RedisPublisher::new(&broker)),
+        schemas.clone(),
+    ));
     let keyvalue: Arc<dyn crate::engine::KeyValue> = Arc::new(RedisKeyValue::new(&broker));
     if let Some(listener) = listener {
         let state = Arc::new(api::ApiState {
@@ -239,6 +244,7 @@ pub async fn run(
                 config.api_invoke_queue,
             ),
             http: config.http,
+            schemas: schemas.clone(),
         });
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
     }
@@ -256,6 +262,7 @@ pub async fn run(
         recorder: crate::records::Recorder::spawn(broker_for_records, config.records_budget),
         spans: config.spans.clone(),
         flow: streams::flow::watch(&broker_for_flow, shutdown.clone()),
+        schemas,
     };
     let mut triggers = JoinSet::new();
     // Before the groups are waited for: a Redis too full to create them is the one that most

@@ -39,6 +39,7 @@ pub mod names;
 pub mod records;
 pub mod registry;
 pub mod retention;
+pub mod schemas;
 pub mod status;
 pub mod telemetry;
 pub mod triggers;

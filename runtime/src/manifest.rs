@@ -41,6 +41,8 @@
 //! dead_letter = "orders.dlq"  # default: <stream>.dlq
 //! instance = "per-event"      # or "per-batch": one instance for a read batch, for throughput
 //! batch_window = "0s"         # wait up to this for a read to fill its batch, at most 10s
+//! validate = false           # true: an event whose data does not match its type's schema
+//!                             # is dead-lettered as "invalid" unrun (see `schemas`)
 //!
 //! ordering = "none"           # or "key": one event per key at a time, in stream order, on
 //!                             # every host and through retries (see streams::order)
@@ -317,6 +319,7 @@ struct RawStreamTrigger {
     retention: Option<RawRetention>,
     breaker: Option<RawBreaker>,
     ordering: Option<String>,
+    validate: Option<bool>,
     key: Option<String>,
     unkeyed: Option<Unkeyed>,
 }
@@ -672,6 +675,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             breaker,
             ordering,
             cluster,
+            validate: t.validate.unwrap_or(false),
         });
     }
 
@@ -736,6 +740,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
             breaker: None,
             ordering: None,
             cluster,
+            validate: false,
         });
         let late_grace = match &t.late_grace {
             None => DEFAULT_LATE_GRACE,

@@ -24,6 +24,7 @@ mod records;
 mod reliability;
 mod replay;
 mod saga;
+mod schemas;
 mod security;
 mod status;
 mod streams;

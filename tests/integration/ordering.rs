@@ -273,3 +273,65 @@ fn dead_letters_release_their_key_and_unkeyed_or_oversized_keys_are_refused() {
     });
     assert_eq!(order_state(&mut conn, &stream, "rec"), (0, 0, 0));
 }
+
+#[test]
+fn events_parked_while_ordered_run_once_the_trigger_is_no_longer_ordered() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    let ordered = "ordering = \"key\"\nkey = \"subject\"";
+    let path = record_function(
+        dir.path(),
+        "rec",
+        &stream,
+        &records,
+        "work_ms = \"3000\"",
+        ordered,
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("[config]", "[limits]\ntimeout = \"5s\"\n[config]", 1);
+    std::fs::write(&path, &text).unwrap();
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    eventually(WAIT, "the group", || {
+        group_exists(&mut conn, &stream, "rec").then_some(())
+    });
+    for n in 0..3 {
+        let _: String = conn
+            .xadd(
+                &stream,
+                "*",
+                &[
+                    ("id", format!("e-{n}")),
+                    ("subject", "k".to_owned()),
+                    ("data", "{}".to_owned()),
+                ],
+            )
+            .unwrap();
+    }
+    eventually(WAIT, "the head to start and the others to park", || {
+        let started = !entries(&mut conn, &records).is_empty();
+        (started && order_state(&mut conn, &stream, "rec").2 == 2).then_some(())
+    });
+    host.kill();
+    // The same function, no longer ordered: nothing parked may wait for a release that never
+    // comes.
+    std::fs::write(&path, text.replace(ordered, "")).unwrap();
+    let _host = Host::start(&redis.url(), dir.path(), &[]);
+    eventually(WAIT, "every event run", || {
+        let ids: std::collections::BTreeSet<String> = entries(&mut conn, &records)
+            .iter()
+            .map(|r| r.data()["id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids.len() == 3).then_some(())
+    });
+    eventually(
+        WAIT,
+        "every entry settled and the ordering state gone",
+        || {
+            (settled(&mut conn, &stream, "rec")
+                && order_state(&mut conn, &stream, "rec") == (0, 0, 0))
+                .then_some(())
+        },
+    );
+}

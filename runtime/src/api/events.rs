@@ -49,6 +49,9 @@ pub async fn ingest(
     });
     let (parts, body) = read_body(state, request, MAX_EVENT_BODY_BYTES).await?;
     let events = parse(stream, &parts.headers, query_type, &body)?;
+    for (index, fields) in events.iter().enumerate() {
+        check_schema(state, fields, index, events.len())?;
+    }
 
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -70,6 +73,41 @@ pub async fn ingest(
         StatusCode::ACCEPTED,
         &json!({ "stream": stream, "ids": ids }),
     ))
+}
+
+/// Refuses an event whose data does not match its type's schema, naming the path and the rule
+/// (and which event of a batch), so nothing of the request is added.
+fn check_schema(
+    state: &ApiState,
+    fields: &Fields,
+    index: usize,
+    count: usize,
+) -> Result<(), ApiError> {
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let event_type = field("type")
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
+    let content_type = field("datacontenttype").map(|t| String::from_utf8_lossy(t).into_owned());
+    let Some(data) = field("data") else {
+        return Ok(());
+    };
+    crate::schemas::check(&state.schemas, &event_type, content_type.as_deref(), data).map_err(|invalid| {
+        let which = if count > 1 {
+            format!("event {index} of the batch: ")
+        } else {
+            String::new()
+        };
+        let mut error = ApiError::invalid("data", format!("{which}{invalid}"));
+        error.details = Some(json!({
+            "type": invalid.event_type,
+            "version": invalid.version,
+            "path": invalid.path(),
+            "failures": invalid.failures.iter().map(|(path, rule, message)| {
+                json!({ "path": if path.is_empty() { "/" } else { path }, "rule": rule, "message": message })
+            }).collect::<Vec<_>>(),
+        }));
+        error
+    })
 }
 
 /// The events of an ingress request to `stream`, in whichever CloudEvents mode it came

@@ -18,6 +18,7 @@ mod cronjobs;
 mod events;
 mod functions;
 mod page;
+mod schemas;
 mod server;
 mod streams;
 
@@ -81,6 +82,8 @@ pub struct ApiState {
     pub invocations: InvokeBound,
     /// What bounds the API's connections and request bodies.
     pub http: HttpLimits,
+    /// The event schemas ingress checks events against.
+    pub schemas: crate::schemas::SchemaView,
 }
 
 /// An error answer: status, machine-readable code, message for a person, the field at fault.
@@ -92,6 +95,8 @@ pub struct ApiError {
     field: Option<String>,
     /// Seconds to send as `Retry-After`, for a 429 or 503.
     retry_after: Option<u32>,
+    /// More, machine-readable: e.g. every break of an incompatible schema.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -103,6 +108,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.to_owned()),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -115,6 +121,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.to_owned()),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -166,6 +173,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            details: None,
         }
     }
 
@@ -173,6 +181,9 @@ impl ApiError {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);
+        }
+        if let Some(details) = self.details {
+            error["details"] = details;
         }
         let mut response = json_response(self.status, &json!({ "error": error }));
         if let Some(seconds) = self.retry_after {
@@ -288,6 +299,17 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
             events::ingest(state, &stream, request).await
         }
         (&Method::GET, ["v1", "streams"]) => streams::list(state).await,
+        (&Method::GET, ["v1", "schemas"]) => schemas::list(state).await,
+        (&Method::GET, ["v1", "schemas", event_type]) => {
+            schemas::show(state, event_type, request.uri().query()).await
+        }
+        (&Method::PUT, ["v1", "schemas", event_type]) => {
+            let event_type = (*event_type).to_owned();
+            schemas::put(state, &event_type, request).await
+        }
+        (&Method::DELETE, ["v1", "schemas", event_type]) => {
+            schemas::delete(state, event_type).await
+        }
         (&Method::GET, ["v1", "streams", stream, "retention"]) => {
             streams::show(state, stream).await
         }
@@ -324,6 +346,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (_, ["readyz"])
         | (_, ["v1", "streams", _, "events"])
         | (_, ["v1", "streams"])
+        | (_, ["v1", "schemas", ..])
         | (_, ["v1", "streams", _, "retention"])
         | (_, ["v1", "components", _])
         | (_, ["v1", "functions", ..])

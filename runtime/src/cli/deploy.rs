@@ -87,10 +87,50 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     )?;
     if human {
         print_function(&answer);
+        warn_unschematized(&client, &manifest);
     } else {
         println!("{answer}");
     }
     Ok(EXIT_OK)
+}
+
+/// Warns about the event types the function's triggers name that have no schema: their events
+/// reach it unchecked (`validate = true` cannot check them either).
+fn warn_unschematized(client: &Client, manifest: &manifest::Manifest) {
+    let mut types: Vec<&String> = manifest
+        .streams
+        .iter()
+        .filter_map(|t| t.types.as_ref())
+        .flatten()
+        .filter(|t| t.as_str() != crate::triggers::cron::TICK_TYPE)
+        .collect();
+    types.sort();
+    types.dedup();
+    if types.is_empty() {
+        return;
+    }
+    let Ok(answer) = client.get("/v1/schemas") else {
+        return;
+    };
+    let known: Vec<&str> = answer["schemas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["type"].as_str())
+        .collect();
+    let missing: Vec<&str> = types
+        .iter()
+        .map(|t| t.as_str())
+        .filter(|t| !known.contains(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: no schema for {}: events of these types reach {} unchecked (eddy schemas \
+             put TYPE FILE)",
+            missing.join(", "),
+            manifest.name
+        );
+    }
 }
 
 fn print_function(f: &Value) {

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod probe;
 pub mod publish;
 pub mod replay;
+pub mod schemas;
 pub mod status;
 pub mod streams;
 pub mod up;
@@ -122,6 +123,8 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Streams' retention: what each keeps, and setting it.
     Streams(streams::StreamsArgs),
+    /// Event schemas: put a new version (checked for compatibility), ls, show, rm.
+    Schemas(schemas::SchemasArgs),
     /// Functions' key-value state: ls, get, set, del.
     Kv(kv::KvArgs),
     /// A function's invocation records (--failed, --event ID, --follow).
@@ -154,6 +157,7 @@ impl Cli {
             | Command::Build(_)
             | Command::Dlq(_)
             | Command::Streams(_)
+            | Command::Schemas(_)
             | Command::Probe(_)
             | Command::Kv(_)
             | Command::Status(_)
@@ -175,6 +179,7 @@ impl Cli {
             Command::Build(args) => build::run(args),
             Command::Dlq(args) => dlq::run(args),
             Command::Streams(args) => streams::run(args),
+            Command::Schemas(args) => schemas::run(args),
             Command::Probe(args) => probe::run(args),
             Command::Kv(args) => kv::run(args),
             Command::Status(args) => status::run(args),

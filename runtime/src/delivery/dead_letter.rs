@@ -58,6 +58,8 @@ pub enum Reason {
     Malformed,
     /// Hosts stopped while handling it on every attempt (it may be killing them).
     Abandoned,
+    /// Its data does not match its type's schema, on a trigger with `validate = true`.
+    Invalid,
 }
 
 impl Reason {
@@ -68,6 +70,7 @@ impl Reason {
             Reason::Failed => "failed",
             Reason::Malformed => "malformed",
             Reason::Abandoned => "abandoned",
+            Reason::Invalid => "invalid",
         }
     }
 }

@@ -257,10 +257,11 @@ impl RetryKeys {
             .key(&self.lease);
     }
 
-    /// Adds the due set and the record hash to `invocation` (the ordering scripts park events
-    /// in the record hash and make them due; see `triggers::streams::order`).
-    pub fn add_due_and_data(&self, invocation: &mut redis::ScriptInvocation<'_>) {
-        invocation.key(&self.due).key(&self.data);
+    /// Adds the due set, the record hash and the lease hash to `invocation` (the ordering
+    /// scripts park events in the record hash, make them due, and check a lease before a
+    /// release; see `triggers::streams::order`).
+    pub fn add_for_ordering(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation.key(&self.due).key(&self.data).key(&self.lease);
     }
 
     /// Adds to `pipe` the move of a pending stream entry whose attempt `attempts` failed into

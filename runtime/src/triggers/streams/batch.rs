@@ -95,17 +95,14 @@ impl Trigger {
         let mut slots = deliveries
             .into_iter()
             .zip(permits)
-            .map(|(delivery, mut permit)| Slot {
+            .map(|(delivery, permit)| Slot {
                 delivery,
                 verdict: None,
                 facts: None,
                 span: None,
                 lease: Arc::new(Lease::new()),
                 cancel: CancellationToken::new(),
-                permit: Some({
-                    permit.spend();
-                    permit
-                }),
+                permit: Some(permit),
             })
             .collect::<Vec<_>>();
         while !slots.is_empty() {
@@ -124,19 +121,36 @@ impl Trigger {
         let mut jobs = Vec::new();
         let mut ran = Vec::new();
         for (index, slot) in slots.iter_mut().enumerate() {
-            if self.order.is_some()
-                && let Some(why) = self
-                    .refused
+            let refused = if self.order.is_some() {
+                self.refused
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&slot.delivery.entry_id)
-            {
-                slot.verdict = Some(Verdict::Malformed(why));
-                continue;
-            }
+            } else {
+                None
+            };
             match plan::screen(&self.config, &slot.delivery) {
+                // What is wrong with the entry itself says more than its missing key.
+                Screened::Run(_) if refused.is_some() => {
+                    slot.verdict = refused.map(Verdict::Malformed);
+                }
                 Screened::Decided(verdict) => slot.verdict = Some(verdict),
+                Screened::Run(event)
+                    if self.config.validate
+                        && let Err(invalid) = crate::schemas::check(
+                            &self.ctx.schemas,
+                            &event.event_type,
+                            event.datacontenttype.as_deref(),
+                            &event.data,
+                        ) =>
+                {
+                    slot.verdict = Some(Verdict::Invalid(invalid.to_string()));
+                }
                 Screened::Run(event) => {
+                    // The rate token is spent only on an event that runs; the others' go back.
+                    if let Some(permit) = slot.permit.as_mut() {
+                        permit.spend();
+                    }
                     // One span per invocation: everything logged while handling the event
                     // carries it, and its outcome, status and duration are filled in at the end.
                     let span = tracing::info_span!(

@@ -85,6 +85,9 @@ pub struct StreamTriggerConfig {
     pub ordering: Option<super::order::Ordering>,
     /// The function's cluster-wide limits, shared by all its triggers ([`super::limits`]).
     pub cluster: super::limits::ClusterLimits,
+    /// Whether events are checked against their type's schema before running
+    /// ([`crate::schemas`]): one that does not match is dead-lettered as `invalid`.
+    pub validate: bool,
 }
 
 impl StreamTriggerConfig {

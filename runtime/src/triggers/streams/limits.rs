@@ -105,17 +105,20 @@ static TAKE_SLOTS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: slots. ARGV: lease ms, tokens. Renews the leases of the tokens still held.
+/// KEYS: slots. ARGV: lease ms, tokens. Renews the leases of the tokens held, adding back any
+/// whose lease lapsed (the host was stalled: its events still run, so the slot is in use and
+/// others must see it). Returns how many had lapsed.
 static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local lapsed = 0
         for i = 2, #ARGV do
-            redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+            lapsed = lapsed + redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
         end
         redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        return 1
+        return lapsed
         ",
     )
 });
@@ -167,7 +170,9 @@ struct Shared {
 pub struct Limiter {
     shared: Option<Arc<Shared>>,
     conn: Conn,
-    consumer: Arc<str>,
+    /// Unique to this limiter (host, trigger and start): slot tokens never collide, even
+    /// between two triggers of one function on one host.
+    prefix: String,
     counter: AtomicU64,
 }
 
@@ -222,13 +227,21 @@ impl Limiter {
                 held: Mutex::default(),
                 giveback,
             });
-            tokio::spawn(upkeep(Arc::downgrade(&shared), returned, conn.clone()));
+            tokio::spawn(upkeep(
+                Arc::downgrade(&shared),
+                returned,
+                conn.clone(),
+                shared.slots_key.clone(),
+                shared.bucket_key.clone(),
+                limits.rate,
+                function.to_owned(),
+            ));
             shared
         });
         Self {
             shared,
             conn,
-            consumer,
+            prefix: format!("{consumer}:{}", uuid::Uuid::new_v4().simple()),
             counter: AtomicU64::new(0),
         }
     }
@@ -302,8 +315,13 @@ impl Limiter {
             }
             local.truncate(tokens);
         }
+        // Slots beyond the tokens granted go back at once (taken before the rate said how many).
+        let extra: Vec<String> = if slots.len() > local.len() {
+            slots.split_off(local.len()).into_iter().flatten().collect()
+        } else {
+            Vec::new()
+        };
         slots.resize(local.len(), None);
-        let extra: Vec<String> = slots.drain(local.len()..).flatten().collect();
         for slot in extra {
             shared
                 .held
@@ -334,7 +352,7 @@ impl Limiter {
     ) -> redis::RedisResult<Vec<String>> {
         let prefix = format!(
             "{}:{}",
-            self.consumer,
+            self.prefix,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
         let mut invocation = TAKE_SLOTS.prepare_invoke();
@@ -391,11 +409,17 @@ async fn take_tokens(
 }
 
 /// Frees what dropped permits give back, and renews the leases of slots still held, until
-/// the limiter and all its permits are gone.
+/// the limiter and all its permits are gone: what the last ones gave back is freed too (a
+/// stopping host frees its slots rather than leaving them to their leases).
+#[allow(clippy::too_many_arguments)]
 async fn upkeep(
     shared: Weak<Shared>,
     mut returned: mpsc::UnboundedReceiver<Giveback>,
     mut conn: Conn,
+    slots_key: String,
+    bucket_key: String,
+    rate: Option<f64>,
+    function: String,
 ) {
     let mut renew = tokio::time::interval(SLOT_REFRESH);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -411,28 +435,27 @@ async fn upkeep(
                         Giveback::Token => tokens += 1,
                     }
                 }
-                let Some(shared) = shared.upgrade() else { return };
                 if !slots.is_empty() {
                     let freed: redis::RedisResult<()> = redis::cmd("ZREM")
-                        .arg(&shared.slots_key)
+                        .arg(&slots_key)
                         .arg(&slots)
                         .query_async(&mut conn)
                         .await;
                     if let Err(error) = freed {
                         // The lease ends the slot anyway, at most SLOT_LEASE later.
                         crate::broker::counted("limits", &error);
-                        tracing::warn!(function = %shared.function, %error,
+                        tracing::warn!(%function, %error,
                             "freeing cluster-wide slots failed; their leases end them");
                     }
                 }
-                if tokens > 0 && let Some(rate) = shared.limits.rate
-                    && let Err(error) = take_tokens(&mut conn, &shared.bucket_key, rate, -tokens).await
+                if tokens > 0 && let Some(rate) = rate
+                    && let Err(error) = take_tokens(&mut conn, &bucket_key, rate, -tokens).await
                 {
                     crate::broker::counted("limits", &error);
                 }
             }
             _ = renew.tick() => {
-                let Some(shared) = shared.upgrade() else { return };
+                let Some(shared) = shared.upgrade() else { continue };
                 let held: Vec<String> = shared
                     .held
                     .lock()
@@ -449,10 +472,20 @@ async fn upkeep(
                     .arg(SLOT_LEASE.as_millis() as u64)
                     .arg(&held);
                 let renewed: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
-                if let Err(error) = renewed {
-                    crate::broker::counted("limits", &error);
-                    tracing::warn!(function = %shared.function, %error,
-                        "renewing cluster-wide slots failed; trying again");
+                match renewed {
+                    Ok(0) => {}
+                    Ok(lapsed) => {
+                        METRICS.redis_error("limits", "slot_lapsed");
+                        tracing::warn!(%function, lapsed,
+                            "cluster-wide slots lapsed while this host was stalled (longer than \
+                             their lease): taken back, but other hosts may have run events in \
+                             them meanwhile, above max_concurrency");
+                    }
+                    Err(error) => {
+                        crate::broker::counted("limits", &error);
+                        tracing::warn!(%function, %error,
+                            "renewing cluster-wide slots failed; trying again");
+                    }
                 }
             }
         }

@@ -97,6 +97,8 @@ pub struct HostContext {
     pub spans: crate::telemetry::SpanExport,
     /// Every trigger's pause and breaker state, as last read ([`flow::watch`]).
     pub flow: flow::FlowView,
+    /// The event schemas, as last read ([`crate::schemas::watch`]).
+    pub schemas: crate::schemas::SchemaView,
 }
 
 /// The version of a function its triggers run: swapped in place when a new version with the
@@ -136,6 +138,10 @@ struct Trigger {
     order: Option<order::OrderKeys>,
     /// The function's cluster-wide slots and rate tokens.
     limiter: limits::Limiter,
+    /// The keys the read script names (ordering state, untouched when not ordered).
+    script_keys: order::OrderKeys,
+    /// The stream's last id when a scripted read last found nothing new.
+    idle_after: std::sync::Mutex<Option<String>>,
     /// Entries an ordered read refused (no key, or too long a key), with why: dead-lettered
     /// without running when dispatched.
     refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -216,6 +222,8 @@ pub async fn run(
         order: config_ordering.then(|| order::OrderKeys::new(&config_stream, &config_group)),
         refused: Default::default(),
         limiter,
+        script_keys: order::OrderKeys::new(&config_stream, &config_group),
+        idle_after: Default::default(),
     });
     METRICS.set_flow(&name, &trigger.config.stream, 0);
     let _running = flow::running(&name, &trigger.config.stream);
@@ -236,6 +244,25 @@ pub async fn run(
             .await
     {
         tracing::warn!(%error, "recording the dead-letter stream failed");
+    }
+    if trigger.config.ordering.is_none() {
+        // Events parked while the trigger was ordered run now rather than wait for ever.
+        match order::unpark_all(
+            &mut trigger.conn.clone(),
+            &trigger.config,
+            &trigger.keys,
+            now_ms(),
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(made) => tracing::info!(stream = %trigger.config.stream, events = made,
+                "the trigger is no longer ordered by key: events parked behind their key run now"),
+            Err(error) => trigger.warn(
+                "releasing events parked by ordering failed",
+                &error.to_string(),
+            ),
+        }
     }
     if trigger
         .ensure_group(trigger.config.start.group_start_id())
@@ -442,11 +469,15 @@ impl Trigger {
                     }
                     let taken = permits.split_off(permits.len() - entries.len());
                     drop(permits);
+                    let nothing = entries.is_empty();
                     let deliveries = entries
                         .into_iter()
                         .map(|entry| from_stream(entry, 1))
                         .collect();
                     self.dispatch(deliveries, taken);
+                    if nothing {
+                        self.wait_for_new(&mut reader, READ_BLOCK).await;
+                    }
                 }
                 Err(error) => {
                     drop(permits);
@@ -473,10 +504,8 @@ impl Trigger {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>, String> {
-        if let (Some(ordering), Some(keys)) = (&self.config.ordering, &self.order) {
-            return self
-                .read_ordered(reader, ordering, keys, count, block)
-                .await;
+        if self.config.ordering.is_some() || self.limiter.limits() {
+            return self.read_scripted(reader, count).await;
         }
         let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -496,60 +525,77 @@ impl Trigger {
             .and_then(wire::read_reply_entries)
     }
 
-    /// [`read`](Self::read) for a trigger ordered by key: entries are admitted as they are read
-    /// (those parked behind their key's head are not returned); when nothing is new, a plain
-    /// `XREAD` blocks until something is, and the read is tried once more.
-    async fn read_ordered(
-        &self,
-        reader: &mut Conn,
-        ordering: &order::Ordering,
-        keys: &order::OrderKeys,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>, String> {
-        let mut blocked = false;
-        loop {
-            let read = order::read(
-                reader,
-                &self.config,
-                ordering,
-                keys,
-                &self.keys,
-                &self.ctx.consumer,
-                count,
-                now_ms(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            match read {
-                order::Read::Entries(admitted) => {
-                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                    return Ok(admitted
-                        .into_iter()
-                        .map(|a| {
-                            if let Some(why) = a.refused {
-                                refused.insert(a.entry.id.clone(), why);
-                            }
-                            a.entry
-                        })
-                        .collect());
-                }
-                order::Read::Idle(_) if blocked => return Ok(Vec::new()),
-                order::Read::Idle(after) => {
-                    blocked = true;
-                    let _: redis::Value = redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(1)
-                        .arg("BLOCK")
-                        .arg(block.as_millis().max(1) as u64)
-                        .arg("STREAMS")
-                        .arg(&self.config.stream)
-                        .arg(after)
-                        .query_async(reader)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+    /// [`read`](Self::read) through the read script, which never blocks: for a trigger ordered
+    /// by key (entries are admitted as they are read; those parked behind their key's head are
+    /// not returned), and for a function with cluster-wide limits (a blocking read would hold
+    /// its slots and rate tokens while it waits). When nothing is new, the stream's last id is
+    /// kept for [`wait_for_new`](Self::wait_for_new), which the reader calls holding nothing.
+    async fn read_scripted(&self, reader: &mut Conn, count: usize) -> Result<Vec<Entry>, String> {
+        let unordered = order::Ordering {
+            key: Vec::new(),
+            unkeyed: order::Unkeyed::Unordered,
+        };
+        let ordering = self.config.ordering.as_ref().unwrap_or(&unordered);
+        let read = order::read(
+            reader,
+            &self.config,
+            ordering,
+            &self.script_keys,
+            &self.keys,
+            &self.ctx.consumer,
+            count,
+            now_ms(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        match read {
+            order::Read::Entries(admitted) => {
+                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(admitted
+                    .into_iter()
+                    .map(|a| {
+                        if let Some(why) = a.refused {
+                            refused.insert(a.entry.id.clone(), why);
+                        }
+                        a.entry
+                    })
+                    .collect())
             }
+            order::Read::Idle(after) => {
+                *self.idle_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(after);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// After a scripted read found nothing new: blocks (up to `block`) until the stream has an
+    /// entry after the one it saw last, holding no permit, slot or token meanwhile.
+    async fn wait_for_new(&self, reader: &mut Conn, block: Duration) {
+        let Some(after) = self
+            .idle_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.config.stream)
+            .arg(after);
+        let waited: redis::RedisResult<redis::Value> = tokio::select! {
+            biased;
+            _ = self.ctx.shutdown.cancelled() => return,
+            waited = command.query_async(reader) => waited,
+        };
+        if let Err(error) = waited {
+            self.warn("waiting for new entries failed", &error.to_string());
+            sleep_or_cancel(RETRY_BACKOFF, &self.ctx.shutdown).await;
         }
     }
 
@@ -675,10 +721,37 @@ impl Trigger {
         let mut conn = self.conn.clone();
         let mut backoff = RETRY_BACKOFF;
         let mut last_sweep: Option<std::time::Instant> = None;
+        let mut sweep_cursor = 0u64;
         loop {
             if last_sweep.is_none_or(|at| at.elapsed() >= DEAD_LETTER_SWEEP) {
                 self.settler.forward_dead_letters();
                 last_sweep = Some(std::time::Instant::now());
+                if let Some(keys) = &self.order {
+                    // Heads nobody holds any more (deleted while pending on a dead host,
+                    // acknowledged by hand) give their keys on, a page at a time.
+                    match order::sweep(
+                        &mut conn,
+                        &self.config,
+                        keys,
+                        &self.keys,
+                        sweep_cursor,
+                        now_ms(),
+                    )
+                    .await
+                    {
+                        Ok((next, released)) => {
+                            sweep_cursor = next;
+                            if released > 0 {
+                                tracing::warn!(stream = %self.config.stream, released,
+                                    "released ordering keys whose head event is gone");
+                                self.retry_wakeup.notify_one();
+                            }
+                        }
+                        Err(error) => {
+                            self.warn("sweeping ordering keys failed", &error.to_string())
+                        }
+                    }
+                }
             }
             if self.flow_now() != flow::Flow::Open {
                 // Paused or tripped: due retries wait in the schedule (a half-open breaker's

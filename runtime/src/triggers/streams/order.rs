@@ -20,8 +20,10 @@
 //! order, whichever host reads. When nothing is new, the script returns the stream's last id
 //! and the reader blocks on a plain `XREAD` after it (scripts cannot block).
 //!
-//! **Release.** A head's final settlement (acknowledged, or dead-lettered) ends with
-//! [`push_release`] in the same pipeline: its key's next parked event becomes the head and is
+//! **Release.** A head's final settlement (acknowledged, or dead-lettered) starts with
+//! [`push_release`] in the same pipeline, which releases the key only while this host still
+//! holds the head (pending for it, or leased with its token), so a settle landing late after a
+//! takeover releases nothing: its key's next parked event becomes the head and is
 //! made due at once in the retry schedule, where any host's retry loop leases it like a retry
 //! (its first attempt). A head that fails is scheduled for retry and stays the head, so its
 //! key waits until it succeeds or is dead-lettered; other keys go on.
@@ -29,14 +31,19 @@
 //! **Failure.** A head held by a host that dies is still pending (or leased) in Redis: another
 //! host claims it once idle for the timeout plus the claim margin, as any abandoned event, and
 //! the key goes on from there. A head that is neither pending nor scheduled any more (an
-//! operator acknowledged it by hand, the group was made again) is stale: the next admission of
-//! its key releases it, so no key is blocked for ever.
+//! operator acknowledged it by hand, it was deleted while pending on a dead host, the group
+//! was made again) is stale: the next admission of its key or the next sweep releases it, so
+//! no key is blocked for ever.
 //!
 //! **Cost.** Per read batch, one script instead of one `XREADGROUP`, plus one `XREAD` when the
 //! stream is idle; per admitted entry, two hash writes (three more and a sorted-set write if it
 //! parks, and its key read out of `data` with `cjson` when the key is a data path); per settled
 //! batch, one release script. A parked event later costs one lease, like a retry. Measured in
 //! the streams benchmark (`ordered` rows).
+//!
+//! **Leaving ordering.** A trigger that starts without ordering makes every event still parked
+//! due ([`unpark_all`]); a sweep of `heads` every few seconds ([`sweep`]) releases heads whose
+//! event is gone, so a key never waits for an event of its own to arrive.
 //!
 //! What it does not order: events replayed from history or from a dead-letter stream go
 //! straight into the retry schedule and run beside their key's head; an event without the key
@@ -178,11 +185,6 @@ impl OrderKeys {
             lanes: format!("{base}:lanes"),
         }
     }
-
-    /// The sorted set of parked events (its size is what waits behind heads).
-    pub fn lanes(&self) -> &str {
-        &self.lanes
-    }
 }
 
 /// One entry an ordered read returns: to run, or refused without running (the reason).
@@ -205,9 +207,14 @@ pub enum Read {
 }
 
 /// Lua shared by the scripts: padding ids, lane members, whether a head is still held, and
-/// releasing a head. KEYS (common prefix): stream, heads, owners, lanes, due, data.
+/// releasing a head. KEYS (common to all): stream, heads, owners, lanes, due, data, lease.
 const PRELUDE: &str = r"
 local stream, heads, owners, lanes, due, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local lease = KEYS[7]
+local function held(id, group)
+    if redis.call('HEXISTS', data, id) == 1 then return true end
+    return #redis.call('XPENDING', stream, group, id, id, 1) > 0
+end
 local function pad(n) return string.rep('0', 20 - #n) .. n end
 local function prefix(key) return string.format('%05d', #key) .. key end
 local function member(key, id)
@@ -294,10 +301,6 @@ local function key_of(fields)
     end
     return nil
 end
-local function held(id)
-    if redis.call('HEXISTS', data, id) == 1 then return true end
-    return #redis.call('XPENDING', stream, group, id, id, 1) > 0
-end
 local function record(fields)
     local function u32(n)
         return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
@@ -327,7 +330,7 @@ for _, entry in ipairs(read[1][2]) do
         verdict = 'long'
     else
         local head = redis.call('HGET', heads, key)
-        if head and head ~= id and not held(head) then
+        if head and head ~= id and not held(head, group) then
             release(head, now)
             head = redis.call('HGET', heads, key)
         end
@@ -348,15 +351,74 @@ return {1, out}
     ))
 });
 
-/// KEYS: stream, heads, owners, lanes, due, data. ARGV: now ms, then entry ids. Returns how
-/// many parked events became due.
+/// KEYS: stream, heads, owners, lanes, due, data, lease. ARGV: now ms, group, consumer, then
+/// (entry id, lease token) pairs, the token empty for a pending entry. Each id's key is
+/// released only if this host still holds the id (pending for this consumer, or leased with
+/// that token): a settle that lands late, after another host took the event over, releases
+/// nothing. Sent before the acknowledgements in the same pipeline, while the proof stands.
+/// Returns how many parked events became due.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r"
 local made = 0
-for i = 2, #ARGV do made = made + release(ARGV[i], ARGV[1]) end
+for i = 4, #ARGV, 2 do
+    local id, token = ARGV[i], ARGV[i + 1]
+    local mine
+    if token == '' then
+        mine = #redis.call('XPENDING', stream, ARGV[2], id, id, 1, ARGV[3]) > 0
+    else
+        mine = redis.call('HGET', lease, id) == token
+    end
+    if mine then made = made + release(id, ARGV[1]) end
+end
 return made
+",
+    ))
+});
+
+/// KEYS: as [`RELEASE`]. ARGV: now ms, group, HSCAN cursor. Releases the stale heads (neither
+/// pending nor scheduled: acknowledged by hand, deleted while pending on a dead host) among
+/// the next few; returns the next cursor and how many were released.
+static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r"
+local page = redis.call('HSCAN', heads, ARGV[3], 'COUNT', 100)
+local released = 0
+for i = 1, #page[2], 2 do
+    local head = page[2][i + 1]
+    if not held(head, ARGV[2]) then
+        if not redis.call('HGET', owners, head) then
+            redis.call('HSET', owners, head, page[2][i])
+        end
+        release(head, ARGV[1])
+        released = released + 1
+    end
+end
+return {page[1], released}
+",
+    ))
+});
+
+/// KEYS: as [`RELEASE`]. ARGV: now ms. For a trigger no longer ordered: makes up to 1,000
+/// parked events due (they run unordered now) and, once none is left, forgets the heads.
+/// Returns how many it made due.
+static UNPARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r"
+local members = redis.call('ZRANGE', lanes, 0, 999)
+for _, m in ipairs(members) do
+    local key_len = tonumber(string.sub(m, 1, 5))
+    local id = id_of(string.sub(m, 6, 5 + key_len), m)
+    if redis.call('HEXISTS', data, id) == 1 then
+        redis.call('ZADD', due, ARGV[1], id)
+    end
+    redis.call('ZREM', lanes, m)
+end
+if #members < 1000 then redis.call('DEL', heads, owners) end
+return #members
 ",
     ))
 });
@@ -373,7 +435,7 @@ fn prepare<'a>(
         .key(&keys.heads)
         .key(&keys.owners)
         .key(&keys.lanes);
-    retry.add_due_and_data(&mut invocation);
+    retry.add_for_ordering(&mut invocation);
     invocation
 }
 
@@ -455,25 +517,79 @@ fn parse_read(reply: redis::Value, ordering: &Ordering) -> redis::RedisResult<Re
     Ok(Read::Entries(out))
 }
 
-/// Adds to `pipe` releasing the keys held by `ids` (heads whose settlement is final; ids that
-/// hold no key are skipped). Its reply counts the parked events made due.
+/// Adds to `pipe` releasing the keys held by `ids` (heads whose settlement is final, each with
+/// its lease token or `""` for a pending entry; ids that hold no key are skipped). Must come
+/// before the settlement's acknowledgements in the pipeline (see [`RELEASE`]).
+#[allow(clippy::too_many_arguments)]
 pub fn push_release(
     pipe: &mut redis::Pipeline,
     stream: &str,
+    group: &str,
+    consumer: &str,
     keys: &OrderKeys,
     retry: &crate::delivery::RetryKeys,
     now_ms: i64,
-    ids: &[String],
+    ids: &[(String, String)],
 ) {
     let mut invocation = prepare(&RELEASE, stream, keys, retry);
-    invocation.arg(now_ms).arg(ids);
+    invocation.arg(now_ms).arg(group).arg(consumer);
+    for (id, token) in ids {
+        invocation.arg(id).arg(token);
+    }
     pipe.invoke_script(&invocation).ignore();
+}
+
+/// Releases stale heads among the next page of `heads` from `cursor`; returns the next cursor
+/// (`0` once round) and how many were released.
+pub async fn sweep<C: ConnectionLike>(
+    conn: &mut C,
+    config: &super::StreamTriggerConfig,
+    keys: &OrderKeys,
+    retry: &crate::delivery::RetryKeys,
+    cursor: u64,
+    now_ms: i64,
+) -> redis::RedisResult<(u64, u64)> {
+    let mut invocation = prepare(&SWEEP, &config.stream, keys, retry);
+    invocation.arg(now_ms).arg(&config.group).arg(cursor);
+    let (cursor, released): (String, u64) = invocation.invoke_async(conn).await?;
+    Ok((cursor.parse().unwrap_or(0), released))
+}
+
+/// For a trigger that is not ordered (any more): makes every event its ordered past left
+/// parked due, so none waits for a release that no longer comes. One `EXISTS` when there is
+/// nothing to do.
+pub async fn unpark_all<C: ConnectionLike>(
+    conn: &mut C,
+    config: &super::StreamTriggerConfig,
+    retry: &crate::delivery::RetryKeys,
+    now_ms: i64,
+) -> redis::RedisResult<u64> {
+    let keys = OrderKeys::new(&config.stream, &config.group);
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(&keys.lanes)
+        .arg(&keys.heads)
+        .query_async(conn)
+        .await?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let mut made = 0;
+    loop {
+        let mut invocation = prepare(&UNPARK, &config.stream, &keys, retry);
+        invocation.arg(now_ms);
+        let batch: u64 = invocation.invoke_async(conn).await?;
+        made += batch;
+        if batch < 1000 {
+            return Ok(made);
+        }
+    }
 }
 
 /// Loads the scripts, after Redis answered `NOSCRIPT` to a pipeline.
 pub async fn load_scripts<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
-    READ.load_async(conn).await?;
-    RELEASE.load_async(conn).await?;
+    for script in [&*READ, &*RELEASE, &*SWEEP, &*UNPARK] {
+        script.load_async(conn).await?;
+    }
     Ok(())
 }
 

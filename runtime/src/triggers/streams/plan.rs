@@ -74,6 +74,8 @@ pub enum Verdict {
     Abandoned,
     /// Not an event; the message says why.
     Malformed(String),
+    /// Its data does not match its type's schema; the message names the path and the rule.
+    Invalid(String),
     /// Not run here to an outcome this host may settle: its lease could not be confirmed in
     /// time, or another host took it over. Whoever holds it now settles it.
     LeftToHolder,
@@ -174,8 +176,9 @@ pub struct Settlement {
     /// One entry per delivery, in the order given.
     pub planned: Vec<Planned>,
     /// Entries settled for good (acknowledged, finished or dead-lettered) on a trigger ordered
-    /// by key: the keys they hold, if any, go to their next events ([`super::order`]).
-    pub released: Vec<String>,
+    /// by key, each with its lease token (empty for a pending entry): the keys they hold, if
+    /// any, go to their next events ([`super::order`]).
+    pub released: Vec<(String, String)>,
 }
 
 impl Settlement {
@@ -233,24 +236,24 @@ pub fn plan<'a>(
                 let letter = letter(ctx, delivery, Reason::Abandoned, status, error, "", made);
                 dead_letter(&mut out, delivery, letter)
             }
-            Verdict::Malformed(why) => {
+            Verdict::Malformed(why) | Verdict::Invalid(why) => {
+                let reason = match verdict {
+                    Verdict::Invalid(_) => Reason::Invalid,
+                    _ => Reason::Malformed,
+                };
                 let made = delivery.attempt - 1;
-                let letter = letter(
-                    ctx,
-                    delivery,
-                    Reason::Malformed,
-                    None,
-                    why.clone(),
-                    "",
-                    made,
-                );
+                let letter = letter(ctx, delivery, reason, None, why.clone(), "", made);
                 dead_letter(&mut out, delivery, letter)
             }
             Verdict::Ran(result) => ran(ctx, &mut out, delivery, result),
         };
         if ctx.config.ordering.is_some() && matches!(planned, Planned::Ack | Planned::DeadLetter(_))
         {
-            out.released.push(delivery.entry_id.clone());
+            let token = match &delivery.source {
+                Source::Stream(_) => String::new(),
+                Source::Retry(leased) => leased.token.clone(),
+            };
+            out.released.push((delivery.entry_id.clone(), token));
         }
         out.planned.push(planned);
     }
@@ -388,6 +391,7 @@ mod tests {
             breaker: None,
             ordering: None,
             cluster: Default::default(),
+            validate: false,
         }
     }
 

@@ -80,6 +80,22 @@ impl Settler {
     /// The pipeline that writes `settlement`.
     fn pipeline(&self, settlement: &Settlement) -> redis::Pipeline {
         let mut pipe = redis::pipe();
+        // First, while the acknowledgements below have not yet removed the proof that this
+        // host holds them: a key goes to its next event only if its head is still this host's.
+        if let Some(order) = &self.order
+            && !settlement.released.is_empty()
+        {
+            super::order::push_release(
+                &mut pipe,
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                order,
+                &self.keys,
+                super::now_ms(),
+                &settlement.released,
+            );
+        }
         if !settlement.acks.is_empty() {
             pipe.cmd("XACK")
                 .arg(&self.stream)
@@ -118,19 +134,6 @@ impl Settler {
                         .push_dead_letter(&mut pipe, &self.dead_letter, leased, &letter.letter)
                 }
             }
-        }
-        // Last: a key goes to its next event only once its head's settlement is written.
-        if let Some(order) = &self.order
-            && !settlement.released.is_empty()
-        {
-            super::order::push_release(
-                &mut pipe,
-                &self.stream,
-                order,
-                &self.keys,
-                super::now_ms(),
-                &settlement.released,
-            );
         }
         pipe
     }
