@@ -263,6 +263,7 @@ pub async fn run(
         spans: config.spans.clone(),
         flow: streams::flow::watch(&broker_for_flow, shutdown.clone()),
         schemas,
+        canary: Default::default(),
     };
     let mut triggers = JoinSet::new();
     // Before the groups are waited for: a Redis too full to create them is the one that most
@@ -275,7 +276,8 @@ pub async fn run(
     ));
     let mut subscriptions = Vec::new();
     for loaded in &functions {
-        let (_, subscribed) = start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
+        let (_, _, subscribed) =
+            start_function(loaded, &ctx, shutdown.child_token(), &mut triggers);
         subscriptions.push(subscribed);
     }
     // "Ready" promises that events added from now on reach every function: wait for the groups.
@@ -338,7 +340,11 @@ fn start_function(
     ctx: &HostContext,
     stop: CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> (FunctionCell, impl Future<Output = ()> + use<>) {
+) -> (
+    FunctionCell,
+    streams::CanaryCell,
+    impl Future<Output = ()> + use<>,
+) {
     let cell: FunctionCell = Arc::new(std::sync::RwLock::new(loaded.function.clone()));
     let publisher: Arc<dyn Publisher> = Arc::new(AllowedStreams::new(
         ctx.publisher.clone(),
@@ -346,8 +352,11 @@ fn start_function(
     ));
     let ctx = HostContext {
         shutdown: stop.clone(),
+        // Each function its own: the deployment follower sets it while a canary runs.
+        canary: Default::default(),
         ..ctx.clone()
     };
+    let canary = ctx.canary.clone();
     let mut subscriptions = Vec::new();
     for trigger in &loaded.manifest.streams {
         let (subscribed, on_subscribed) = tokio::sync::oneshot::channel();
@@ -394,12 +403,12 @@ fn start_function(
                 "a consumer group is not created yet; announcing the function anyway");
         }
     };
-    (cell, subscribed)
+    (cell, canary, subscribed)
 }
 
 /// Whether two versions of a function read the same triggers and publish to the same streams,
 /// so the new one can be swapped into the running triggers.
-fn same_wiring(a: &Manifest, b: &Manifest) -> bool {
+pub fn same_wiring(a: &Manifest, b: &Manifest) -> bool {
     let cron = |m: &Manifest| -> Vec<(String, String, String)> {
         m.tickers
             .iter()
@@ -426,6 +435,61 @@ async fn load_deployed(
     };
     let loaded = load_version(engine, conn, name, &version).await?;
     Ok(Some((version.version, loaded)))
+}
+
+/// Loads version `version` of deployed function `name`, for a canary.
+async fn load_canary(
+    engine: &Engine,
+    conn: &mut crate::broker::Conn,
+    name: &str,
+    version: u32,
+) -> anyhow::Result<crate::engine::Function> {
+    let (versions, _) = registry::versions(conn, name).await?;
+    let record = versions
+        .into_iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| anyhow::anyhow!("version {version} is not in the registry"))?;
+    Ok(load_version(engine, conn, name, &record).await?.function)
+}
+
+/// Judges a canary every [`crate::canary::JUDGE_EVERY`] until `stop`: ends it, with the
+/// reason, once it fails more than the stable version by the margin. Every host runs one; the
+/// first to end it wins.
+async fn judge_canary(
+    mut conn: crate::broker::Conn,
+    name: String,
+    stable: u32,
+    canary: crate::canary::Canary,
+    stop: CancellationToken,
+) {
+    while crate::triggers::sleep_or_cancel(crate::canary::JUDGE_EVERY, &stop).await {
+        let counts = async {
+            let s = crate::canary::counts(&mut conn, &name, stable, canary.window_s).await?;
+            let c =
+                crate::canary::counts(&mut conn, &name, canary.version, canary.window_s).await?;
+            redis::RedisResult::Ok((s, c))
+        };
+        let (stable_counts, canary_counts) = match counts.await {
+            Ok(counts) => counts,
+            Err(error) => {
+                tracing::warn!(function = %name, %error, "reading canary outcomes failed");
+                continue;
+            }
+        };
+        let Some(reason) = crate::canary::judge(&canary, stable_counts, canary_counts) else {
+            continue;
+        };
+        match crate::canary::end(&mut conn, &name, Some(canary.version), &reason).await {
+            Ok(Some(_)) => {
+                crate::metrics::METRICS.canary_rolled_back(&name);
+                tracing::warn!(function = %name, version = canary.version, %reason,
+                    "canary rolled back automatically");
+                return;
+            }
+            Ok(None) => return,
+            Err(error) => tracing::warn!(function = %name, %error, "ending the canary failed"),
+        }
+    }
 }
 
 /// Why a deployed version could not be loaded on this host.
@@ -505,6 +569,10 @@ async fn follow_deployments(
         manifest: Manifest,
         cell: FunctionCell,
         stop: CancellationToken,
+        /// The canary its triggers send a share to, if one runs.
+        canary: streams::CanaryCell,
+        /// The canary's version and the stop of its judge.
+        judge: Option<(u32, CancellationToken)>,
     }
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     // Where the stream stands before the registry is read: nothing after it is missed.
@@ -542,7 +610,7 @@ async fn follow_deployments(
                         }
                         _ => {
                             let stop_new = stop.child_token();
-                            let (cell, subscribed) =
+                            let (cell, canary, subscribed) =
                                 start_function(&loaded, &ctx, stop_new.clone(), &mut tasks);
                             // Announced as running once its groups exist, and only then.
                             tokio::select! {
@@ -554,6 +622,8 @@ async fn follow_deployments(
                                 manifest: loaded.manifest,
                                 cell,
                                 stop: stop_new,
+                                canary,
+                                judge: None,
                             };
                             match running.insert(name.clone(), fresh) {
                                 Some(old) => {
@@ -571,12 +641,59 @@ async fn follow_deployments(
                 Ok(None) => {
                     publish(&name, None);
                     if let Some(old) = running.remove(&name) {
+                        if let Some((_, judge)) = &old.judge {
+                            judge.cancel();
+                        }
                         old.stop.cancel();
                         tracing::info!(function = %name, version = old.version, "function removed");
                     }
                 }
                 Err(error) => {
                     tracing::error!(function = %name, error = %format!("{error:#}"), "cannot load the deployed version; the previous one keeps serving");
+                }
+            }
+            if let Some(run) = running.get_mut(&name) {
+                let wanted = crate::canary::state(&mut conn, &name)
+                    .await
+                    .ok()
+                    .and_then(|(canary, _)| canary);
+                let have = run.judge.as_ref().map(|(v, _)| *v);
+                if wanted.as_ref().map(|c| c.version) != have {
+                    if let Some((_, judge)) = run.judge.take() {
+                        judge.cancel();
+                    }
+                    *run.canary.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    if let Some(canary) = wanted {
+                        match load_canary(&engine, &mut conn, &name, canary.version).await {
+                            Ok(function) => {
+                                *run.canary.write().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(streams::CanaryRun {
+                                        version: canary.version,
+                                        percent: canary.percent,
+                                        function,
+                                    });
+                                let judge = stop.child_token();
+                                tokio::spawn(judge_canary(
+                                    ctx.broker.shared(),
+                                    name.clone(),
+                                    run.version,
+                                    canary.clone(),
+                                    judge.clone(),
+                                ));
+                                run.judge = Some((canary.version, judge));
+                                tracing::info!(function = %name, stable = run.version,
+                                    canary = canary.version, percent = canary.percent,
+                                    "canary running: a share of events goes to the new version");
+                            }
+                            Err(error) => {
+                                tracing::error!(function = %name, version = canary.version,
+                                    error = %format!("{error:#}"),
+                                    "cannot load the canary version; every event stays on the stable one");
+                            }
+                        }
+                    } else if have.is_some() {
+                        tracing::info!(function = %name, "canary ended: every event on the stable version");
+                    }
                 }
             }
         }

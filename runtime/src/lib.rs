@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod canary;
 pub mod cli;
 pub mod delivery;
 pub mod engine;

@@ -29,6 +29,7 @@
 //! | `eddy_retention_held_back_entries` | stream | entries past the policy kept because a group still needs them |
 //! | `eddy_trigger_flow` | function, stream | a stream trigger's flow: 0 running, 1 paused, 2 breaker open, 3 half-open (probing) |
 //! | `eddy_breaker_trips_total` | function, stream | times this host tripped a trigger's breaker (failed probes included) |
+//! | `eddy_canary_rollbacks_total` | function | canary deploys this host rolled back automatically |
 //! | `eddy_limit_wait_seconds_total` | function, limit | time this host's triggers waited for a cluster-wide slot (`limit="concurrency"`) or rate token (`limit="rate"`) |
 
 use std::collections::BTreeSet;
@@ -68,6 +69,7 @@ pub struct Metrics {
     flow: Family<Labels, Gauge>,
     breaker_trips: Family<Labels, Counter>,
     limit_wait: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    canary_rollbacks: Family<Labels, Counter>,
     groups: Mutex<BTreeSet<(String, String, String)>>,
 }
 
@@ -243,11 +245,18 @@ impl Metrics {
              slot or rate token",
             limit_wait.clone(),
         );
+        let canary_rollbacks = Family::<Labels, Counter>::default();
+        registry.register(
+            "eddy_canary_rollbacks",
+            "Canary deploys this host rolled back because they failed more than the stable version",
+            canary_rollbacks.clone(),
+        );
         Self {
             registry,
             flow,
             breaker_trips,
             limit_wait,
+            canary_rollbacks,
             redis_errors,
             redis_used,
             redis_max,
@@ -358,6 +367,13 @@ impl Metrics {
         self.limit_wait
             .get_or_create(&labels(&[("function", function), ("limit", limit)]))
             .inc_by(seconds);
+    }
+
+    /// Counts a canary of `function` this host rolled back automatically.
+    pub fn canary_rolled_back(&self, function: &str) {
+        self.canary_rollbacks
+            .get_or_create(&labels(&[("function", function)]))
+            .inc();
     }
 
     /// Counts entries of `stream` this host trimmed.

@@ -86,6 +86,9 @@ pub async fn get_component<C: ConnectionLike>(
 static DEPLOY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+        if redis.call('HEXISTS', KEYS[1], 'canary') == 1 then
+            return redis.error_reply('CANARYRUNNING a canary runs: promote or roll it back first')
+        end
         local n = redis.call('HINCRBY', KEYS[1], 'latest', 1)
         local record = string.gsub(ARGV[2], '"version":0', '"version":' .. n, 1)
         redis.call('HSET', KEYS[1], 'v' .. n, record, 'current', n)
@@ -103,10 +106,15 @@ static ROLLBACK: LazyLock<Script> = LazyLock::new(|| {
         r"
         local current = tonumber(redis.call('HGET', KEYS[1], 'current') or '0')
         if current == 0 then return redis.error_reply('not deployed') end
+        if redis.call('HEXISTS', KEYS[1], 'canary') == 1 then
+            return redis.error_reply('CANARYRUNNING a canary runs: promote or roll it back first')
+        end
         local target = tonumber(ARGV[2])
         if target == 0 then
             target = current - 1
-            while target > 0 and redis.call('HEXISTS', KEYS[1], 'v' .. target) == 0 do
+            -- A canary that was rolled back never served as the function: skipped.
+            while target > 0 and (redis.call('HEXISTS', KEYS[1], 'v' .. target) == 0
+                    or redis.call('HEXISTS', KEYS[1], 'ended_v' .. target) == 1) do
                 target = target - 1
             end
             if target == 0 then return redis.error_reply('no earlier version') end

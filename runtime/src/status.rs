@@ -114,9 +114,16 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
     let mut functions = Vec::new();
     for name in crate::registry::names(conn).await? {
         if let Some(version) = crate::registry::current(conn, &name).await? {
-            functions.push(
-                json!({ "name": name, "version": version.version, "digest": version.digest }),
-            );
+            let (canary, ended) = crate::canary::state(conn, &name).await.unwrap_or_default();
+            let time =
+                |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+            functions.push(json!({
+                "name": name, "version": version.version, "digest": version.digest,
+                "canary": canary.map(|c| json!({ "version": c.version, "percent": c.percent })),
+                "last_canary": ended.map(|e| json!({
+                    "version": e.version, "reason": e.reason, "ended": time(e.ended_ms),
+                })),
+            }));
         }
     }
     let mut lag = Vec::new();
@@ -184,6 +191,8 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
             })
         })
         .collect();
+    // A schema index someone replaced with another type must not hide the rest either.
+    let schemas = crate::schemas::list(conn).await.unwrap_or_default();
     let memory = crate::metrics::RedisMemory::read(conn).await?;
     Ok(json!({
         "redis": {
@@ -196,5 +205,6 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         "dead_letters": dead_letters,
         "cronjobs": cronjobs,
         "flow": flow,
+        "schemas": schemas,
     }))
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
-    StreamEntry, entries, eventually, group_exists, record_function, settled, unique,
+    StreamEntry, entries, eventually, fill_events as fill, group_exists, record_function, settled,
+    unique,
 };
 use redis::Commands as _;
 
@@ -59,22 +60,6 @@ fn waited(url: &str, function: &str, limit: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(&needle)?.parse().ok())
         .unwrap_or(0.0)
-}
-
-fn fill(conn: &mut redis::Connection, stream: &str, events: usize) {
-    let mut pipe = redis::pipe();
-    for n in 0..events {
-        pipe.xadd(
-            stream,
-            "*",
-            &[
-                ("id", format!("ev-{n}")),
-                ("data", format!("{{\"n\":{n}}}")),
-            ],
-        )
-        .ignore();
-    }
-    let () = pipe.query(conn).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod batches;
+mod canary;
 mod capabilities;
 mod cluster;
 mod cron;

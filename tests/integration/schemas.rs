@@ -147,6 +147,29 @@ fn versions_are_checked_for_compatibility_and_ingress_refuses_invalid_data() {
         "nothing was stored"
     );
     assert_eq!(post(r#"{"orderId":"o-1"}"#).status, 202);
+    // Another content type does not slip data past the schema.
+    let binary = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "ce-specversion: 1.0",
+        "-H",
+        "ce-id: b-1",
+        "-H",
+        "ce-source: t",
+        "-H",
+        "ce-type: OrderPlaced",
+        "-H",
+        "content-type: text/plain",
+        "--data-binary",
+        r#"{"orderId":5}"#,
+        &url,
+    ]);
+    assert_eq!(binary.status, 400, "{}", binary.body);
+    assert_eq!(
+        binary.json()["error"]["details"]["failures"][0]["rule"],
+        "datacontenttype"
+    );
     // `eddy publish` goes through the same door.
     let (code, _, err) = eddy_tests::eddy_host(
         &[

@@ -217,3 +217,20 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Adds `events` entries to `stream` in one pipeline, ids `ev-0`… and data `{"n": N}`.
+pub fn fill_events(conn: &mut redis::Connection, stream: &str, events: usize) {
+    let mut pipe = redis::pipe();
+    for n in 0..events {
+        pipe.xadd(
+            stream,
+            "*",
+            &[
+                ("id", format!("ev-{n}")),
+                ("data", format!("{{\"n\":{n}}}")),
+            ],
+        )
+        .ignore();
+    }
+    let () = pipe.query(conn).expect("adding events");
+}

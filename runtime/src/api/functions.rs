@@ -157,14 +157,10 @@ pub async fn deploy(
         )
     })?;
     if state.static_functions.contains(&manifest.name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "function {:?} is loaded from a host's --functions manifest; deploy it under another name",
-                manifest.name
-            ),
-        ));
+        return Err(ApiError::conflict(format!(
+            "function {:?} is loaded from a host's --functions manifest; deploy it under another name",
+            manifest.name
+        )));
     }
     let mut conn = state.broker.shared();
     let bytes = registry::get_component(&mut conn, digest)
@@ -189,13 +185,154 @@ pub async fn deploy(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::invalid("component", e.to_string()))?;
+    if !request["canary"].is_null() {
+        let canary = canary_settings(&request["canary"])?;
+        // The canary shares the stable version's triggers: events are split inside them.
+        let stable = registry::current(&mut conn, &manifest.name)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "canary",
+                    format!(
+                        "function {:?} is not deployed: a canary needs a stable version to \
+                         compare with (deploy without --canary first)",
+                        manifest.name
+                    ),
+                )
+            })?;
+        let stable_manifest = manifest::parse_deployed(&manifest.name, &stable.manifest)
+            .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
+        if !crate::host::same_wiring(&stable_manifest, &manifest) {
+            return Err(ApiError::bad_request(
+                "canary",
+                "a canary must keep the stable version's triggers and publish list (events are \
+                 split between the two inside the same triggers): deploy this change without \
+                 --canary",
+            ));
+        }
+        let version = crate::canary::deploy(&mut conn, &manifest.name, digest, text, canary)
+            .await
+            .map_err(|e| {
+                if e.code() == Some(crate::canary::CANARY_RUNNING) {
+                    ApiError::conflict(format!(
+                        "a canary of {:?} runs already: promote or roll it back first",
+                        manifest.name
+                    ))
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        let mut answer = describe(&manifest.name, &version, Some(stable.version));
+        answer["canary"] = json!(true);
+        return Ok(json_response(StatusCode::CREATED, &answer));
+    }
     let version = registry::deploy(&mut conn, &manifest.name, digest, text)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| {
+            if e.code() == Some(crate::canary::CANARY_RUNNING) {
+                ApiError::conflict(format!(
+                    "a canary of {:?} runs: promote it (eddy functions promote) or roll it \
+                         back (eddy functions rollback) before deploying another version",
+                    manifest.name
+                ))
+            } else {
+                unavailable(e)
+            }
+        })?;
     Ok(json_response(
         StatusCode::CREATED,
         &describe(&manifest.name, &version, Some(version.version)),
     ))
+}
+
+/// Reads a deploy's `canary` settings: `{"percent": "10%", "window"?: "1m", "margin"?: 0.2,
+/// "min_events"?: 20}`, each checked with its range.
+fn canary_settings(value: &Value) -> Result<crate::canary::Canary, ApiError> {
+    use crate::canary::*;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::bad_request(
+            "canary",
+            "expected an object such as {\"percent\": \"10%\"}",
+        ));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["percent", "window", "margin", "min_events"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            &format!("canary.{unknown}"),
+            format!("unknown field {unknown:?}: expected percent, window, margin, min_events"),
+        ));
+    }
+    let percent = match &fields.get("percent") {
+        Some(Value::String(text)) => parse_percent(text),
+        Some(Value::Number(n)) => parse_percent(&n.to_string()),
+        _ => Err("expected a share such as \"10%\"".to_owned()),
+    }
+    .map_err(|e| ApiError::bad_request("canary.percent", e))?;
+    let window = match fields.get("window") {
+        None => DEFAULT_WINDOW,
+        Some(v) => v
+            .as_str()
+            .and_then(|t| crate::units::parse_duration(t).ok())
+            .filter(|d| d.as_secs() >= 1 && *d <= MAX_WINDOW && d.subsec_nanos() == 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "canary.window",
+                    format!("{v}: expected whole seconds from \"1s\" to \"1h\""),
+                )
+            })?,
+    };
+    let margin = match fields.get("margin") {
+        None => DEFAULT_MARGIN,
+        Some(v) => v
+            .as_f64()
+            .filter(|m| (0.0..=1.0).contains(m))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "canary.margin",
+                    format!("{v}: expected a share from 0.0 to 1.0 (0.2: 20 points)"),
+                )
+            })?,
+    };
+    let min_events = match fields.get("min_events") {
+        None => DEFAULT_MIN_EVENTS,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=u64::from(MAX_MIN_EVENTS)).contains(n))
+            .map(|n| n as u32)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "canary.min_events",
+                    format!("{v}: expected a count from 1 to {MAX_MIN_EVENTS}"),
+                )
+            })?,
+    };
+    Ok(Canary {
+        version: 0,
+        percent,
+        window_s: window.as_secs(),
+        margin,
+        min_events,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+    })
+}
+
+/// `POST /v1/functions/{name}/promote`: the running canary becomes the current version.
+pub async fn promote(state: &ApiState, name: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+    check_name(name)?;
+    let mut conn = state.broker.shared();
+    match crate::canary::promote(&mut conn, name).await {
+        Ok(version) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "name": name, "current": version }),
+        )),
+        Err(e) if e.code() == Some(crate::canary::NO_CANARY) => Err(ApiError::conflict(format!(
+            "function {name:?} has no canary running (eddy deploy --canary 10% starts one)"
+        ))),
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 fn describe(name: &str, version: &registry::Version, current: Option<u32>) -> Value {
@@ -250,9 +387,31 @@ pub async fn show(state: &ApiState, name: &str) -> Result<Response<Full<Bytes>>,
         .iter()
         .map(|v| describe(name, v, current))
         .collect();
+    let (canary, ended) = crate::canary::state(&mut conn, name)
+        .await
+        .map_err(unavailable)?;
+    let canary = match (canary, current) {
+        (Some(canary), Some(stable)) => {
+            let mut counts = Vec::new();
+            for version in [stable, canary.version] {
+                let (events, failed) =
+                    crate::canary::counts(&mut conn, name, version, canary.window_s)
+                        .await
+                        .map_err(unavailable)?;
+                let rate = if events == 0 {
+                    0.0
+                } else {
+                    failed as f64 / events as f64
+                };
+                counts.push(json!({ "version": version, "attempts": events, "failed": failed, "failure_rate": rate }));
+            }
+            json!({ "settings": canary, "stable": counts[0], "canary": counts[1] })
+        }
+        _ => Value::Null,
+    };
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "name": name, "current": current, "versions": versions }),
+        &json!({ "name": name, "current": current, "versions": versions, "canary": canary, "last_canary": ended }),
     ))
 }
 
@@ -299,11 +458,32 @@ pub async fn rollback(
         }
     };
     let mut conn = state.broker.shared();
+    // During a canary, a rollback ends it: every event back on the stable version.
+    if to.is_none()
+        && let Some(version) =
+            crate::canary::end(&mut conn, name, None, "rolled back by an operator")
+                .await
+                .map_err(unavailable)?
+    {
+        let current = registry::current(&mut conn, name)
+            .await
+            .map_err(unavailable)?
+            .map(|v| v.version);
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "name": name, "current": current, "canary_ended": version }),
+        ));
+    }
     match registry::rollback(&mut conn, name, to).await {
         Ok(version) => Ok(json_response(
             StatusCode::OK,
             &json!({ "name": name, "current": version }),
         )),
+        Err(e) if e.code() == Some(crate::canary::CANARY_RUNNING) => {
+            Err(ApiError::conflict(format!(
+                "a canary of {name:?} runs: roll it back without --version first (or promote it)"
+            )))
+        }
         Err(e) if e.to_string().contains("not deployed") => {
             Err(ApiError::not_found(format!("no function {name:?}")))
         }

@@ -125,6 +125,11 @@ impl ApiError {
         }
     }
 
+    /// A 409: the request conflicts with the state (a canary runs, a name is taken, …).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// A 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -149,7 +154,7 @@ impl ApiError {
                 return Self::new(
                     StatusCode::CONFLICT,
                     "wrong_type",
-                    format!("redis ({what}): {error}: the key exists and is not a stream"),
+                    format!("redis ({what}): {error}: the key exists and holds another type"),
                 );
             }
             _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -334,6 +339,9 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::POST, ["v1", "functions", name, "invoke"]) => {
             let name = (*name).to_owned();
             functions::invoke(state, &name, request).await
+        }
+        (&Method::POST, ["v1", "functions", name, "promote"]) => {
+            functions::promote(state, name).await
         }
         (&Method::POST, ["v1", "functions", name, "rollback"]) => {
             let name = (*name).to_owned();

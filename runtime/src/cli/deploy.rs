@@ -17,6 +17,8 @@ use crate::manifest;
 #[command(after_help = "Examples:\n  \
     eddy deploy examples/order-placed/functions/order-confirmation.toml\n  \
     eddy deploy ./my-function            # its eddy.toml\n  \
+    eddy deploy ./my-function --canary 10%   # 10% of events to the new version, rolled back\n  \
+                                             # by itself if it fails more than the stable one\n  \
     EDDY_HOST=http://10.0.0.5:7070 EDDY_TOKEN=... eddy deploy fn/eddy.toml --output json\n\n\
     The manifest is checked here first, then by the host, which also compiles the component and\n\
     checks it implements the function world; a refused deploy changes nothing.")]
@@ -30,6 +32,30 @@ pub struct DeployArgs {
     /// componentize-py). The result goes where the manifest's `component` points.
     #[arg(long)]
     pub build: bool,
+
+    /// Deploy as a canary taking this share of events (`10%`, by a hash of the event id, on
+    /// every host) beside the current version, until `eddy functions promote` or `rollback`.
+    /// It is rolled back by itself when its failure rate over `--canary-window` exceeds the
+    /// stable version's by `--canary-margin`, once it has `--canary-min-events` outcomes.
+    #[arg(long, value_name = "PERCENT")]
+    pub canary: Option<String>,
+
+    /// With --canary: the window outcomes are compared over (1s..=1h).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1m",
+        requires = "canary"
+    )]
+    pub canary_window: String,
+
+    /// With --canary: how much higher its failure rate may be (0.0..=1.0; 0.2 is 20 points).
+    #[arg(long, value_name = "SHARE", default_value_t = crate::canary::DEFAULT_MARGIN, requires = "canary")]
+    pub canary_margin: f64,
+
+    /// With --canary: its outcomes needed in the window before it is judged.
+    #[arg(long, value_name = "N", default_value_t = crate::canary::DEFAULT_MIN_EVENTS, requires = "canary")]
+    pub canary_min_events: u32,
 
     /// Where the host is.
     #[command(flatten)]
@@ -78,15 +104,30 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     if human {
         eprintln!("deploying {}…", manifest.name);
     }
+    let mut body = serde_json::json!({ "manifest": text, "digest": digest });
+    if let Some(percent) = &args.canary {
+        crate::canary::parse_percent(percent).map_err(|e| anyhow::anyhow!("--canary: {e}"))?;
+        body["canary"] = serde_json::json!({
+            "percent": percent,
+            "window": args.canary_window,
+            "margin": args.canary_margin,
+            "min_events": args.canary_min_events,
+        });
+    }
     let answer = client.post(
         "/v1/functions",
         "application/json",
-        serde_json::json!({ "manifest": text, "digest": digest })
-            .to_string()
-            .as_bytes(),
+        body.to_string().as_bytes(),
     )?;
     if human {
         print_function(&answer);
+        if let Some(percent) = &args.canary {
+            println!(
+                "  canary: {percent} of events (by event id) on every host; `eddy functions \
+                 promote {0}` makes it current, `eddy functions rollback {0}` ends it",
+                manifest.name
+            );
+        }
         warn_unschematized(&client, &manifest);
     } else {
         println!("{answer}");
@@ -189,7 +230,13 @@ pub enum FunctionsCommand {
         /// The function.
         name: String,
     },
-    /// Make the previous version (or --version N) current again.
+    /// Make the running canary the current version on every host.
+    Promote {
+        /// The function.
+        name: String,
+    },
+    /// End a running canary (every event back on the stable version); without a canary, make
+    /// the previous version (or --version N) current again.
     Rollback {
         /// The function.
         name: String,
@@ -234,6 +281,11 @@ pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
         FunctionsCommand::Rm { name } => {
             client.delete(&format!("/v1/functions/{}", segment(name)))?
         }
+        FunctionsCommand::Promote { name } => client.post(
+            &format!("/v1/functions/{}/promote", segment(name)),
+            "application/json",
+            b"{}",
+        )?,
         FunctionsCommand::Rollback { name, version } => {
             let body = serde_json::json!({ "version": version }).to_string();
             client.post(
@@ -276,8 +328,55 @@ pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
                 print!("{marker}");
                 print_function(v);
             }
+            let canary = &answer["canary"];
+            if !canary.is_null() {
+                let settings = &canary["settings"];
+                println!(
+                    "canary: version {} takes {}% of events (window {}s, margin {}, min {} attempts)",
+                    settings["version"],
+                    settings["percent"],
+                    settings["window_s"],
+                    settings["margin"],
+                    settings["min_events"]
+                );
+                for side in ["stable", "canary"] {
+                    let c = &canary[side];
+                    println!(
+                        "  {side:<6} version {:<4} {:>7} attempts {:>7} failed or rejected ({:.1}%)",
+                        c["version"].to_string(),
+                        c["attempts"].as_u64().unwrap_or(0),
+                        c["failed"].as_u64().unwrap_or(0),
+                        c["failure_rate"].as_f64().unwrap_or(0.0) * 100.0
+                    );
+                }
+            }
+            let ended = &answer["last_canary"];
+            if !ended.is_null() {
+                let when = ended["ended_ms"]
+                    .as_i64()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                println!(
+                    "last canary: version {} ended {when}: {}",
+                    ended["version"],
+                    ended["reason"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        FunctionsCommand::Promote { name } => {
+            println!(
+                "{name} version {} is current on every host",
+                answer["current"]
+            )
         }
         FunctionsCommand::Rm { name } => println!("removed {name}"),
+        FunctionsCommand::Rollback { name, .. } if !answer["canary_ended"].is_null() => {
+            println!(
+                "{name}: canary version {} ended, every event on version {}",
+                answer["canary_ended"], answer["current"]
+            )
+        }
         FunctionsCommand::Rollback { name, .. } => {
             println!("{name} is back on version {}", answer["current"])
         }

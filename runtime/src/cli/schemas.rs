@@ -37,7 +37,9 @@ pub enum SchemasCommand {
         event_type: String,
         /// The schema file (JSON), or `-` for stdin.
         file: std::path::PathBuf,
-        /// How the new version must relate to the previous one (default: the type's mode).
+        /// How this version must relate to the previous one (default: the type's mode, which
+        /// its first version sets; `none` here accepts one breaking version, and the next put is
+        /// checked as before).
         #[arg(long, value_enum)]
         compatibility: Option<Compatibility>,
     },

@@ -8,9 +8,11 @@
 //!   content model closed (`additionalProperties: false`) or a field removed from a closed one;
 //! - every field the previous version required stays required (consumers rely on it).
 //!
-//! The check walks `properties` and `items` recursively and compares what it finds; it does not
-//! reason about `anyOf`/`oneOf`/`allOf`/`$ref`: a change in those is reported as a change it
-//! cannot prove safe. Mode `none` checks nothing. Pure, and tested without Redis.
+//! The check walks `properties` and `items` recursively and compares the keywords it knows;
+//! any other keyword added or changed (`anyOf`, `$ref`, `$defs`, `patternProperties`,
+//! `additionalProperties` as a schema, tuple `items`, …) is reported as a change it cannot prove
+//! safe, so nothing it does not understand passes. Annotations (`title`, `description`, …)
+//! never matter. Mode `none` checks nothing. Pure, and tested without Redis.
 
 use serde_json::{Map, Value};
 
@@ -79,6 +81,41 @@ fn closed(schema: &Map<String, Value>) -> bool {
     schema.get("additionalProperties") == Some(&Value::Bool(false))
 }
 
+/// Keywords [`compare`] checks itself.
+const HANDLED: &[&str] = &[
+    "type",
+    "required",
+    "enum",
+    "const",
+    "minimum",
+    "exclusiveMinimum",
+    "minLength",
+    "minItems",
+    "minProperties",
+    "maximum",
+    "exclusiveMaximum",
+    "maxLength",
+    "maxItems",
+    "maxProperties",
+    "pattern",
+    "format",
+    "multipleOf",
+    "uniqueItems",
+    "properties",
+];
+
+/// Keywords that never change what is valid.
+const ANNOTATIONS: &[&str] = &[
+    "title",
+    "description",
+    "examples",
+    "default",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
 fn compare(old: &Value, new: &Value, path: &str, out: &mut Vec<Break>) {
     let mut broke = |what: String| {
         out.push(Break {
@@ -95,7 +132,7 @@ fn compare(old: &Value, new: &Value, path: &str, out: &mut Vec<Break>) {
             return;
         }
         (Value::Bool(true), Value::Object(new)) => {
-            if !new.is_empty() {
+            if new.keys().any(|k| !ANNOTATIONS.contains(&k.as_str())) {
                 broke("a constraint was added where any value was allowed".to_owned());
             }
             return;
@@ -191,23 +228,38 @@ fn compare(old: &Value, new: &Value, path: &str, out: &mut Vec<Break>) {
             Some(_) => {}
         }
     }
-    for keyword in ["pattern", "format", "multipleOf", "uniqueItems"] {
+    for keyword in ["pattern", "format"] {
         if let Some(n) = new.get(keyword)
             && old.get(keyword) != Some(n)
         {
             broke(format!("`{keyword}` {n} added or changed"));
         }
     }
-    for keyword in [
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "not",
-        "$ref",
-        "if",
-        "dependentRequired",
-    ] {
-        if new.get(keyword).is_some() && old.get(keyword) != new.get(keyword) {
+    if let Some(n) = new.get("multipleOf").and_then(Value::as_f64) {
+        // Still fine if every old multiple is a new one: the old divisor a multiple of the new.
+        let fine = old
+            .get("multipleOf")
+            .and_then(Value::as_f64)
+            .is_some_and(|o| n > 0.0 && (o / n).fract() == 0.0);
+        if !fine {
+            broke(format!("`multipleOf` {n} added or changed"));
+        }
+    }
+    if new.get("uniqueItems") == Some(&Value::Bool(true))
+        && old.get("uniqueItems") != Some(&Value::Bool(true))
+    {
+        broke("`uniqueItems` added".to_owned());
+    }
+    // Whatever else changed, this check does not understand: it cannot pass as safe.
+    let object_or_bool = |v: Option<&Value>| v.is_none_or(|v| v.is_object() || v.is_boolean());
+    for (keyword, value) in new {
+        let handled = HANDLED.contains(&keyword.as_str())
+            || ANNOTATIONS.contains(&keyword.as_str())
+            || (keyword == "items"
+                && object_or_bool(old.get("items"))
+                && (value.is_object() || value.is_boolean()))
+            || (keyword == "additionalProperties" && value.is_boolean());
+        if !handled && old.get(keyword) != Some(value) {
             broke(format!(
                 "`{keyword}` added or changed: Eddy cannot prove the change safe (use \
                  compatibility \"none\" to put it anyway)"
@@ -336,5 +388,29 @@ mod tests {
         assert!(
             whats(json!({}), json!({"anyOf": [{"type": "string"}]}))[0].contains("cannot prove")
         );
+        // What the check does not understand never passes as safe.
+        for added in [
+            json!({"additionalProperties": {"type": "string"}}),
+            json!({"patternProperties": {"^x": {"type": "string"}}}),
+            json!({"$defs": {"a": {"type": "string"}}}),
+            json!({"items": [{"type": "string"}]}),
+            json!({"propertyNames": {"maxLength": 3}}),
+        ] {
+            assert!(
+                whats(json!({}), added.clone())[0].contains("cannot prove"),
+                "{added}"
+            );
+        }
+        // Annotations and widenings are not breaks.
+        assert!(
+            whats(
+                json!({"properties": {"a": true}}),
+                json!({"properties": {"a": {"description": "x"}}})
+            )
+            .is_empty()
+        );
+        assert!(whats(json!({"multipleOf": 4}), json!({"multipleOf": 2})).is_empty());
+        assert!(whats(json!({}), json!({"uniqueItems": false})).is_empty());
+        assert!(!whats(json!({"multipleOf": 2}), json!({"multipleOf": 4})).is_empty());
     }
 }

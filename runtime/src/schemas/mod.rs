@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Conn};
+use crate::broker::Broker;
 use crate::engine::{OnceClaim, PublishError, PublishRequest, Publisher};
 
 /// Largest schema accepted, in bytes of JSON.
@@ -200,24 +200,35 @@ impl Compiled {
 /// The latest compiled schema of every type, as a host last read them.
 pub type SchemaView = watch::Receiver<Arc<HashMap<String, Arc<Compiled>>>>;
 
-/// Checks `data` of `event_type` against its schema in `view`, if it has one and the data is
-/// JSON (`content_type`; a schema describes JSON, other data is not checked).
+/// Checks `data` of `event_type` against its schema in `view`, if it has one. Data of a type
+/// with a schema must be JSON: another `content_type` would let a producer slip anything past
+/// the schema, so it is refused too.
 pub fn check(
     view: &SchemaView,
     event_type: &str,
     content_type: Option<&str>,
     data: &[u8],
 ) -> Result<(), Invalid> {
-    if !crate::event::is_json_content_type(
-        content_type.unwrap_or(crate::event::DEFAULT_CONTENT_TYPE),
-    ) {
-        return Ok(());
-    }
     let schema = view.borrow().get(event_type).cloned();
-    match schema {
-        Some(schema) => schema.check(data),
-        None => Ok(()),
+    let Some(schema) = schema else {
+        return Ok(());
+    };
+    let content_type = content_type.unwrap_or(crate::event::DEFAULT_CONTENT_TYPE);
+    if !crate::event::is_json_content_type(content_type) {
+        return Err(Invalid {
+            event_type: event_type.to_owned(),
+            version: schema.info.version,
+            failures: vec![(
+                String::new(),
+                "datacontenttype".to_owned(),
+                format!(
+                    "the type has a schema, so its data must be JSON (application/json), not \
+                     {content_type:?}"
+                ),
+            )],
+        });
     }
+    schema.check(data)
 }
 
 /// KEYS: index, versions, generation. ARGV: type, expected latest (0: none), schema, info
@@ -238,7 +249,10 @@ static PUT: LazyLock<redis::Script> = LazyLock::new(|| {
 });
 
 /// The latest info of `event_type`, if it has a schema.
-pub async fn info(conn: &mut Conn, event_type: &str) -> Result<Option<SchemaInfo>, SchemaError> {
+pub async fn info<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    event_type: &str,
+) -> Result<Option<SchemaInfo>, SchemaError> {
     let raw: Option<String> = redis::cmd("HGET")
         .arg(INDEX_KEY)
         .arg(event_type)
@@ -248,7 +262,9 @@ pub async fn info(conn: &mut Conn, event_type: &str) -> Result<Option<SchemaInfo
 }
 
 /// Every type's latest info, sorted by type.
-pub async fn list(conn: &mut Conn) -> Result<Vec<SchemaInfo>, SchemaError> {
+pub async fn list<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+) -> Result<Vec<SchemaInfo>, SchemaError> {
     let raw: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(INDEX_KEY)
         .query_async(conn)
@@ -262,8 +278,8 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<SchemaInfo>, SchemaError> {
 }
 
 /// Version `version` (the latest if `None`) of `event_type`'s schema, with the latest info.
-pub async fn get(
-    conn: &mut Conn,
+pub async fn get<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
     event_type: &str,
     version: Option<u32>,
 ) -> Result<Option<(SchemaInfo, u32, Value)>, SchemaError> {
@@ -283,8 +299,8 @@ pub async fn get(
 
 /// Stores `schema` as the next version of `event_type`'s schema, checked for `mode` against
 /// the latest (its own mode if `None`). Putting the latest version again changes nothing.
-pub async fn put(
-    conn: &mut Conn,
+pub async fn put<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
     event_type: &str,
     schema: &[u8],
     mode: Option<Compatibility>,
@@ -326,8 +342,8 @@ pub async fn put(
                      and put its schema again"
                 )));
             }
-            let mode = mode.unwrap_or(info.compatibility);
-            if mode == Compatibility::Backward {
+            // The flag is for this put; the type keeps the mode its first version set.
+            if mode.unwrap_or(info.compatibility) == Compatibility::Backward {
                 let breaks = compat::backward(old, &document);
                 if !breaks.is_empty() {
                     return Err(SchemaError::Incompatible {
@@ -338,7 +354,7 @@ pub async fn put(
                     });
                 }
             }
-            (info.version, mode)
+            (info.version, info.compatibility)
         }
     };
     let info = SchemaInfo {
@@ -367,7 +383,10 @@ pub async fn put(
 }
 
 /// Removes every version of `event_type`'s schema. False if it had none.
-pub async fn remove(conn: &mut Conn, event_type: &str) -> Result<bool, SchemaError> {
+pub async fn remove<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    event_type: &str,
+) -> Result<bool, SchemaError> {
     let (removed, _, _): (i64, i64, i64) = redis::pipe()
         .atomic()
         .cmd("HDEL")
@@ -383,7 +402,9 @@ pub async fn remove(conn: &mut Conn, event_type: &str) -> Result<bool, SchemaErr
 }
 
 /// Reads and compiles the latest version of every type.
-async fn load(conn: &mut Conn) -> Result<HashMap<String, Arc<Compiled>>, SchemaError> {
+async fn load<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+) -> Result<HashMap<String, Arc<Compiled>>, SchemaError> {
     let mut out = HashMap::new();
     for info in list(conn).await? {
         let Some((info, _, schema)) = get(conn, &info.event_type, None).await? else {
@@ -449,7 +470,7 @@ pub async fn watch(broker: &Broker, stop: CancellationToken) -> SchemaView {
     view
 }
 
-async fn generation(conn: &mut Conn) -> redis::RedisResult<i64> {
+async fn generation<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
     let g: Option<i64> = redis::cmd("GET")
         .arg(GENERATION_KEY)
         .query_async(conn)

@@ -50,7 +50,17 @@ function render(status, failures) {
     (f) => [f.name],
     (f) => [f.version, "num"],
     (f) => [(f.digest || "").slice(0, 19), "mono"],
+    (f) => f.canary ? [`version ${f.canary.version} takes ${f.canary.percent}%`] : ["–"],
+    (f) => f.last_canary
+      ? [`version ${f.last_canary.version} ended ${f.last_canary.ended}: ${f.last_canary.reason}`, "error"]
+      : ["–"],
   ], "no function is deployed");
+  fill("schemas", status.schemas, [
+    (s) => [s.type, "mono"],
+    (s) => [s.version, "num"],
+    (s) => [s.compatibility],
+    (s) => [new Date(s.updated_ms).toISOString()],
+  ], "no event type has a schema");
   fill("groups", status.groups, [
     (g) => [g.stream, "mono"],
     (g) => [g.group],

@@ -92,7 +92,7 @@ impl Trigger {
             .min(deliveries.len().div_ceil(MIN_PART))
             .max(1);
         let size = deliveries.len().div_ceil(parts);
-        let mut slots = deliveries
+        let slots = deliveries
             .into_iter()
             .zip(permits)
             .map(|(delivery, permit)| Slot {
@@ -105,18 +105,41 @@ impl Trigger {
                 permit: Some(permit),
             })
             .collect::<Vec<_>>();
-        while !slots.is_empty() {
-            let rest = slots.split_off(size.min(slots.len()));
-            let part = std::mem::replace(&mut slots, rest);
-            let trigger = self.clone();
-            self.tasks
-                .spawn(async move { trigger.run_part(part).await });
+        // During a canary deploy, its share of events (by a hash of the event id) runs on it.
+        let canary = self
+            .ctx
+            .canary
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let groups = match canary {
+            None => vec![(slots, None)],
+            Some(run) => {
+                let (trial, stable): (Vec<Slot>, Vec<Slot>) = slots
+                    .into_iter()
+                    .partition(|slot| crate::canary::takes(&slot.delivery.event_id(), run.percent));
+                vec![(stable, None), (trial, Some(run.function))]
+            }
+        };
+        for (mut slots, version) in groups {
+            while !slots.is_empty() {
+                let rest = slots.split_off(size.min(slots.len()));
+                let part = std::mem::replace(&mut slots, rest);
+                let (trigger, version) = (self.clone(), version.clone());
+                self.tasks
+                    .spawn(async move { trigger.run_part(part, version).await });
+            }
         }
     }
 
-    /// Screens, runs, settles and reports one part.
-    async fn run_part(self: Arc<Self>, mut slots: Vec<Slot>) {
-        let function = self.function();
+    /// Screens, runs, settles and reports one part, on `version` if given (a canary), else on
+    /// the function's current version.
+    async fn run_part(
+        self: Arc<Self>,
+        mut slots: Vec<Slot>,
+        version: Option<crate::engine::Function>,
+    ) {
+        let function = version.unwrap_or_else(|| self.function());
         self.observer.metrics.in_flight.inc_by(slots.len() as i64);
         let mut jobs = Vec::new();
         let mut ran = Vec::new();
@@ -372,6 +395,16 @@ impl Trigger {
             })
             .collect();
         self.flow_outcomes(&outcomes).await;
+        let (ran, bad) = indices.iter().fold((0u64, 0u64), |(ran, bad), i| {
+            match slots[*i].verdict.as_ref() {
+                Some(plan::Verdict::Ran(result)) => (
+                    ran + 1,
+                    bad + u64::from(result.outcome != crate::engine::Outcome::Done),
+                ),
+                _ => (ran, bad),
+            }
+        });
+        self.canary_outcomes(function, ran, bad).await;
         for &index in indices {
             slots[index].permit = None;
         }

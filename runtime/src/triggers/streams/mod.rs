@@ -99,7 +99,23 @@ pub struct HostContext {
     pub flow: flow::FlowView,
     /// The event schemas, as last read ([`crate::schemas::watch`]).
     pub schemas: crate::schemas::SchemaView,
+    /// The function's canary version while a canary deploy runs ([`crate::canary`]).
+    pub canary: CanaryCell,
 }
+
+/// A canary version a function's triggers send a share of events to.
+#[derive(Clone)]
+pub struct CanaryRun {
+    /// Its version number.
+    pub version: u32,
+    /// The share of events it takes (%).
+    pub percent: u8,
+    /// The version itself.
+    pub function: Function,
+}
+
+/// Where a function's triggers find its running canary, if any; set by the deployment follower.
+pub type CanaryCell = Arc<std::sync::RwLock<Option<CanaryRun>>>;
 
 /// The version of a function its triggers run: swapped in place when a new version with the
 /// same triggers is deployed, so the switch is immediate and invocations already running
@@ -1046,6 +1062,38 @@ impl Trigger {
             entry_id = %delivery.entry_id, attempt = delivery.attempt,
             "circuit breaker half-open: sending one probe event");
         self.dispatch(vec![delivery], vec![permit]);
+    }
+
+    /// Counts attempts that ran, and those that failed or were rejected, per version while a
+    /// canary runs, for its judges (one pipeline per settled group; nothing when no canary
+    /// runs).
+    async fn canary_outcomes(&self, function: &Function, total: u64, failed: u64) {
+        if self
+            .ctx
+            .canary
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return;
+        }
+        let Some(version) = function.version() else {
+            return;
+        };
+        if total == 0 {
+            return;
+        }
+        if let Err(error) = crate::canary::record(
+            &mut self.conn.clone(),
+            function.name(),
+            version,
+            total,
+            failed,
+        )
+        .await
+        {
+            self.warn("counting canary outcomes failed", &error.to_string());
+        }
     }
 
     /// Counts settled outcomes for the breaker (`Some(failed)` per event that ran, `None` for

@@ -57,6 +57,14 @@ impl Delivery {
         }
     }
 
+    /// The event's id (its `id` field, else the entry id): what a canary split hashes.
+    pub fn event_id(&self) -> String {
+        self.fields()
+            .and_then(|fields| fields.iter().find(|(name, _)| name == "id"))
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_else(|| self.entry_id.clone())
+    }
+
     /// Whether this host holds it as a pending stream entry (rather than a retry lease).
     pub fn is_pending(&self) -> bool {
         matches!(self.source, Source::Stream(_))
