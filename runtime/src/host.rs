@@ -589,6 +589,8 @@ async fn follow_deployments(
         .unwrap_or_else(|| "0-0".to_owned());
     let mut pending: Vec<String> = registry::names(&mut conn).await.unwrap_or_default();
     loop {
+        // Functions whose canary did not load here: tried again after the next wait.
+        let mut again = Vec::new();
         for name in pending.drain(..) {
             if static_names.contains(&name) {
                 tracing::warn!(function = %name, "a deployed function has the name of a --functions one; ignored");
@@ -688,7 +690,9 @@ async fn follow_deployments(
                             Err(error) => {
                                 tracing::error!(function = %name, version = canary.version,
                                     error = %format!("{error:#}"),
-                                    "cannot load the canary version; every event stays on the stable one");
+                                    "cannot load the canary version; every event stays on the \
+                                     stable one here, trying again in a few seconds");
+                                again.push(name.clone());
                             }
                         }
                     } else if have.is_some() {
@@ -697,6 +701,7 @@ async fn follow_deployments(
                 }
             }
         }
+        pending.extend(again);
         // The first pass over the registry is done: the host is ready.
         loaded.store(true, std::sync::atomic::Ordering::Release);
         let mut read = redis::cmd("XREAD");

@@ -284,3 +284,50 @@ fn a_validating_trigger_dead_letters_invalid_entries_unrun_and_invalid_publishes
         "nothing invalid was published"
     );
 }
+
+#[test]
+fn a_host_that_cannot_read_the_schemas_lets_nothing_through_unchecked() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    // A careless hand replaced the schema index with a string.
+    let _: () = conn.set("eddy:{eddy:schemas}:index", "oops").unwrap();
+    let fns = tempfile::tempdir().unwrap();
+    record_function(
+        fns.path(),
+        "idle",
+        &unique("idle"),
+        &unique("records"),
+        "",
+        "",
+    );
+    let mut host = Host::start(&redis.url(), fns.path(), &[]);
+    let stream = unique("orders");
+    let url = format!(
+        "{}/v1/streams/{stream}/events?type=OrderPlaced",
+        host.api_url()
+    );
+    let post = || {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+            &url,
+        ])
+    };
+    let refused = post();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("not loaded the event schemas"),
+        "{}",
+        refused.body
+    );
+    let _: () = conn.del("eddy:{eddy:schemas}:index").unwrap();
+    eventually(
+        WAIT,
+        "the schemas to load once the index is readable",
+        || (post().status == 202).then_some(()),
+    );
+}

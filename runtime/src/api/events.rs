@@ -91,6 +91,14 @@ fn check_schema(
     let Some(data) = field("data") else {
         return Ok(());
     };
+    if !crate::schemas::loaded(&state.schemas) {
+        return Err(ApiError::new(
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this host has not loaded the event schemas yet (Redis trouble?): nothing is accepted \
+             unchecked; try again or another host",
+        ));
+    }
     crate::schemas::check(&state.schemas, &event_type, content_type.as_deref(), data).map_err(|invalid| {
         let which = if count > 1 {
             format!("event {index} of the batch: ")

@@ -197,8 +197,16 @@ impl Compiled {
     }
 }
 
-/// The latest compiled schema of every type, as a host last read them.
-pub type SchemaView = watch::Receiver<Arc<HashMap<String, Arc<Compiled>>>>;
+/// The latest compiled schema of every type, as a host last read them; `None` until the
+/// first read succeeds (nothing may pass unchecked meanwhile: see [`loaded`]).
+pub type SchemaView = watch::Receiver<Option<Arc<HashMap<String, Arc<Compiled>>>>>;
+
+/// Whether the schemas have been read at least once: until then the doors refuse or hold
+/// events (503 at ingress, `unavailable` to a publish, pending for a validating trigger)
+/// rather than let them through unchecked.
+pub fn loaded(view: &SchemaView) -> bool {
+    view.borrow().is_some()
+}
 
 /// Checks `data` of `event_type` against its schema in `view`, if it has one. Data of a type
 /// with a schema must be JSON: another `content_type` would let a producer slip anything past
@@ -209,7 +217,10 @@ pub fn check(
     content_type: Option<&str>,
     data: &[u8],
 ) -> Result<(), Invalid> {
-    let schema = view.borrow().get(event_type).cloned();
+    let schema = view
+        .borrow()
+        .as_ref()
+        .and_then(|all| all.get(event_type).cloned());
     let Some(schema) = schema else {
         return Ok(());
     };
@@ -434,19 +445,21 @@ pub async fn watch(broker: &Broker, stop: CancellationToken) -> SchemaView {
         Ok(g) => match load(&mut conn).await {
             Ok(all) => {
                 seen = Some(g);
-                all
+                Some(Arc::new(all))
             }
             Err(error) => {
-                tracing::warn!(%error, "loading event schemas failed; retrying");
-                HashMap::new()
+                tracing::warn!(%error, "loading event schemas failed; events of any type are \
+                    held until they load");
+                None
             }
         },
         Err(error) => {
-            tracing::warn!(%error, "loading event schemas failed; retrying");
-            HashMap::new()
+            tracing::warn!(%error, "loading event schemas failed; events of any type are held \
+                until they load");
+            None
         }
     };
-    let (sender, view) = watch::channel(Arc::new(first));
+    let (sender, view) = watch::channel(first);
     tokio::spawn(async move {
         loop {
             if !crate::triggers::sleep_or_cancel(SCHEMA_POLL, &stop).await {
@@ -461,7 +474,7 @@ pub async fn watch(broker: &Broker, stop: CancellationToken) -> SchemaView {
             match load(&mut conn).await {
                 Ok(all) => {
                     seen = Some(now);
-                    sender.send_replace(Arc::new(all));
+                    sender.send_replace(Some(Arc::new(all)));
                 }
                 Err(error) => tracing::warn!(%error, "reloading event schemas failed"),
             }
@@ -503,6 +516,11 @@ impl Publisher for Validating {
     }
 
     async fn publish(&self, request: PublishRequest) -> Result<String, PublishError> {
+        if !loaded(&self.view) {
+            return Err(PublishError::Unavailable(
+                "the event schemas are not loaded yet on this host".to_owned(),
+            ));
+        }
         check(&self.view, &request.event_type, None, &request.data)
             .map_err(|invalid| PublishError::Invalid(invalid.to_string()))?;
         self.inner.publish(request).await

@@ -158,6 +158,12 @@ impl Trigger {
                     slot.verdict = refused.map(Verdict::Malformed);
                 }
                 Screened::Decided(verdict) => slot.verdict = Some(verdict),
+                // Schemas not read yet: left pending, run (and checked) once they are.
+                Screened::Run(_)
+                    if self.config.validate && !crate::schemas::loaded(&self.ctx.schemas) =>
+                {
+                    slot.verdict = Some(Verdict::LeftToHolder);
+                }
                 Screened::Run(event)
                     if self.config.validate
                         && let Err(invalid) = crate::schemas::check(
