@@ -10,8 +10,8 @@ use eddy_tests::host::Host;
 use eddy_tests::http::curl;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
-    add, entries, eventually, group_exists, pending, record_function, scheduled_retries, settled,
-    unique,
+    add, dead_letters_with_outbox, entries, eventually, group_exists, pending, record_function,
+    scheduled_retries, settled, unique,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -22,12 +22,6 @@ fn handled(conn: &mut redis::Connection, records: &str) -> std::collections::BTr
         .iter()
         .filter_map(|r| r.data()["id"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// Dead letters of `stream`: forwarded, and still in its outbox (forwarded after the settle).
-fn dead_letters(conn: &mut redis::Connection, stream: &str) -> usize {
-    entries(conn, &format!("{stream}.dlq")).len()
-        + entries(conn, &format!("eddy:{{{stream}}}:dead-letters")).len()
 }
 
 fn status(redis: &RedisServer) -> serde_json::Value {
@@ -163,7 +157,7 @@ fn a_pause_stops_every_host_survives_a_restart_and_a_resume_loses_nothing() {
         (settled(&mut conn, &stream, "rec") && pending(&mut conn, &stream, "rec") == 0)
             .then_some(())
     });
-    assert_eq!(dead_letters(&mut conn, &stream), 0);
+    assert_eq!(dead_letters_with_outbox(&mut conn, &stream).len(), 0);
     let stopped = status(&redis)["flow"]
         .as_array()
         .cloned()
@@ -233,7 +227,7 @@ fn a_breaker_trips_on_failures_probes_and_closes_once_the_function_recovers() {
             && scheduled_retries(&mut conn, &stream, "flaky") == 0)
             .then_some(())
     });
-    let letters = dead_letters(&mut conn, &stream);
+    let letters = dead_letters_with_outbox(&mut conn, &stream).len();
     assert_eq!(
         letters,
         0,

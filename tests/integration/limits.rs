@@ -3,50 +3,17 @@
 //! SIGKILLed mid-run; `rate` holds within 10% over 10 s across two hosts; both waits show in
 //! `eddy_limit_wait_seconds_total`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
-    StreamEntry, entries, eventually, fill_events as fill, group_exists, record_function, settled,
-    unique,
+    entries, eventually, fill_events as fill, group_exists, most_at_once, now_ms, record_function,
+    settled, unique,
 };
 use redis::Commands as _;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The most attempts running at one moment, from `Attempt` and `Done` records (an attempt
-/// with no `Done` was cut short by a kill at `killed_ms`).
-fn most_at_once(records: &[StreamEntry], killed_ms: u64) -> i64 {
-    let mut spans: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
-    for record in records {
-        let data = record.data();
-        let at = data["atMs"].as_u64().unwrap();
-        let key = (
-            data["id"].as_str().unwrap().to_owned(),
-            data["attempt"].as_u64().unwrap(),
-        );
-        let span = spans.entry(key).or_insert((at, killed_ms));
-        match record.get("type") {
-            "Attempt" => span.0 = at,
-            _ => span.1 = at,
-        }
-    }
-    // At one instant an end comes before a start: a slot freed and taken again in the same ms
-    // is not two at once.
-    let mut edges: Vec<(u64, i64)> = spans
-        .values()
-        .flat_map(|(start, end)| [(*start, 1), (*end, -1)])
-        .collect();
-    edges.sort();
-    let (mut running, mut most) = (0i64, 0i64);
-    for (_, step) in edges {
-        running += step;
-        most = most.max(running);
-    }
-    most
-}
 
 /// `eddy_limit_wait_seconds_total` for `function` and `limit` on the host at `url`.
 fn waited(url: &str, function: &str, limit: &str) -> f64 {
@@ -102,10 +69,7 @@ fn max_concurrency_holds_across_three_hosts_and_a_kill() {
         (done >= EVENTS / 4).then_some(())
     });
     hosts[2].kill();
-    let killed_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let killed_ms = now_ms();
     let found = eventually(WAIT, "every event handled", || {
         let found = entries(&mut conn, &records);
         let done: std::collections::BTreeSet<String> = found

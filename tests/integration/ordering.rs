@@ -3,13 +3,14 @@
 //! run in parallel; a key whose events cannot succeed is released by each dead letter; events
 //! without a key, or with one too long, are refused as the trigger says.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use eddy_tests::host::Host;
 use eddy_tests::redis_server::RedisServer;
 use eddy_tests::streams::{
-    StreamEntry, entries, eventually, group_exists, record_function, settled, unique,
+    StreamEntry, dead_letters_with_outbox, entries, eventually, group_exists, most_at_once, now_ms,
+    record_function, settled, unique,
 };
 use redis::Commands as _;
 
@@ -23,13 +24,6 @@ fn order_state(conn: &mut redis::Connection, stream: &str, group: &str) -> (u64,
         conn.hlen(format!("{base}:owners")).unwrap(),
         conn.zcard(format!("{base}:lanes")).unwrap(),
     )
-}
-
-/// Dead letters of `stream`: forwarded, and still in its outbox.
-fn dead_letters(conn: &mut redis::Connection, stream: &str) -> Vec<StreamEntry> {
-    let mut all = entries(conn, &format!("{stream}.dlq"));
-    all.extend(entries(conn, &format!("eddy:{{{stream}}}:dead-letters")));
-    all
 }
 
 fn record_key_and_n(record: &StreamEntry) -> (String, u64) {
@@ -91,6 +85,7 @@ fn one_key_runs_in_stream_order_across_hosts_retries_and_a_kill_while_keys_run_i
         (conn.xlen::<_, usize>(&records).unwrap() >= total / 2).then_some(())
     });
     hosts[0].kill();
+    let killed_ms = now_ms();
 
     let done = eventually(WAIT, "every event handled successfully", || {
         let found = entries(&mut conn, &records);
@@ -144,34 +139,11 @@ fn one_key_runs_in_stream_order_across_hosts_retries_and_a_kill_while_keys_run_i
 
     // Keys ran side by side: the most attempts running at one moment, from the fixture's own
     // start and end records.
-    let mut spans: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
-    for record in &done {
-        let data = record.data();
-        let at = data["atMs"].as_u64().unwrap();
-        let id = (
-            data["id"].as_str().unwrap().to_owned(),
-            data["attempt"].as_u64().unwrap(),
-        );
-        let span = spans.entry(id).or_insert((at, at));
-        match record.get("type") {
-            "Attempt" => span.0 = at,
-            _ => span.1 = at,
-        }
-    }
-    let mut edges: Vec<(u64, i64)> = spans
-        .values()
-        .flat_map(|(start, end)| [(*start, 1), (*end + 1, -1)])
-        .collect();
-    edges.sort();
-    let (mut running, mut most) = (0i64, 0i64);
-    for (_, step) in edges {
-        running += step;
-        most = most.max(running);
-    }
+    let most = most_at_once(&done, killed_ms);
     assert!(most > 1, "keys ran in parallel (at most {most} at once)");
 
     assert!(
-        dead_letters(&mut conn, &stream).is_empty(),
+        dead_letters_with_outbox(&mut conn, &stream).is_empty(),
         "nothing dead-lettered"
     );
     assert_eq!(
@@ -228,7 +200,7 @@ fn dead_letters_release_their_key_and_unkeyed_or_oversized_keys_are_refused() {
         .unwrap();
 
     let letters = eventually(WAIT, "five dead letters", || {
-        let found = dead_letters(&mut conn, &stream);
+        let found = dead_letters_with_outbox(&mut conn, &stream);
         (found.len() == 5).then_some(found)
     });
     let reason_of = |id: &str| {

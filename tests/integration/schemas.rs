@@ -10,7 +10,9 @@ use eddy_tests::eddy_redis;
 use eddy_tests::host::Host;
 use eddy_tests::http::curl;
 use eddy_tests::redis_server::RedisServer;
-use eddy_tests::streams::{entries, eventually, group_exists, record_function, unique};
+use eddy_tests::streams::{
+    dead_letters_with_outbox, entries, eventually, group_exists, record_function, unique,
+};
 use redis::Commands as _;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,15 +29,6 @@ fn put(
     let mut args = vec!["schemas", "put", event_type, file.to_str().unwrap()];
     args.extend_from_slice(extra);
     eddy_redis(&args, &redis.url()).into_parts()
-}
-
-fn dead_letters(
-    conn: &mut redis::Connection,
-    stream: &str,
-) -> Vec<eddy_tests::streams::StreamEntry> {
-    let mut all = entries(conn, &format!("{stream}.dlq"));
-    all.extend(entries(conn, &format!("eddy:{{{stream}}}:dead-letters")));
-    all
 }
 
 const V1: &str = r#"{"type":"object","required":["orderId"],"properties":{"orderId":{"type":"string"},"total":{"type":"number"}}}"#;
@@ -251,7 +244,7 @@ fn a_validating_trigger_dead_letters_invalid_entries_unrun_and_invalid_publishes
         )
         .unwrap();
     let letters = eventually(WAIT, "the invalid entry's dead letter", || {
-        let found = dead_letters(&mut conn, &stream);
+        let found = dead_letters_with_outbox(&mut conn, &stream);
         (!found.is_empty()).then_some(found)
     });
     assert_eq!(letters[0].get("eddy.reason"), "invalid");
@@ -268,7 +261,7 @@ fn a_validating_trigger_dead_letters_invalid_entries_unrun_and_invalid_publishes
         .xadd(&other, "*", &[("type", "Anything"), ("data", "{}")])
         .unwrap();
     let letters = eventually(WAIT, "the failed invocation's dead letter", || {
-        let found = dead_letters(&mut conn, &other);
+        let found = dead_letters_with_outbox(&mut conn, &other);
         (!found.is_empty()).then_some(found)
     });
     assert_eq!(letters[0].get("eddy.reason"), "failed");

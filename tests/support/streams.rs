@@ -234,3 +234,51 @@ pub fn fill_events(conn: &mut redis::Connection, stream: &str, events: usize) {
     }
     let () = pipe.query(conn).expect("adding events");
 }
+
+/// Dead letters of `stream`: forwarded to `<stream>.dlq`, and still in its outbox (a dead letter
+/// is forwarded in a second step after the settle).
+pub fn dead_letters_with_outbox(conn: &mut redis::Connection, stream: &str) -> Vec<StreamEntry> {
+    let mut all = entries(conn, &format!("{stream}.dlq"));
+    all.extend(entries(conn, &format!("eddy:{{{stream}}}:dead-letters")));
+    all
+}
+
+/// The most attempts running at one moment, from the `record` fixture's `Attempt` and `Done`
+/// records (`record_end = "true"`); an attempt with no `Done` was cut short at `open_until`
+/// (a kill). At one instant an end comes before a start: a slot freed and taken again in the
+/// same ms is not two at once; an attempt within one ms counts for that ms.
+pub fn most_at_once(records: &[StreamEntry], open_until: u64) -> i64 {
+    let mut spans: std::collections::BTreeMap<(String, u64), (u64, u64)> = Default::default();
+    for record in records {
+        let data = record.data();
+        let at = data["atMs"].as_u64().expect("atMs");
+        let key = (
+            data["id"].as_str().expect("id").to_owned(),
+            data["attempt"].as_u64().expect("attempt"),
+        );
+        let span = spans.entry(key).or_insert((at, open_until));
+        match record.get("type") {
+            "Attempt" => span.0 = at,
+            _ => span.1 = at,
+        }
+    }
+    let mut edges: Vec<(u64, i64)> = spans
+        .values()
+        .flat_map(|(start, end)| [(*start, 1), ((*end).max(start + 1), -1)])
+        .collect();
+    edges.sort();
+    let (mut running, mut most) = (0i64, 0i64);
+    for (_, step) in edges {
+        running += step;
+        most = most.max(running);
+    }
+    most
+}
+
+/// Milliseconds since the Unix epoch, as the fixtures' `atMs`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
