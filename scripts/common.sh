@@ -53,7 +53,7 @@ install_browser_test_prerequisites() {
 }
 
 # The toolchains that build JavaScript and Python functions (`eddy deploy --build`), pinned:
-# componentize-py in a virtualenv outside the clone, componentize-js under sdk/js.
+# componentize-py in a virtualenv outside the clone, componentize-js and esbuild under sdk/js.
 EDDY_VENV="${EDDY_VENV:-$HOME/.cache/eddy/venv}"
 export EDDY_COMPONENTIZE_PY="$EDDY_VENV/bin/componentize-py"
 export EDDY_JS_TOOLS="$ROOT/sdk/js"
@@ -63,9 +63,10 @@ install_function_toolchains() {
     python3 -m venv "$EDDY_VENV" || { apt_install "" python3-venv && python3 -m venv "$EDDY_VENV"; }
     "$EDDY_VENV/bin/pip" install -q --disable-pip-version-check componentize-py==0.25.1
   fi
-  if [ ! -d "$ROOT/sdk/js/node_modules/@bytecodealliance/componentize-js" ]; then
+  if [ ! -d "$ROOT/sdk/js/node_modules/@bytecodealliance/componentize-js" ] \
+    || [ ! -d "$ROOT/sdk/js/node_modules/esbuild" ]; then
     command -v npm >/dev/null 2>&1 || apt_install "" nodejs npm
-    step "installing componentize-js 0.23.0 (npm ci in sdk/js)"
+    step "installing componentize-js 0.23.0 and esbuild 0.28.2 (npm ci in sdk/js)"
     (cd "$ROOT/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }

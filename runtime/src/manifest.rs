@@ -29,7 +29,11 @@
 //! mailgun_key = "env:MAILGUN_KEY"      # or "file:/run/secrets/mailgun"
 //!
 //! [config]            # read by the function with config::get; values are strings
-//! email_stream = "emails"
+//! email_stream = "emails"   # keys starting with `eddy.` are Eddy's own
+//!
+//! [event_bus]         # where `publishEvent(type, data)` publishes (OpenWhisk-shaped functions)
+//! default = "orders"          # the stream for any type the table below does not list
+//! types = { "inventory.low" = "alerts" }   # a type and its stream; each must be in `publish`
 //!
 //! [[triggers.stream]]
 //! stream = "orders"           # required
@@ -116,6 +120,58 @@ use crate::units::{parse_bytes, parse_duration};
 
 /// The file name looked for in a folder.
 pub const MANIFEST_FILE: &str = "eddy.toml";
+/// The prefix of the `[config]` keys Eddy sets itself, refused in a manifest's `[config]`.
+pub const RESERVED_CONFIG_PREFIX: &str = "eddy.";
+/// The config key holding `[event_bus] default`, read by the SDKs' `publishEvent`.
+pub const EVENT_BUS_DEFAULT_KEY: &str = "eddy.event_bus.default";
+/// The prefix of the config keys holding `[event_bus.types]`, one per type.
+pub const EVENT_BUS_TYPE_PREFIX: &str = "eddy.event_bus.type.";
+/// The config key listing the names of the function's other config keys and of its secrets,
+/// as JSON (`{"config": [...], "secrets": [...]}`): the SDKs' OpenWhisk shape passes them to
+/// `main` as default parameters, as OpenWhisk does with an action's parameters.
+pub const PARAMS_KEY: &str = "eddy.params";
+/// Most entries in `[event_bus.types]`.
+const MAX_EVENT_BUS_TYPES: usize = 1000;
+
+/// Hands `[event_bus]` to the function as config keys, which is how the SDKs' `publishEvent`
+/// reads it: the routing is data of the function's own, with no host call of its own, and the
+/// host still checks every publish against `publish`.
+fn event_bus_config(
+    v: &Validator<'_>,
+    bus: &RawEventBus,
+    publish: &[String],
+    config: &mut BTreeMap<String, String>,
+) -> Result<(), ManifestError> {
+    let allowed = |field: &str, stream: &str| {
+        v.name(field, stream, names::stream(stream))?;
+        v.check(
+            field,
+            stream,
+            publish.iter().any(|p| p == stream),
+            "a stream listed in `publish` too (the host allows publishing only there)",
+        )
+    };
+    if let Some(stream) = &bus.default {
+        allowed("event_bus.default", stream)?;
+        config.insert(EVENT_BUS_DEFAULT_KEY.to_owned(), stream.clone());
+    }
+    v.check(
+        "event_bus.types",
+        &bus.types.len().to_string(),
+        bus.types.len() <= MAX_EVENT_BUS_TYPES,
+        &format!("at most {MAX_EVENT_BUS_TYPES} entries"),
+    )?;
+    for (event_type, stream) in &bus.types {
+        let field = format!("event_bus.types.{event_type:?}");
+        v.name(&field, event_type, names::event_type(event_type))?;
+        allowed(&field, stream)?;
+        config.insert(
+            format!("{EVENT_BUS_TYPE_PREFIX}{event_type}"),
+            stream.clone(),
+        );
+    }
+    Ok(())
+}
 /// Largest manifest file read: 256 KiB, far more than any real one.
 pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
 
@@ -251,6 +307,16 @@ struct RawManifest {
     keyvalue: RawKeyValue,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    event_bus: RawEventBus,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEventBus {
+    default: Option<String>,
+    #[serde(default)]
+    types: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -576,7 +642,24 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
                 ));
             }
         };
+        if key.starts_with(RESERVED_CONFIG_PREFIX) {
+            return Err(v.error(
+                &format!("config.{key}"),
+                &text,
+                &format!(
+                    "a key not starting with `{RESERVED_CONFIG_PREFIX}` (Eddy's own settings)"
+                ),
+            ));
+        }
         config.insert(key, text);
+    }
+    let params = serde_json::json!({
+        "config": config.keys().collect::<Vec<_>>(),
+        "secrets": secrets.keys().collect::<Vec<_>>(),
+    });
+    event_bus_config(&v, &raw.event_bus, &raw.publish, &mut config)?;
+    if !config.is_empty() || !secrets.is_empty() {
+        config.insert(PARAMS_KEY.to_owned(), params.to_string());
     }
 
     let mut streams = Vec::new();
@@ -1051,6 +1134,39 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
         parse(Path::new("/fns/f/eddy.toml"), text)
+    }
+
+    #[test]
+    fn event_bus_routes_reach_the_function_as_config_within_publish() {
+        let m = parse_str(
+            "name = \"p\"\ncomponent = \"p.wasm\"\npublish = [\"orders\", \"alerts\"]\n\
+             [config]\nregion = \"eu\"\n[event_bus]\ndefault = \"orders\"\n\
+             [event_bus.types]\n\"inventory.low\" = \"alerts\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.config[EVENT_BUS_DEFAULT_KEY], "orders");
+        assert_eq!(m.config["eddy.event_bus.type.inventory.low"], "alerts");
+        assert_eq!(
+            m.config[PARAMS_KEY],
+            r#"{"config":["region"],"secrets":[]}"#
+        );
+
+        let err = parse_str(
+            "name = \"p\"\ncomponent = \"p.wasm\"\npublish = [\"orders\"]\n\
+             [event_bus.types]\n\"x\" = \"elsewhere\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("event_bus.types.\"x\""), "{err}");
+        assert!(err.to_string().contains("listed in `publish`"), "{err}");
+
+        let err =
+            parse_str("name = \"p\"\ncomponent = \"p.wasm\"\n[config]\n\"eddy.params\" = \"x\"\n")
+                .unwrap_err();
+        assert_eq!(err.field(), Some("config.eddy.params"), "{err}");
+
+        // A manifest with no config, secrets or event bus gets no reserved keys.
+        let m = parse_str("name = \"p\"\ncomponent = \"p.wasm\"\n").unwrap();
+        assert!(m.config.is_empty());
     }
 
     #[test]

@@ -252,3 +252,156 @@ export function handler(handle) {
     },
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The OpenWhisk action shape: `main(params)` returning `{ statusCode, body }`.
+//
+// A project whose entry exports `main` (and not `handle`) is wrapped by `openwhisk(main)`, so a
+// function written for OpenWhisk (or in the seeds' shape) runs unchanged. The whole contract is
+// the table in sdk/js/README.md ("Functions in the OpenWhisk shape").
+
+/** The reserved parameter that carries the event's attributes, apart from its data fields. */
+export const EVENT_PARAM = "__eddy";
+
+/** The config keys, set by the manifest's `[event_bus]`, that route `publishEvent`. */
+const BUS_DEFAULT = "eddy.event_bus.default";
+const BUS_TYPE = "eddy.event_bus.type.";
+/** The config key naming the manifest's `[config]` keys and `[secrets]`: default parameters. */
+const PARAMS = "eddy.params";
+
+/** The manifest's `[config]` settings and `[secrets]`, by name: `main`'s default parameters. */
+function defaults() {
+  const listed = hostConfig(PARAMS);
+  const found = {};
+  if (listed === undefined || listed === null) return found;
+  const { config: keys = [], secrets: names = [] } = JSON.parse(listed);
+  for (const key of keys) {
+    const value = hostConfig(key);
+    if (value !== undefined && value !== null) found[key] = value;
+  }
+  for (const name of names) {
+    const value = hostSecret(name);
+    if (value !== undefined && value !== null) found[name] = value;
+  }
+  return found;
+}
+
+/**
+ * `main`'s argument for an event: the manifest's `[config]` settings and `[secrets]` as default
+ * parameters, then the fields of its JSON data object over them, plus the event's attributes
+ * under `__eddy`. Data that is not a JSON object (an array, a string, a number, or
+ * text that is not JSON) is passed whole under `value`; bytes that are not UTF-8 are passed
+ * base64-encoded, with `__eddy.encoding` set to "base64".
+ */
+export function params(raw) {
+  const attributes = {
+    id: raw.id,
+    type: raw.type,
+    source: raw.source,
+    subject: raw.subject ?? undefined,
+    time: raw.time ?? undefined,
+    datacontenttype: raw.datacontenttype ?? undefined,
+    extensions: Object.fromEntries(raw.extensions),
+    attempt: raw.delivery.attempt,
+    stream: raw.delivery.stream,
+  };
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw.data);
+  } catch {
+    attributes.encoding = "base64";
+    return { ...defaults(), value: base64(raw.data), [EVENT_PARAM]: attributes };
+  }
+  let data = text;
+  if (text.length > 0) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      // not JSON: passed as the text itself
+    }
+  }
+  if (data !== null && typeof data === "object" && !Array.isArray(data)) {
+    return { ...defaults(), ...data, [EVENT_PARAM]: attributes };
+  }
+  return text.length === 0
+    ? { ...defaults(), [EVENT_PARAM]: attributes }
+    : { ...defaults(), value: data, [EVENT_PARAM]: attributes };
+}
+
+function base64(bytes) {
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+/**
+ * The response for what `main` returned, by the table in the README: `statusCode` decides
+ * (else `error` makes it a 500, else 200); `body` is the body (a string as it is, any other
+ * value as JSON); a result with neither `statusCode` nor `body` is itself the JSON body.
+ */
+export function result(value) {
+  if (value === undefined || value === null) return { status: 200, body: "" };
+  if (typeof value !== "object" || Array.isArray(value)) {
+    return {
+      status: 500,
+      body: JSON.stringify({
+        error: `main returned ${Array.isArray(value) ? "an array" : typeof value}, not an object such as { statusCode, body }`,
+      }),
+    };
+  }
+  let status = 200;
+  if ("statusCode" in value && value.statusCode !== undefined) {
+    const code = Number(value.statusCode);
+    if (!Number.isInteger(code) || code < 100 || code > 599) {
+      return {
+        status: 500,
+        body: JSON.stringify({
+          error: `main returned statusCode ${JSON.stringify(value.statusCode)}: expected an integer from 100 to 599`,
+        }),
+      };
+    }
+    status = code;
+  } else if ("error" in value && value.error !== undefined) {
+    status = 500;
+  }
+  let body;
+  if ("body" in value) {
+    body = value.body === undefined || value.body === null ? "" : value.body;
+  } else if ("statusCode" in value) {
+    body = "error" in value ? { error: value.error } : "";
+  } else {
+    body = value;
+  }
+  return { status, body: typeof body === "string" ? body : JSON.stringify(body) };
+}
+
+/** The component's export for an OpenWhisk-shaped `main(params)`: what the build wraps it in. */
+export function openwhisk(main) {
+  const answer = ({ status, body }) => ({ status, body: encoder.encode(body) });
+  return {
+    async handle(raw) {
+      try {
+        return answer(result(await main(params(raw))));
+      } catch (error) {
+        const message = error && error.message !== undefined ? error.message : String(error);
+        return answer({ status: 500, body: JSON.stringify({ error: String(message) }) });
+      }
+    },
+  };
+}
+
+/**
+ * Publishes an event of `type` with `data` as JSON to the stream the manifest's `[event_bus]`
+ * routes `type` to (its `types` table, else its `default`), under the manifest's `publish`
+ * allow-list; returns the new event's id. Throws HostError if no stream is routed or the host
+ * refuses.
+ */
+export function publishEvent(type, data) {
+  const stream = hostConfig(BUS_TYPE + type) ?? hostConfig(BUS_DEFAULT);
+  if (stream === undefined || stream === null) {
+    throw new HostError(
+      `publishEvent ${type}: no stream for this type: set [event_bus] default (or a [event_bus.types] entry) in eddy.toml`,
+    );
+  }
+  return publish(stream, type, data === undefined ? null : data);
+}

@@ -422,3 +422,175 @@ def handler(handle):
             return _types.Response(status=response.status, body=response.body)
 
     return Handler
+
+
+# ----------------------------------------------------------------------------------------------
+# The OpenWhisk action shape: ``main(params)`` returning ``{"statusCode": …, "body": …}``.
+#
+# A module that defines ``main`` (and no ``Handler`` or ``handle``) is wrapped by
+# :func:`openwhisk`, so a function written for OpenWhisk (or in the seeds' shape) runs unchanged.
+# The whole contract is the table in sdk/python/README.md ("Functions in the OpenWhisk shape").
+
+EVENT_PARAM = "__eddy"
+"""The reserved parameter that carries the event's attributes, apart from its data fields."""
+
+_BUS_DEFAULT = "eddy.event_bus.default"
+_BUS_TYPE = "eddy.event_bus.type."
+_PARAMS = "eddy.params"
+
+
+def _defaults():
+    """The manifest's ``[config]`` settings and ``[secrets]``, by name: ``main``'s default
+    parameters."""
+    listed = _config.get(_PARAMS)
+    found = {}
+    if listed is None:
+        return found
+    names = _json.loads(listed)
+    for key in names.get("config", []):
+        value = _config.get(key)
+        if value is not None:
+            found[key] = value
+    for name in names.get("secrets", []):
+        value = _secrets.get(name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def params(raw):
+    """``main``'s argument for an event: the manifest's ``[config]`` settings and ``[secrets]``
+    as default parameters, then the fields of its JSON data object over them, plus the event's
+    attributes under ``__eddy``. Data that is not a JSON object (a list, a string, a number, or
+    text that is not JSON) is passed whole under ``value``; bytes that are not UTF-8 are passed
+    base64-encoded, with ``__eddy["encoding"]`` set to ``"base64"``."""
+    attributes = {
+        "id": raw.id,
+        "type": raw.type,
+        "source": raw.source,
+        "subject": raw.subject,
+        "time": raw.time,
+        "datacontenttype": raw.datacontenttype,
+        "extensions": dict(raw.extensions),
+        "attempt": raw.delivery.attempt,
+        "stream": raw.delivery.stream,
+    }
+    attributes = {key: value for key, value in attributes.items() if value is not None}
+    raw_data = bytes(raw.data)
+    try:
+        text = raw_data.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+
+        attributes["encoding"] = "base64"
+        params = _defaults()
+        params.update({"value": base64.b64encode(raw_data).decode(), EVENT_PARAM: attributes})
+        return params
+    params = _defaults()
+    if not text:
+        params[EVENT_PARAM] = attributes
+        return params
+    try:
+        data = _json.loads(text)
+    except ValueError:
+        data = text
+    if isinstance(data, dict):
+        params.update(data)
+    else:
+        params["value"] = data
+    params[EVENT_PARAM] = attributes
+    return params
+
+
+def _dumps(value):
+    return value if isinstance(value, str) else _json.dumps(value)
+
+
+def result(value):
+    """``(status, body)`` for what ``main`` returned, by the table in the README: ``statusCode``
+    decides (else ``error`` makes it a 500, else 200); ``body`` is the body (a string as it is,
+    any other value as JSON); a result with neither ``statusCode`` nor ``body`` is itself the
+    JSON body."""
+    if value is None:
+        return 200, ""
+    if not isinstance(value, dict):
+        kind = type(value).__name__
+        return 500, _json.dumps(
+            {"error": f"main returned a {kind}, not a dict such as {{'statusCode': 200, 'body': ...}}"}
+        )
+    status = 200
+    if value.get("statusCode") is not None:
+        code = value["statusCode"]
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            return 500, _json.dumps(
+                {"error": f"main returned statusCode {code!r}: expected an integer from 100 to 599"}
+            )
+        status = code
+    elif value.get("error") is not None:
+        status = 500
+    if "body" in value:
+        body = "" if value["body"] is None else value["body"]
+    elif "statusCode" in value:
+        body = {"error": value["error"]} if "error" in value else ""
+    else:
+        body = value
+    try:
+        return status, _dumps(body)
+    except (TypeError, ValueError) as error:
+        return 500, _json.dumps({"error": f"main returned a body that is not JSON: {error}"})
+
+
+def _run(value):
+    """The value of ``value``, running it to its end first if ``main`` was ``async def``."""
+    if not hasattr(value, "__await__"):
+        return value
+    # There is no event loop in the component: a coroutine is stepped until it returns. What it
+    # awaits must finish without one (other coroutines, ``asyncio.sleep(0)``, Eddy's blocking
+    # calls such as ``eddy.http``); a future of an event loop cannot.
+    step = value.__await__()
+    try:
+        while True:
+            waited = step.send(None)
+            if waited is not None:
+                step.close()
+                raise RuntimeError(
+                    f"async main awaited {type(waited).__name__}, which needs an event loop: "
+                    "await only coroutines, or call Eddy's blocking helpers (eddy.http)"
+                )
+    except StopIteration as done:
+        return done.value
+
+
+def openwhisk(main):
+    """The component's export for an OpenWhisk-shaped ``main(params)``: assign it to
+    ``Handler``."""
+
+    class Handler(exports.Handler):
+        def handle(self, event):
+            try:
+                status, body = result(_run(main(params(event))))
+            except Exception as error:  # a failure: retried by the host
+                status, body = 500, _json.dumps({"error": f"{type(error).__name__}: {error}"})
+            return _types.Response(status=status, body=body.encode())
+
+    return Handler
+
+
+def publish_event(event_type, data):
+    """Publishes an event of ``event_type`` with ``data`` as JSON to the stream the manifest's
+    ``[event_bus]`` routes it to (its ``types`` table, else its ``default``), under the
+    manifest's ``publish`` allow-list; returns the new event's id. Raises HostError if no stream
+    is routed or the host refuses."""
+    stream = _config.get(_BUS_TYPE + event_type)
+    if stream is None:
+        stream = _config.get(_BUS_DEFAULT)
+    if stream is None:
+        raise HostError(
+            f"publish_event {event_type}: no stream for this type: set [event_bus] default "
+            "(or an [event_bus.types] entry) in eddy.toml"
+        )
+    return publish(stream, event_type, data)
+
+
+publishEvent = publish_event
+"""``publish_event`` under the name JavaScript code uses."""

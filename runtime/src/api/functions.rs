@@ -409,9 +409,18 @@ pub async fn show(state: &ApiState, name: &str) -> Result<Response<Full<Bytes>>,
         }
         _ => Value::Null,
     };
+    // The version this host (the one answering) runs now: what `eddy dev` waits for after a
+    // deploy, since hosts swap a new version in a moment after the registry has it.
+    let running_here = state
+        .deployed
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .map(|(version, _)| *version);
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "name": name, "current": current, "versions": versions, "canary": canary, "last_canary": ended }),
+        &json!({ "name": name, "current": current, "versions": versions, "canary": canary,
+                 "last_canary": ended, "running_here": running_here }),
     ))
 }
 

@@ -4,8 +4,16 @@
 //! | found          | kind       | how                                                        |
 //! |----------------|------------|------------------------------------------------------------|
 //! | `Cargo.toml`   | Rust       | `cargo build --release --target wasm32-wasip2`             |
-//! | `package.json` | JavaScript | componentize-js on `app.js` (the SDK's `build.mjs`, node)  |
-//! | `app.py`       | Python     | `componentize-py … componentize app`                       |
+//! | `package.json` | JavaScript | esbuild, then componentize-js (the SDK's `build.mjs`, node) |
+//! | `app.py`, `main.py` | Python | `componentize-py … componentize eddy_entry`               |
+//!
+//! A JavaScript or Python function is written in one of two shapes, told apart by what its
+//! module exports: `handle(event)` returning a `Response` (Eddy's SDK), or `main(params)`
+//! returning `{statusCode, body}` (an OpenWhisk action, as the seeds of this project write
+//! them). The build writes an entry module that imports the project's module and exports the
+//! component's `handler` for whichever it finds, and fails, naming the file, when it finds
+//! neither. JavaScript projects are bundled with esbuild first, so CommonJS (`require`,
+//! `module.exports`) and npm packages from the project's `node_modules` work.
 //!
 //! The WIT contract and the JavaScript and Python SDK layers are compiled into the `eddy`
 //! binary and written into a scratch folder for each build, so a project needs only its own
@@ -24,7 +32,7 @@ use crate::manifest::Manifest;
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 /// The WIT contract: `eddy.wit` and the parts of the WASI packages it refers to.
-const WIT: &[(&str, &str)] = &[
+pub(crate) const WIT: &[(&str, &str)] = &[
     ("eddy.wit", include_str!("../../../wit/eddy.wit")),
     (
         "deps/io/io.wit",
@@ -44,12 +52,99 @@ const WIT: &[(&str, &str)] = &[
     ),
 ];
 const PYTHON_SDK: &str = include_str!("../../../sdk/python/eddy.py");
+const PYTHON_EVENTS: &str = include_str!("../../../sdk/python/eddy_events.py");
 const JS_SDK: &str = include_str!("../../../sdk/js/eddy.js");
+const JS_EVENTS: &str = include_str!("../../../sdk/js/eddy-events.js");
 const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
-const JS_ENTRY: &str = "// Written by `eddy deploy --build`: the component's export.\n\
-    import { handle } from \"./app.js\";\n\
-    import { handler as wrap } from \"./eddy.js\";\n\
-    export const handler = wrap(handle);\n";
+/// The file name of the JavaScript entry the build writes beside the project's modules.
+const JS_ENTRY_FILE: &str = "__eddy_entry.js";
+/// The module name of the Python entry the build writes beside the SDK.
+const PYTHON_ENTRY_MODULE: &str = "eddy_entry";
+/// Python modules a function's code may be in, tried in this order.
+const PYTHON_MODULES: &[&str] = &["app", "main"];
+/// JavaScript entry files tried, in this order, when `package.json` names no `main`.
+const JS_ENTRIES: &[&str] = &["app.js", "index.js", "main.js"];
+
+/// The JavaScript entry for the project's module `entry`: exports the component's `handler`,
+/// for `handle(event)` or an OpenWhisk `main(params)`, and throws at build time (which fails
+/// componentize-js's pre-initialisation, so the build) when the module exports neither.
+fn js_entry(entry: &str) -> String {
+    format!(
+        "// Written by `eddy build`: the component's export for {entry}.\n\
+         import * as user from {path:?};\n\
+         import {{ handler as wrapHandle, openwhisk }} from \"./eddy.js\";\n\
+         const inner = user.default !== null && typeof user.default === \"object\" ? user.default : {{}};\n\
+         const handle = user.handle ?? inner.handle;\n\
+         const main = user.main ?? inner.main ?? (typeof user.default === \"function\" ? user.default : undefined);\n\
+         if (typeof handle !== \"function\" && typeof main !== \"function\") {{\n\
+         \x20 throw new Error({message:?});\n\
+         }}\n\
+         export const handler = typeof handle === \"function\" ? wrapHandle(handle) : openwhisk(main);\n",
+        path = format!("./{entry}"),
+        message = format!(
+            "{entry} exports no function `main` (OpenWhisk shape: `module.exports = {{ main }}`, \
+             `export const main` or `export default`) and no `handle` (Eddy's SDK)"
+        ),
+    )
+}
+
+/// The Python entry for the project's module `module`: `Handler` for `handle(event)` or an
+/// OpenWhisk `main(params)`, or an ImportError at build time naming what is missing.
+fn python_entry(module: &str) -> String {
+    format!(
+        "\"\"\"Written by `eddy build`: the component's export for {module}.py.\"\"\"\n\
+         import eddy\n\
+         import {module} as _user\n\n\
+         if hasattr(_user, \"Handler\"):\n    Handler = _user.Handler\n\
+         elif callable(getattr(_user, \"handle\", None)):\n    Handler = eddy.handler(_user.handle)\n\
+         elif callable(getattr(_user, \"main\", None)):\n    Handler = eddy.openwhisk(_user.main)\n\
+         else:\n    raise ImportError(\n        \"{module}.py defines no function main(params) (OpenWhisk shape) \"\n        \
+         \"and no handle(event) (Eddy's SDK)\"\n    )\n"
+    )
+}
+
+/// The JavaScript project's entry file: `package.json`'s `main`, else the first of
+/// [`JS_ENTRIES`] present.
+fn js_entry_file(dir: &Path) -> anyhow::Result<String> {
+    let package = dir.join("package.json");
+    let text = std::fs::read_to_string(&package)
+        .with_context(|| format!("reading {}", package.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", package.display()))?;
+    if let Some(main) = json.get("main") {
+        let Some(main) = main.as_str().filter(|m| !m.is_empty()) else {
+            bail!(
+                "{}: field `main` = {main}: expected the entry module's path, e.g. \"index.js\"",
+                package.display()
+            );
+        };
+        let main = main.trim_start_matches("./");
+        let path = Path::new(main);
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            || !dir.join(path).is_file()
+        {
+            bail!(
+                "{}: field `main` = {main:?}: expected a file inside the project",
+                package.display()
+            );
+        }
+        return Ok(main.to_owned());
+    }
+    JS_ENTRIES
+        .iter()
+        .find(|name| dir.join(name).is_file())
+        .map(|name| (*name).to_owned())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--build: {} has no entry module: expected package.json's `main`, or one of {}",
+                dir.display(),
+                JS_ENTRIES.join(", ")
+            )
+        })
+}
 
 /// Arguments of `eddy build`.
 #[derive(Debug, clap::Args)]
@@ -90,12 +185,15 @@ impl Kind {
             Ok(Self::Rust)
         } else if dir.join("package.json").is_file() {
             Ok(Self::JavaScript)
-        } else if dir.join("app.py").is_file() {
+        } else if PYTHON_MODULES
+            .iter()
+            .any(|m| dir.join(format!("{m}.py")).is_file())
+        {
             Ok(Self::Python)
         } else {
             bail!(
-                "--build: {} holds no Cargo.toml (Rust), package.json (JavaScript) or app.py \
-                 (Python): build the component yourself and point `component` at it",
+                "--build: {} holds no Cargo.toml (Rust), package.json (JavaScript) or app.py or \
+                 main.py (Python): build the component yourself and point `component` at it",
                 dir.display()
             )
         }
@@ -133,6 +231,15 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
             let sdk = scratch.path().join("sdk");
             std::fs::create_dir_all(&sdk)?;
             std::fs::write(sdk.join("eddy.py"), PYTHON_SDK)?;
+            std::fs::write(sdk.join("eddy_events.py"), PYTHON_EVENTS)?;
+            let module = PYTHON_MODULES
+                .iter()
+                .find(|m| dir.join(format!("{m}.py")).is_file())
+                .expect("detect found a module");
+            std::fs::write(
+                sdk.join(format!("{PYTHON_ENTRY_MODULE}.py")),
+                python_entry(module),
+            )?;
             run_tool(
                 Command::new(tool("EDDY_COMPONENTIZE_PY", "componentize-py"))
                     .arg("-d")
@@ -142,7 +249,7 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
                     .arg(&sdk)
                     .arg("-p")
                     .arg(&dir)
-                    .arg("app")
+                    .arg(PYTHON_ENTRY_MODULE)
                     .arg("-o")
                     .arg(&manifest.component),
                 &format!(
@@ -153,21 +260,17 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
         Kind::JavaScript => {
             let scratch = scratch()?;
             copy_sources(&dir, scratch.path())?;
+            let entry = js_entry_file(&dir)?;
             std::fs::write(scratch.path().join("eddy.js"), JS_SDK)?;
-            std::fs::write(scratch.path().join("main.js"), JS_ENTRY)?;
+            std::fs::write(scratch.path().join("eddy-events.js"), JS_EVENTS)?;
+            std::fs::write(scratch.path().join(JS_ENTRY_FILE), js_entry(&entry))?;
             std::fs::write(scratch.path().join("build.mjs"), JS_BUILD)?;
-            if !scratch.path().join("app.js").is_file() {
-                bail!(
-                    "--build: no app.js in {}: a JavaScript function's entry is app.js",
-                    dir.display()
-                );
-            }
             let out = std::path::absolute(&manifest.component)?;
             run_tool(
                 Command::new(tool("EDDY_NODE", "node"))
                     .arg(scratch.path().join("build.mjs"))
                     .arg(&dir)
-                    .arg(scratch.path().join("main.js"))
+                    .arg(scratch.path().join(JS_ENTRY_FILE))
                     .arg(wit_dir(&scratch)?)
                     .arg(&out),
                 "node (install Node.js 20 or later)",
@@ -227,7 +330,10 @@ fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
                 std::fs::create_dir_all(to.join(&name))?;
                 copy_sources(&path, &to.join(&name))?;
             }
-        } else if text.ends_with(".js") || text.ends_with(".mjs") || text.ends_with(".json") {
+        } else if [".js", ".mjs", ".cjs", ".json"]
+            .iter()
+            .any(|ext| text.ends_with(ext))
+        {
             std::fs::copy(&path, to.join(&name))?;
         }
     }

@@ -72,6 +72,45 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     if args.build {
         super::build::build(&manifest)?;
     }
+    let client = Client::new(&args.host)?;
+    let human = args.output == OutputFormat::Human;
+    let canary = match &args.canary {
+        Some(percent) => {
+            crate::canary::parse_percent(percent).map_err(|e| anyhow::anyhow!("--canary: {e}"))?;
+            Some(serde_json::json!({
+                "percent": percent,
+                "window": args.canary_window,
+                "margin": args.canary_margin,
+                "min_events": args.canary_min_events,
+            }))
+        }
+        None => None,
+    };
+    let answer = ship(&client, &manifest, canary, human)?;
+    if human {
+        print_function(&answer);
+        if let Some(percent) = &args.canary {
+            println!(
+                "  canary: {percent} of events (by event id) on every host; `eddy functions \
+                 promote {0}` makes it current, `eddy functions rollback {0}` ends it",
+                manifest.name
+            );
+        }
+        warn_unschematized(&client, &manifest);
+    } else {
+        println!("{answer}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// Uploads the function's component and deploys its manifest (with `canary` settings, if any)
+/// through `client`; the API's answer. With `human`, says what it is doing on stderr.
+pub fn ship(
+    client: &Client,
+    manifest: &manifest::Manifest,
+    canary: Option<Value>,
+    human: bool,
+) -> anyhow::Result<Value> {
     let text = crate::inputs::read_capped_text(&manifest.path, manifest::MAX_MANIFEST_BYTES)
         .with_context(|| format!("cannot read {}", manifest.path.display()))?;
     let bytes = crate::inputs::read_capped(
@@ -86,8 +125,6 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
         )
     })?;
     let digest = digest(&bytes);
-    let client = Client::new(&args.host)?;
-    let human = args.output == OutputFormat::Human;
     if human {
         eprintln!(
             "uploading {} ({} KiB, sha256 {})…",
@@ -105,34 +142,14 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
         eprintln!("deploying {}…", manifest.name);
     }
     let mut body = serde_json::json!({ "manifest": text, "digest": digest });
-    if let Some(percent) = &args.canary {
-        crate::canary::parse_percent(percent).map_err(|e| anyhow::anyhow!("--canary: {e}"))?;
-        body["canary"] = serde_json::json!({
-            "percent": percent,
-            "window": args.canary_window,
-            "margin": args.canary_margin,
-            "min_events": args.canary_min_events,
-        });
+    if let Some(canary) = canary {
+        body["canary"] = canary;
     }
-    let answer = client.post(
+    client.post(
         "/v1/functions",
         "application/json",
         body.to_string().as_bytes(),
-    )?;
-    if human {
-        print_function(&answer);
-        if let Some(percent) = &args.canary {
-            println!(
-                "  canary: {percent} of events (by event id) on every host; `eddy functions \
-                 promote {0}` makes it current, `eddy functions rollback {0}` ends it",
-                manifest.name
-            );
-        }
-        warn_unschematized(&client, &manifest);
-    } else {
-        println!("{answer}");
-    }
-    Ok(EXIT_OK)
+    )
 }
 
 /// Warns about the event types the function's triggers name that have no schema: their events

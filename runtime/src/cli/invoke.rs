@@ -38,8 +38,10 @@ const INVOKE_MAX_INSTANCES: u32 = 4;
     Exit codes: 0 done (2xx), 3 rejected (4xx), 4 failed (5xx, trap, timeout, memory limit),\n\
     1 bad input (missing file, not a component, invalid JSON), 2 usage.")]
 pub struct InvokeArgs {
-    /// The function: a component file built for wasm32-wasip2 (run here), or the name of a
-    /// deployed function (run by the host at --host).
+    /// The function: a component file built for wasm32-wasip2 (run here); a project folder or
+    /// its eddy.toml (its component run here with the manifest's limits, config, outbound
+    /// origins and secrets; flags add to them); or the name of a deployed function (run by the
+    /// host at --host).
     pub file: PathBuf,
 
     /// The event payload. Must be valid JSON while the content type is JSON (the default).
@@ -153,14 +155,34 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
             args.content_type
         );
     }
-    let bytes = crate::inputs::read_capped(&args.file, crate::engine::MAX_COMPONENT_BYTES as u64)
-        .with_context(|| format!("reading function {}", args.file.display()))?;
+    let manifest = if args.file.is_dir() || args.file.extension().is_some_and(|e| e == "toml") {
+        Some(crate::manifest::load(&args.file)?)
+    } else {
+        None
+    };
+    let component = manifest
+        .as_ref()
+        .map_or(args.file.clone(), |m| m.component.clone());
+    let bytes = crate::inputs::read_capped(&component, crate::engine::MAX_COMPONENT_BYTES as u64)
+        .with_context(|| {
+        format!(
+            "reading function {}{}",
+            component.display(),
+            if manifest.is_some() {
+                " (the manifest's `component`: run `eddy build` first)"
+            } else {
+                ""
+            }
+        )
+    })?;
 
-    let name = args
-        .file
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "function".to_owned());
+    let name = match &manifest {
+        Some(m) => m.name.clone(),
+        None => component
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "function".to_owned()),
+    };
     let mut config = EngineConfig {
         max_instances: INVOKE_MAX_INSTANCES,
         ..EngineConfig::default()
@@ -184,19 +206,42 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     for bucket in args.shared_buckets.iter().chain([&args.kv_bucket]) {
         crate::names::identifier(bucket).map_err(|e| anyhow::anyhow!("bucket name {e}"))?;
     }
-    let spec = FunctionSpec {
-        name,
-        limits: Limits {
-            memory_bytes: args.memory,
-            timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
-            output_bytes: usize::try_from(args.output_limit).unwrap_or(usize::MAX),
-            ..Limits::default()
+    let spec = match &manifest {
+        None => FunctionSpec {
+            name,
+            limits: Limits {
+                memory_bytes: args.memory,
+                timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                output_bytes: usize::try_from(args.output_limit).unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+            version: None,
+            secrets: Secrets::new(secrets),
+            outbound: AllowList::new(args.allow_http.clone()),
+            shared_buckets: args.shared_buckets.clone(),
         },
-        config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
-        version: None,
-        secrets: Secrets::new(secrets),
-        outbound: AllowList::new(args.allow_http.clone()),
-        shared_buckets: args.shared_buckets.clone(),
+        Some(manifest) => {
+            // The manifest's settings, with what the flags give on top.
+            let mut spec = manifest.function_spec(None, &[])?;
+            if let Some(timeout) = args.timeout {
+                spec.limits.timeout = timeout;
+            }
+            if args.memory != DEFAULT_MEMORY_BYTES {
+                spec.limits.memory_bytes = args.memory;
+            }
+            if args.output_limit != DEFAULT_OUTPUT_BYTES as u64 {
+                spec.limits.output_bytes = usize::try_from(args.output_limit).unwrap_or(usize::MAX);
+            }
+            spec.config.extend(args.config);
+            let mut origins = manifest.outbound.origins().to_vec();
+            origins.extend(args.allow_http.iter().cloned());
+            spec.outbound = AllowList::new(origins);
+            spec.secrets = spec.secrets.with(secrets);
+            spec.shared_buckets
+                .extend(args.shared_buckets.iter().cloned());
+            spec
+        }
     };
     let function = engine
         .load(spec, &bytes)

@@ -7,10 +7,12 @@ pub mod build;
 pub mod client;
 pub mod cron;
 pub mod deploy;
+pub mod dev;
 pub mod dlq;
 pub mod invoke;
 pub mod kv;
 pub mod logs;
+pub mod new;
 pub mod probe;
 pub mod publish;
 pub mod replay;
@@ -137,12 +139,30 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Ask a host whether it is alive or ready (for health checks and probes).
     Probe(probe::ProbeArgs),
+    /// Create a function project (Rust, JavaScript or Python) in a new folder, ready to build.
+    New(new::NewArgs),
+    /// Build a function project, run it on a private host, and rebuild and swap it on every change.
+    Dev(dev::DevArgs),
     /// Build a function from source (Rust, JavaScript or Python) without deploying it.
     Build(build::BuildArgs),
     /// Deploy a function to the running hosts (no restart).
     Deploy(deploy::DeployArgs),
     /// List, show, remove or roll back deployed functions.
     Functions(deploy::FunctionsArgs),
+    /// Print a shell completion script: `eddy completions bash > ~/.local/share/bash-completion/completions/eddy`.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `eddy completions`.
+#[derive(Debug, Args)]
+#[command(after_help = "Install:\n  \
+    bash: eddy completions bash > ~/.local/share/bash-completion/completions/eddy\n  \
+    zsh:  eddy completions zsh > ~/.zfunc/_eddy   (with `fpath+=~/.zfunc; autoload -U compinit; compinit` in ~/.zshrc)\n  \
+    fish: eddy completions fish > ~/.config/fish/completions/eddy.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Cli {
@@ -150,11 +170,14 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let default_level = match self.command {
             Command::Up(_) => "info",
+            Command::Dev(_) => "error",
             Command::Invoke(_)
             | Command::Cron(_)
             | Command::Publish(_)
             | Command::Deploy(_)
             | Command::Build(_)
+            | Command::New(_)
+            | Command::Completions(_)
             | Command::Dlq(_)
             | Command::Streams(_)
             | Command::Schemas(_)
@@ -177,6 +200,18 @@ impl Cli {
             Command::Publish(args) => publish::run(args),
             Command::Deploy(args) => deploy::run(args),
             Command::Build(args) => build::run(args),
+            Command::New(args) => new::run(args),
+            Command::Dev(args) => dev::run(args),
+            Command::Completions(args) => {
+                use clap::CommandFactory as _;
+                clap_complete::generate(
+                    args.shell,
+                    &mut Cli::command(),
+                    "eddy",
+                    &mut std::io::stdout(),
+                );
+                Ok(EXIT_OK)
+            }
             Command::Dlq(args) => dlq::run(args),
             Command::Streams(args) => streams::run(args),
             Command::Schemas(args) => schemas::run(args),

@@ -185,6 +185,11 @@ impl AllowList {
         Self(origins)
     }
 
+    /// The origins it allows.
+    pub fn origins(&self) -> &[Origin] {
+        &self.0
+    }
+
     /// The entry that lets a request to `uri` be sent, if any.
     fn matching(&self, uri: &hyper::Uri) -> Option<&Origin> {
         let scheme = match uri.scheme_str() {

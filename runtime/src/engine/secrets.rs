@@ -80,6 +80,13 @@ impl Secrets {
         Self { values, needles }
     }
 
+    /// These secrets with `more` added (a name in both takes the value from `more`).
+    pub fn with(self, more: BTreeMap<String, String>) -> Self {
+        let mut values = self.values;
+        values.extend(more);
+        Self::new(values)
+    }
+
     /// The value of secret `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)

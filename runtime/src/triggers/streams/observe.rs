@@ -94,7 +94,18 @@ impl Observer {
                         error.as_deref(),
                         ended,
                     );
-                    records.push(self.record(function, item.delivery, result, facts, &time, error));
+                    // A rejection's record says why too: the function's own words in its body.
+                    let record_error = error.or_else(|| {
+                        (result.outcome != crate::engine::Outcome::Done).then(|| error_text(result))
+                    });
+                    records.push(self.record(
+                        function,
+                        item.delivery,
+                        result,
+                        facts,
+                        &time,
+                        record_error,
+                    ));
                 }
                 (Verdict::Malformed(_) | Verdict::Abandoned, _) => {
                     // Not counted by the invocation path: these never reached the function.
