@@ -292,6 +292,11 @@ pub async fn run(
         api_addr,
         shutdown.clone(),
     ));
+    triggers.spawn(crate::charts::sample(
+        ctx.broker.clone(),
+        config.consumer.clone(),
+        shutdown.clone(),
+    ));
     triggers.spawn(follow_deployments(
         engine,
         ctx.clone(),
@@ -391,6 +396,31 @@ fn start_function(
     // A trigger that stopped first drops its sender; that ends the wait as well. The wait is
     // bounded: a group Redis keeps refusing (the trigger logs why and retries) must not hold
     // back the host's other functions and deployments.
+    let generation = crate::status::running_started(crate::status::RunningFunction {
+        name: loaded.manifest.name.clone(),
+        source: if loaded.manifest.deployed {
+            "deployed"
+        } else {
+            "manifest"
+        }
+        .to_owned(),
+        version: None,
+        triggers: describe_triggers(&loaded.manifest),
+        groups: loaded
+            .manifest
+            .streams
+            .iter()
+            .map(|t| (t.stream.clone(), t.group.clone()))
+            .collect(),
+    });
+    crate::metrics::METRICS.function_loaded(&loaded.manifest.name);
+    tasks.spawn({
+        let (name, stop) = (loaded.manifest.name.clone(), stop.clone());
+        async move {
+            stop.cancelled().await;
+            crate::status::running_stopped(&name, generation);
+        }
+    });
     let name = loaded.manifest.name.clone();
     let subscribed = async move {
         let all = async {
@@ -404,6 +434,30 @@ fn start_function(
         }
     };
     (cell, canary, subscribed)
+}
+
+/// A function's triggers as people read them: its cron schedules, and the streams it reads
+/// other than its own tick streams.
+fn describe_triggers(manifest: &Manifest) -> Vec<String> {
+    let mut out: Vec<String> = manifest
+        .tickers
+        .iter()
+        .map(|t| {
+            format!(
+                "cron {} ({})",
+                t.schedule.expression(),
+                t.schedule.timezone()
+            )
+        })
+        .collect();
+    out.extend(
+        manifest
+            .streams
+            .iter()
+            .filter(|s| !manifest.tickers.iter().any(|t| t.stream == s.stream))
+            .map(|s| format!("stream {} (group {})", s.stream, s.group)),
+    );
+    out
 }
 
 /// Whether two versions of a function read the same triggers and publish to the same streams,
@@ -607,6 +661,7 @@ async fn follow_deployments(
                                 loaded.function.clone();
                             tracing::info!(function = %name, from = current.version, to = version, %digest, "switched version in place");
                             crate::metrics::METRICS.deploy(&name);
+                            crate::status::running_version(&name, version);
                             current.version = version;
                             current.manifest = loaded.manifest;
                         }
@@ -627,6 +682,7 @@ async fn follow_deployments(
                                 canary,
                                 judge: None,
                             };
+                            crate::status::running_version(&name, version);
                             match running.insert(name.clone(), fresh) {
                                 Some(old) => {
                                     old.stop.cancel();

@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP API every host serves: health, readiness, event ingress.
 //! - [`registry`]: deployed functions and their versions, in Redis.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - [`charts`]: each function's last 15 minutes, for the web page's charts.
 //! - [`retention`]: trimming streams by policy, never below what a group still needs.
 //! - [`records`]: invocation records for `eddy logs` and `eddy trace`.
 //! - [`status`]: host heartbeats and the cluster status `eddy status` shows.
@@ -28,6 +29,7 @@
 pub mod api;
 pub mod broker;
 pub mod canary;
+pub mod charts;
 pub mod cli;
 pub mod delivery;
 pub mod engine;

@@ -1,7 +1,9 @@
 //! Metrics, in the Prometheus text format at `GET /metrics`: what an operator watches to answer
 //! "what is failing, how far behind is each group, are ticks on time".
 //!
-//! Counters and histograms are updated where things happen (delivery, cron, deploys); the
+//! A function's series exist, at 0, from the moment a host loads it, so dashboards and alerts
+//! work before its first event. Counters and histograms are updated where things happen
+//! (delivery, cron, deploys); the
 //! consumer-group gauges (lag, pending, dead-letter length) are read from Redis (`XINFO`,
 //! `XLEN`) when scraped, for the triggers this host runs, so they are never stale. Lag is the
 //! true one of [`crate::broker::groups`]: 0 for a group at the stream's end whatever Redis's
@@ -9,6 +11,7 @@
 //!
 //! | metric | labels | what |
 //! |--------|--------|------|
+//! | `eddy_build_info` | version, commit, contract | always 1: what this binary is |
 //! | `eddy_events_total` | function, outcome | events by outcome: ok, rejected, failed, retried, dead_lettered |
 //! | `eddy_invocation_duration_seconds` | function | wall time of one invocation |
 //! | `eddy_instantiation_duration_seconds` | function | the part of it spent making the fresh instance |
@@ -103,6 +106,8 @@ pub struct FunctionMetrics {
     pub instantiation: Histogram,
     /// `eddy_invocations_in_flight`.
     pub in_flight: Gauge,
+    /// What the web page's charts count (see [`crate::charts`]).
+    pub window: std::sync::Arc<crate::charts::Window>,
 }
 
 /// The process's metrics.
@@ -251,6 +256,20 @@ impl Metrics {
             "Canary deploys this host rolled back because they failed more than the stable version",
             canary_rollbacks.clone(),
         );
+        // Always 1; its labels say what runs, for dashboards to show and alert on mixed versions.
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "eddy_build_info",
+            "The version, commit and WIT contract of this eddy binary (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&labels(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("EDDY_COMMIT")),
+                ("contract", env!("EDDY_CONTRACT")),
+            ]))
+            .set(1);
         Self {
             registry,
             flow,
@@ -321,7 +340,20 @@ impl Metrics {
             duration: self.duration.get_or_create(&one).clone(),
             instantiation: self.instantiation.get_or_create(&one).clone(),
             in_flight: self.in_flight.get_or_create(&one).clone(),
+            window: crate::charts::window(function),
         }
+    }
+
+    /// Makes `function`'s series exist, at 0, as soon as it is loaded: dashboards and alerts
+    /// see it before its first event.
+    pub fn function_loaded(&self, function: &str) {
+        let _ = self.function(function);
+        let _ = self
+            .deploys
+            .get_or_create(&labels(&[("function", function)]));
+        let _ = self
+            .canary_rollbacks
+            .get_or_create(&labels(&[("function", function)]));
     }
 
     /// Counts a tick this host fired, `late` seconds after its time.

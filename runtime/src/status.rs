@@ -37,6 +37,81 @@ pub struct Heartbeat {
     pub seen_ms: i64,
     /// The stream triggers it runs: stream, group, dead-letter stream.
     pub triggers: Vec<(String, String, String)>,
+    /// The functions it runs, from manifests or deployed (absent from older hosts' beats).
+    #[serde(default)]
+    pub functions: Vec<RunningFunction>,
+}
+
+/// A function a host runs, as its heartbeat says: what the page lists, whether it came from a
+/// manifest given to `eddy up` or was deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningFunction {
+    /// Its name.
+    pub name: String,
+    /// `manifest` (from `eddy up --functions`) or `deployed` (from the registry).
+    pub source: String,
+    /// The deployed version it runs; none for a manifest's function.
+    pub version: Option<u32>,
+    /// Its triggers, for people: `stream orders (group billing)`, `cron 0 0 * * * * (UTC)`.
+    pub triggers: Vec<String>,
+    /// The (stream, group) pairs it reads, whose backlog its chart shows; this host's only.
+    #[serde(skip)]
+    pub groups: Vec<(String, String)>,
+}
+
+/// The names of the functions the live hosts run, from their heartbeats.
+pub async fn running_names<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Vec<String>> {
+    let beats: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(HOSTS_KEY)
+        .query_async(conn)
+        .await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut names = std::collections::BTreeSet::new();
+    for (_, beat) in beats {
+        if let Ok(beat) = serde_json::from_str::<Heartbeat>(&beat)
+            && now - beat.seen_ms <= HOST_DEAD_AFTER.as_millis() as i64
+        {
+            names.extend(beat.functions.into_iter().map(|f| f.name));
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// The functions this host runs, by name, with the generation that started each: a function
+/// restarted under the same name must not be dropped when its old triggers stop.
+static RUNNING: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::BTreeMap<String, (u64, RunningFunction)>>,
+> = std::sync::LazyLock::new(Default::default);
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes that this host now runs `function`; returns the generation [`running_stopped`] takes.
+pub fn running_started(function: RunningFunction) -> u64 {
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.insert(function.name.clone(), (generation, function));
+    generation
+}
+
+/// Notes that the triggers of `name` started as `generation` stopped.
+pub fn running_stopped(name: &str, generation: u64) {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if running.get(name).is_some_and(|(g, _)| *g == generation) {
+        running.remove(name);
+    }
+}
+
+/// Notes that `name` now runs deployed `version` (swapped in place).
+pub fn running_version(name: &str, version: u32) {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, function)) = running.get_mut(name) {
+        function.version = Some(version);
+    }
+}
+
+/// The functions this host runs.
+pub fn running() -> Vec<RunningFunction> {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.values().map(|(_, f)| f.clone()).collect()
 }
 
 /// Writes this host's heartbeat until `stop`, then removes it.
@@ -55,6 +130,7 @@ pub async fn heartbeat(
             started_ms,
             seen_ms: chrono::Utc::now().timestamp_millis(),
             triggers: METRICS.watched_groups(),
+            functions: running(),
         };
         let written: redis::RedisResult<()> = redis::cmd("HSET")
             .arg(HOSTS_KEY)
@@ -85,6 +161,11 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         .query_async(conn)
         .await?;
     let mut hosts = Vec::new();
+    // Function name → how a host describes it, on how many live hosts, which versions.
+    let mut running: std::collections::BTreeMap<
+        String,
+        (RunningFunction, u32, std::collections::BTreeSet<u32>),
+    > = Default::default();
     let mut groups = std::collections::BTreeSet::new();
     for (consumer, text) in beats {
         let Ok(beat) = serde_json::from_str::<Heartbeat>(&text) else {
@@ -102,6 +183,15 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         let alive = age <= HOST_DEAD_AFTER.as_millis() as i64;
         if alive {
             groups.extend(beat.triggers.iter().cloned());
+            for function in &beat.functions {
+                let entry = running
+                    .entry(function.name.clone())
+                    .or_insert_with(|| (function.clone(), 0u32, std::collections::BTreeSet::new()));
+                entry.1 += 1;
+                if let Some(version) = function.version {
+                    entry.2.insert(version);
+                }
+            }
         }
         hosts.push(json!({
             "consumer": consumer,
@@ -111,6 +201,16 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
             "up_since": chrono::DateTime::from_timestamp_millis(beat.started_ms).map(|t| t.to_rfc3339()),
         }));
     }
+    let running: Vec<Value> = running
+        .into_values()
+        .map(|(function, hosts, versions)| {
+            json!({
+                "name": function.name, "source": function.source,
+                "version": versions.iter().max(), "versions": versions,
+                "hosts": hosts, "triggers": function.triggers,
+            })
+        })
+        .collect();
     let mut functions = Vec::new();
     for name in crate::registry::names(conn).await? {
         if let Some(version) = crate::registry::current(conn, &name).await? {
@@ -201,6 +301,7 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         },
         "hosts": hosts,
         "functions": functions,
+        "running": running,
         "groups": lag,
         "dead_letters": dead_letters,
         "cronjobs": cronjobs,

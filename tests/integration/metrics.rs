@@ -114,3 +114,81 @@ fn metrics_count_known_traffic() {
         3.0
     );
 }
+
+/// Before any event: the build's info and each loaded function's series are there at 0, so
+/// dashboards and alerts work from the start; and every metric the Grafana dashboard in
+/// `deploy/grafana` queries is one a host serves.
+#[test]
+fn series_exist_at_zero_and_the_dashboard_queries_only_real_metrics() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, records) = (unique("orders"), unique("records"));
+    record_function(dir.path(), "quiet", &stream, &records, "", "");
+    let mut host = Host::start(&redis.url(), dir.path(), &[]);
+    let url = host.api_url();
+    let text = eventually(Duration::from_secs(10), "the group's gauges", || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", &format!("{url}/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("eddy_consumer_lag{").then_some(text)
+    });
+    let samples = parse(&text);
+    let build = samples
+        .iter()
+        .find(|(k, _)| k.starts_with("eddy_build_info{"))
+        .unwrap_or_else(|| panic!("no eddy_build_info in\n{text}"));
+    assert_eq!(*build.1, 1.0);
+    assert!(build.0.contains("contract=\""), "{}", build.0);
+    for outcome in ["ok", "rejected", "failed", "retried", "dead_lettered"] {
+        let key = format!("eddy_events_total{{function=\"quiet\",outcome=\"{outcome}\"}}");
+        assert_eq!(samples.get(&key), Some(&0.0), "{key} in\n{text}");
+    }
+    assert!(
+        samples.contains_key("eddy_invocation_duration_seconds_count{function=\"quiet\"}"),
+        "{text}"
+    );
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(eddy_tests::repo_dir().join("deploy/grafana/eddy-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            exprs.push(query.to_owned());
+        }
+    }
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("eddy_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            queried.insert(name);
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    let served: std::collections::BTreeSet<&str> = samples
+        .keys()
+        .map(|k| k.split(['{', ' ']).next().unwrap())
+        .collect();
+    let missing: Vec<_> = queried
+        .iter()
+        .filter(|name| !served.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, which a host does not serve:\n{text}"
+    );
+}

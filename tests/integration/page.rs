@@ -102,7 +102,18 @@ fn the_page_shows_functions_and_failures_live_in_a_real_browser() {
     assert_eq!(status, 400);
     assert!(body.contains("\"field\":\"limit\""), "{body}");
 
-    // The browser.
+    // The browser. Its screenshot is kept as the test's artefact.
+    let artefacts = std::env::var_os("EDDY_ARTIFACTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| eddy_tests::repo_dir().join("target"))
+                .join("test-artifacts")
+        });
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let screenshot = artefacts.join("page.png");
+    let _ = std::fs::remove_file(&screenshot);
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
@@ -115,6 +126,7 @@ fn the_page_shows_functions_and_failures_live_in_a_real_browser() {
         .env("EDDY_PAGE_TOKEN", TOKEN)
         .env("EDDY_PAGE_FUNCTION", function)
         .env("EDDY_PAGE_STREAM", &stream)
+        .env("EDDY_PAGE_SCREENSHOT", &screenshot)
         .output()
         .expect("node is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -137,4 +149,22 @@ fn the_page_shows_functions_and_failures_live_in_a_real_browser() {
     );
     assert_eq!(report["problem"], "", "{report}");
     assert_eq!(report["pageErrors"], serde_json::json!([]), "{report}");
+    // The function's failure, with its error text, and on its chart.
+    let error = report["failureError"].as_str().unwrap_or_default();
+    assert!(error.contains("status 503"), "{report}");
+    assert!(
+        report["chartPoints"]["failed"].as_u64() >= Some(1),
+        "{report}"
+    );
+    assert_eq!(report["chartPoints"]["done"], 0, "{report}");
+    // Opened with the token in its URL, the page loads its data; with a wrong one it does not.
+    assert_eq!(report["credentialsInUrl"], true, "{report}");
+    assert_ne!(report["wrongToken"]["status"], 200, "{report}");
+    let png = std::fs::read(&screenshot).expect("the page's screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
+    eprintln!("the page's screenshot: {}", screenshot.display());
 }

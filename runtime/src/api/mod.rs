@@ -267,9 +267,11 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
     }
     if let Err(error) = authorize(state, &request) {
         let mut response = error.into_response();
-        if method == Method::GET && segments == [""] {
+        if method == Method::GET && (segments == [""] || segments == ["ui", "app.js"]) {
             // A browser asks for the token (as the password) and then sends it on every
-            // request of the page, its data fetches included.
+            // request of the page, its data fetches included. The script is challenged too:
+            // a page opened as http://user:token@host/ loads it without credentials, and the
+            // browser sends the URL's only when challenged.
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"eddy\", charset=\"UTF-8\""),
@@ -282,6 +284,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
         (&Method::GET, [""]) => Ok(page::page()),
         (&Method::GET, ["ui", "app.js"]) => Ok(page::script()),
         (&Method::GET, ["v1", "status"]) => page::status(state).await,
+        (&Method::GET, ["v1", "charts"]) => page::charts(state).await,
         (&Method::GET, ["v1", "failures"]) => page::failures(state, request.uri().query()).await,
         (&Method::GET, ["metrics"]) => {
             // The request connection: it answers or fails within seconds while Redis is in

@@ -1,7 +1,8 @@
-//! The web page at `/`: the `eddy status` view plus recent failures, refreshing every two
-//! seconds. It is a static HTML file and a small script (in `ui/`, compiled into the binary;
-//! no build step), which fetch `GET /v1/status` and `GET /v1/failures` behind the same token
-//! as the rest of the API. Everything shown is written with `textContent`, never as HTML, since
+//! The web page at `/`: the `eddy status` view, each function's charts of the last 15 minutes
+//! and recent failures, refreshing every two seconds. It is a static HTML file and a small
+//! script (in `ui/`, compiled into the binary; no build step, no library), which fetch
+//! `GET /v1/status`, `GET /v1/charts` and `GET /v1/failures` behind the same token as the rest
+//! of the API, and says so on the page when the API cannot be reached or refuses the token. Everything shown is written with `textContent`, never as HTML, since
 //! error texts come from guests; the Content-Security-Policy allows only this host's script.
 
 use bytes::Bytes;
@@ -56,6 +57,13 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
         .await
         .map_err(unavailable)?;
     Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `GET /v1/charts`: each function's last 15 minutes (see [`crate::charts`]).
+pub async fn charts(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
+    let mut conn = state.broker.shared();
+    let charts = crate::charts::read(&mut conn).await.map_err(unavailable)?;
+    Ok(json_response(StatusCode::OK, &charts))
 }
 
 /// `GET /v1/failures?limit=N`: the newest invocations that did not succeed, across functions.

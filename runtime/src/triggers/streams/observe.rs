@@ -131,6 +131,9 @@ impl Observer {
     ) {
         self.metrics.duration.observe(result.duration.as_secs_f64());
         self.metrics
+            .window
+            .record(result.outcome, result.duration.as_secs_f64());
+        self.metrics
             .instantiation
             .observe(result.instantiation.as_secs_f64());
         // The span's closing fields only serve the debug line that reports them: formatting

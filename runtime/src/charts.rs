@@ -1,0 +1,328 @@
+//! Charts: each function's last 15 minutes in 10-second steps, for the web page. Events by
+//! outcome, p50 and p99 duration, and the backlog (lag and pending) of its triggers, across
+//! every host.
+//!
+//! The per-event path only adds to a few atomic counters of the function's [`Window`] (its
+//! outcome, and one bucket of a duration histogram). Every [`STEP`] each host's sampler takes
+//! what the windows counted, reads the lag and pending of each function's consumer groups, and
+//! appends one entry per function that had anything to say to the Redis stream
+//! `eddy:charts:<function>`, trimmed by time (`MINID`) to the window and expiring when nothing
+//! is written for a while. Reading (`GET /v1/charts`) is one `XRANGE` per function, merging
+//! hosts' entries of the same step: counts and histograms add up, the backlog is the largest
+//! seen (every host sees the same groups). So the cost is one small write per function per
+//! host every 10 s, whatever the event rate, and nothing when a function is idle.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::engine::Outcome;
+
+/// The width of one point of a chart.
+pub const STEP: Duration = Duration::from_secs(10);
+/// How far back the charts go.
+pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The upper bound of the first duration bucket; each next one doubles it.
+const FIRST_BUCKET_SECONDS: f64 = 0.000_05;
+/// Duration buckets: 50 µs doubling up to about 52 s, and one for anything longer.
+const BUCKETS: usize = 21;
+/// Most functions one `GET /v1/charts` reads.
+const MAX_CHARTED_FUNCTIONS: usize = 200;
+
+/// What one function's invocations on this host did since the sampler last looked.
+#[derive(Default)]
+pub struct Window {
+    done: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    durations: [AtomicU64; BUCKETS + 1],
+}
+
+impl Window {
+    /// Counts one invocation that ended in `outcome` after `seconds`.
+    pub fn record(&self, outcome: Outcome, seconds: f64) {
+        let counter = match outcome {
+            Outcome::Done => &self.done,
+            Outcome::Rejected => &self.rejected,
+            Outcome::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.durations[bucket_of(seconds)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What was counted, zeroing it.
+    fn take(&self) -> Sample {
+        Sample {
+            done: self.done.swap(0, Ordering::Relaxed),
+            rejected: self.rejected.swap(0, Ordering::Relaxed),
+            failed: self.failed.swap(0, Ordering::Relaxed),
+            durations: std::array::from_fn(|i| self.durations[i].swap(0, Ordering::Relaxed)),
+        }
+    }
+}
+
+fn bucket_of(seconds: f64) -> usize {
+    let mut bound = FIRST_BUCKET_SECONDS;
+    for i in 0..BUCKETS {
+        if seconds <= bound {
+            return i;
+        }
+        bound *= 2.0;
+    }
+    BUCKETS
+}
+
+/// The upper bound of bucket `i`, in seconds (the last one has none; twice the one before).
+fn bound_of(i: usize) -> f64 {
+    FIRST_BUCKET_SECONDS * 2f64.powi(i as i32)
+}
+
+struct Sample {
+    done: u64,
+    rejected: u64,
+    failed: u64,
+    durations: [u64; BUCKETS + 1],
+}
+
+impl Sample {
+    fn is_empty(&self) -> bool {
+        self.done + self.rejected + self.failed == 0
+    }
+}
+
+static WINDOWS: LazyLock<Mutex<BTreeMap<String, Arc<Window>>>> = LazyLock::new(Default::default);
+
+/// The window `function`'s invocations on this host are counted in.
+pub fn window(function: &str) -> Arc<Window> {
+    WINDOWS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(function.to_owned())
+        .or_default()
+        .clone()
+}
+
+/// The stream holding `function`'s chart entries.
+pub fn key(function: &str) -> String {
+    format!("eddy:charts:{function}")
+}
+
+/// Every [`STEP`] until `stop`, writes what each function running here did and its backlog.
+pub async fn sample(broker: Broker, consumer: String, stop: CancellationToken) {
+    let mut conn = broker.shared();
+    // Functions whose last entry showed a backlog: one more entry says when it is gone.
+    let mut backlogged: BTreeMap<String, bool> = BTreeMap::new();
+    loop {
+        if !crate::triggers::sleep_or_cancel(STEP, &stop).await {
+            return;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let step_ms = STEP.as_millis() as i64;
+        let t = now_ms / step_ms * step_ms - step_ms;
+        for function in crate::status::running() {
+            let sample = window(&function.name).take();
+            let (mut lag, mut pending) = (0u64, 0u64);
+            for (stream, group) in &function.groups {
+                if let Ok(Some(state)) =
+                    crate::broker::groups::state(&mut conn, stream, group).await
+                {
+                    lag += state.lag;
+                    pending += state.pending;
+                }
+            }
+            let had_backlog = backlogged.get(&function.name).copied().unwrap_or(false);
+            let has_backlog = lag + pending > 0;
+            backlogged.insert(function.name.clone(), has_backlog);
+            if sample.is_empty() && !has_backlog && !had_backlog {
+                continue;
+            }
+            let durations = sample
+                .durations
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let key = key(&function.name);
+            let oldest = now_ms - (WINDOW + STEP).as_millis() as i64;
+            let written: redis::RedisResult<()> = redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("MINID")
+                .arg("~")
+                .arg(oldest)
+                .arg("*")
+                .arg("t")
+                .arg(t)
+                .arg("h")
+                .arg(&consumer)
+                .arg("d")
+                .arg(sample.done)
+                .arg("r")
+                .arg(sample.rejected)
+                .arg("f")
+                .arg(sample.failed)
+                .arg("ms")
+                .arg(durations)
+                .arg("lag")
+                .arg(lag)
+                .arg("pending")
+                .arg(pending)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(2 * WINDOW.as_millis() as u64)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            if let Err(error) = written {
+                tracing::debug!(%error, function = %function.name, "writing a chart entry failed");
+            }
+        }
+    }
+}
+
+/// One step of a function's chart, merged across hosts.
+#[derive(Default)]
+struct Point {
+    done: u64,
+    rejected: u64,
+    failed: u64,
+    durations: [u64; BUCKETS + 1],
+    lag: u64,
+    pending: u64,
+}
+
+/// The duration below which `q` of the counted invocations ended, in ms, by linear
+/// interpolation inside the bucket it falls in; none without invocations.
+fn quantile_ms(durations: &[u64; BUCKETS + 1], q: f64) -> Option<f64> {
+    let total: u64 = durations.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, count) in durations.iter().enumerate() {
+        if *count > 0 && (below + count) as f64 >= rank {
+            let low = if i == 0 { 0.0 } else { bound_of(i - 1) };
+            let high = if i == BUCKETS {
+                2.0 * bound_of(BUCKETS - 1)
+            } else {
+                bound_of(i)
+            };
+            let within = ((rank - below as f64) / *count as f64).clamp(0.0, 1.0);
+            return Some((low + (high - low) * within) * 1000.0);
+        }
+        below += count;
+    }
+    None
+}
+
+/// `GET /v1/charts`' answer: the functions running on live hosts or deployed, each with its
+/// points of the last [`WINDOW`], oldest first.
+pub async fn read<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut names: std::collections::BTreeSet<String> = crate::status::running_names(conn)
+        .await?
+        .into_iter()
+        .collect();
+    names.extend(crate::registry::names(conn).await?);
+    let since = now_ms - WINDOW.as_millis() as i64;
+    let mut functions = Vec::new();
+    for name in names.into_iter().take(MAX_CHARTED_FUNCTIONS) {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key(&name))
+            .arg(since)
+            .arg("+")
+            .query_async(conn)
+            .await?;
+        let mut points: BTreeMap<i64, Point> = BTreeMap::new();
+        for (_, fields) in entries {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("")
+            };
+            let number = |name: &str| field(name).parse::<u64>().unwrap_or(0);
+            let Ok(t) = field("t").parse::<i64>() else {
+                continue;
+            };
+            let point = points.entry(t).or_default();
+            point.done += number("d");
+            point.rejected += number("r");
+            point.failed += number("f");
+            for (slot, count) in point.durations.iter_mut().zip(field("ms").split(',')) {
+                *slot += count.parse::<u64>().unwrap_or(0);
+            }
+            point.lag = point.lag.max(number("lag"));
+            point.pending = point.pending.max(number("pending"));
+        }
+        let points: Vec<Value> = points
+            .into_iter()
+            .map(|(t, p)| {
+                json!({
+                    "t": t, "done": p.done, "rejected": p.rejected, "failed": p.failed,
+                    "p50_ms": quantile_ms(&p.durations, 0.5),
+                    "p99_ms": quantile_ms(&p.durations, 0.99),
+                    "lag": p.lag, "pending": p.pending,
+                })
+            })
+            .collect();
+        functions.push(json!({ "name": name, "points": points }));
+    }
+    Ok(json!({
+        "window_s": WINDOW.as_secs(),
+        "step_s": STEP.as_secs(),
+        "now_ms": now_ms,
+        "functions": functions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_land_in_doubling_buckets() {
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(0.000_05), 0);
+        assert_eq!(bucket_of(0.000_06), 1);
+        assert_eq!(bucket_of(0.001), 5); // 50 µs · 2^5 = 1.6 ms
+        assert_eq!(bucket_of(1e9), BUCKETS);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket() {
+        let mut durations = [0u64; BUCKETS + 1];
+        assert_eq!(quantile_ms(&durations, 0.5), None);
+        // 100 invocations between 0.8 and 1.6 ms (bucket 5).
+        durations[5] = 100;
+        let p50 = quantile_ms(&durations, 0.5).unwrap();
+        assert!((p50 - 1.2).abs() < 1e-9, "{p50}");
+        // One slow one of 101 lifts p99 to the top of the fast bucket, not to the slow one.
+        durations[12] = 1;
+        let p99 = quantile_ms(&durations, 0.99).unwrap();
+        assert!(p99 <= 1.6 + 1e-9, "{p99}");
+        let p100 = quantile_ms(&durations, 1.0).unwrap();
+        assert!(p100 > 100.0, "{p100}");
+    }
+
+    #[test]
+    fn a_window_counts_and_takes() {
+        let window = Window::default();
+        window.record(Outcome::Done, 0.001);
+        window.record(Outcome::Failed, 0.002);
+        window.record(Outcome::Rejected, 0.0001);
+        let sample = window.take();
+        assert_eq!((sample.done, sample.rejected, sample.failed), (1, 1, 1));
+        assert_eq!(sample.durations.iter().sum::<u64>(), 3);
+        assert!(window.take().is_empty());
+    }
+}
