@@ -8,8 +8,12 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=EDDY_COMMIT");
     println!("cargo:rerun-if-changed=../wit/eddy.wit");
+    // Only what exists: a path cargo cannot find counts as changed, so a clone without
+    // packed-refs would rebuild the crate on every cargo command.
     for git in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
-        println!("cargo:rerun-if-changed={git}");
+        if std::path::Path::new(git).exists() {
+            println!("cargo:rerun-if-changed={git}");
+        }
     }
     let commit = std::env::var("EDDY_COMMIT")
         .ok()

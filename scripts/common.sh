@@ -2,7 +2,7 @@
 # Sourced, not run. Everything it installs is named here, so a fresh machine needs nothing else.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Outside the clone so CI runs on the same machine reuse the (slow) wasmtime build.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/eddy/target}
 export EDDY_FUNCTIONS_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
@@ -69,6 +69,9 @@ install_function_toolchains() {
     step "installing componentize-js 0.23.0 and esbuild 0.28.2 (npm ci in sdk/js)"
     (cd "$ROOT/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
   fi
+  # Where `eddy build` looks for them when EDDY_JS_TOOLS is not set: a fresh shell finds them.
+  mkdir -p "$HOME/.cache/eddy"
+  ln -sfn "$ROOT/sdk/js" "$HOME/.cache/eddy/js-tools"
 }
 
 # The stream bench's peers (tests/benches/peers): the same drain done by a redis-py consumer,
@@ -107,6 +110,12 @@ install_deploy_checkers() {
 build_functions() {
   step "building functions and fixtures for wasm32-wasip2"
   (cd "$ROOT/functions" && cargo build --release --locked --target wasm32-wasip2)
+  # The examples' manifests find the components under functions/target unless
+  # EDDY_FUNCTIONS_DIR says otherwise: point it at the shared build, so the README's commands
+  # work as written in a fresh shell. An in-tree build of the user's own is left alone.
+  if [ ! -e "$ROOT/functions/target" ]; then
+    ln -s "$CARGO_TARGET_DIR" "$ROOT/functions/target"
+  fi
 }
 
 build_host() {

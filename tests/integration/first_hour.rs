@@ -338,3 +338,72 @@ fn dev_rebuilds_on_change_and_keeps_the_last_good_version() {
     publish(r#"{"name":"Cy"}"#);
     dev.expect("done", Duration::from_secs(30));
 }
+
+/// The README's first steps, run as written in a fresh shell from a folder that holds the
+/// repository's `scripts` and `examples` (links, so `.eddy` and `hello` land in a scratch
+/// folder), with `eddy` installed by `scripts/install` into a folder first on the PATH.
+#[test]
+fn the_readme_first_steps_run_as_written() {
+    let readme = std::fs::read_to_string(eddy_tests::repo_dir().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- first-steps -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /first-steps -->").next())
+        .expect("the README's first-steps block");
+    let script: String = block
+        .lines()
+        .filter(|line| !line.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        script.contains("scripts/install") && script.contains("eddy up"),
+        "{script}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&work).unwrap();
+    for linked in ["scripts", "examples"] {
+        std::os::unix::fs::symlink(eddy_tests::repo_dir().join(linked), work.join(linked)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut shell = Command::new("bash");
+    shell
+        .arg("-c")
+        // Stop at the first failing step; whatever happens, leave no host behind.
+        .arg(format!(
+            "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}"
+        ))
+        .current_dir(&work)
+        .env("PATH", path)
+        .env("EDDY_INSTALL_DIR", &bin)
+        .env_remove("EDDY_HOST")
+        .env_remove("EDDY_TOKEN")
+        .env_remove("EDDY_REDIS_URL")
+        .env_remove("EDDY_FUNCTIONS")
+        .env_remove("RUST_LOG");
+    std::os::unix::process::CommandExt::process_group(&mut shell, 0);
+    let out = shell.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(bin.join("eddy").is_file());
+    assert!(stdout.contains("contract"), "--version: {stdout}");
+    let hello = stdout
+        .lines()
+        .find(|l| l.contains("hello event"))
+        .unwrap_or_else(|| panic!("no record of hello:\n{stdout}\n{stderr}"));
+    assert!(hello.contains("-> done 200"), "{hello}");
+    assert!(stdout.contains("Hello, Ada!"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("record-analytics event") && l.contains("-> done 200")),
+        "{stdout}"
+    );
+}

@@ -266,9 +266,12 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
             std::fs::write(scratch.path().join(JS_ENTRY_FILE), js_entry(&entry))?;
             std::fs::write(scratch.path().join("build.mjs"), JS_BUILD)?;
             let out = std::path::absolute(&manifest.component)?;
+            let mut node = Command::new(tool("EDDY_NODE", "node"));
+            if let Some(tools) = js_tools() {
+                node.env("EDDY_JS_TOOLS", tools);
+            }
             run_tool(
-                Command::new(tool("EDDY_NODE", "node"))
-                    .arg(scratch.path().join("build.mjs"))
+                node.arg(scratch.path().join("build.mjs"))
                     .arg(&dir)
                     .arg(scratch.path().join(JS_ENTRY_FILE))
                     .arg(wit_dir(&scratch)?)
@@ -302,9 +305,30 @@ fn wit_dir(scratch: &tempfile::TempDir) -> anyhow::Result<PathBuf> {
     Ok(wit)
 }
 
-/// A tool from `env_var`, else by name on the PATH.
+/// A tool from `env_var`, else by name on the PATH, else where `scripts/test` and
+/// `scripts/demo` install it (under `~/.cache/eddy`), so a fresh shell after them finds it.
 fn tool(env_var: &str, name: &str) -> std::ffi::OsString {
-    std::env::var_os(env_var).unwrap_or_else(|| name.into())
+    if let Some(path) = std::env::var_os(env_var) {
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    if !on_path && let Some(home) = std::env::var_os("HOME") {
+        let installed = PathBuf::from(home).join(".cache/eddy/venv/bin").join(name);
+        if installed.is_file() {
+            return installed.into();
+        }
+    }
+    name.into()
+}
+
+/// Where componentize-js and esbuild are, when not in the project: `EDDY_JS_TOOLS`, else the
+/// link `scripts/test` and `scripts/demo` leave at `~/.cache/eddy/js-tools`.
+fn js_tools() -> Option<std::ffi::OsString> {
+    std::env::var_os("EDDY_JS_TOOLS").or_else(|| {
+        let linked = PathBuf::from(std::env::var_os("HOME")?).join(".cache/eddy/js-tools");
+        linked.is_dir().then(|| linked.into())
+    })
 }
 
 fn run_tool(command: &mut Command, what: &str) -> anyhow::Result<()> {

@@ -57,6 +57,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N", default_value_t = crate::canary::DEFAULT_MIN_EVENTS, requires = "canary")]
     pub canary_min_events: u32,
 
+    /// How long to wait for the host to run the new version (it compiles it first), e.g. 2m;
+    /// 0s returns once the registry has it. Events published before a new function runs are
+    /// not read by it (its group starts at the stream's end).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::duration_up_to(MAX_DEPLOY_WAIT))]
+    pub wait: std::time::Duration,
+
     /// Where the host is.
     #[command(flatten)]
     pub host: HostArgs,
@@ -64,6 +70,52 @@ pub struct DeployArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// Longest `eddy deploy --wait`.
+const MAX_DEPLOY_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Waits until the host at `client` runs `version` of `name`, at most `limit`; says how long
+/// it took on stderr (a live count on a terminal, one line when piped). Whether it did.
+pub fn wait_running(
+    client: &Client,
+    name: &str,
+    version: u64,
+    limit: std::time::Duration,
+    human: bool,
+) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal as _, Write as _};
+    let path = format!("/v1/functions/{}", segment(name));
+    let started = std::time::Instant::now();
+    let live = human && std::io::stderr().is_terminal();
+    let mut shown = 0;
+    loop {
+        if client.get(&path)?["running_here"].as_u64() == Some(version) {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            if human {
+                eprintln!(
+                    "running version {version} on the host ({:.1} s to compile and switch)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(true);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            if live {
+                eprintln!();
+            }
+            return Ok(false);
+        }
+        if live && elapsed.as_secs() != shown {
+            shown = elapsed.as_secs();
+            eprint!("\rthe host is compiling and switching to version {version}… {shown} s");
+            let _ = std::io::stderr().flush();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Runs `eddy deploy`.
@@ -86,7 +138,19 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    let canary_deploy = canary.is_some();
     let answer = ship(&client, &manifest, canary, human)?;
+    // A canary runs beside the stable version, which stays what the host reports.
+    if !canary_deploy && !args.wait.is_zero() {
+        let version = answer["version"].as_u64().unwrap_or_default();
+        if !wait_running(&client, &manifest.name, version, args.wait, human)? {
+            eprintln!(
+                "warning: the host at {} does not run version {version} of {} after {:?}: \
+                 see its log (a name taken by an `eddy up --functions` manifest is ignored)",
+                args.host.url, manifest.name, args.wait
+            );
+        }
+    }
     if human {
         print_function(&answer);
         if let Some(percent) = &args.canary {
@@ -133,13 +197,18 @@ pub fn ship(
             &digest[..12]
         );
     }
+    let started = std::time::Instant::now();
     client.put(
         &format!("/v1/components/{digest}"),
         "application/wasm",
         &bytes,
     )?;
     if human {
-        eprintln!("deploying {}…", manifest.name);
+        eprintln!(
+            "uploaded in {:.1} s; the host checks and compiles it, then deploys {}…",
+            started.elapsed().as_secs_f64(),
+            manifest.name
+        );
     }
     let mut body = serde_json::json!({ "manifest": text, "digest": digest });
     if let Some(canary) = canary {

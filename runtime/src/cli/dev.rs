@@ -173,15 +173,10 @@ fn build_and_deploy(path: &Path, client: &Client) -> Option<u64> {
         let answer = super::deploy::ship(client, &manifest, None, false)?;
         let version = answer["version"].as_u64().unwrap_or_default();
         // The registry has it; the host swaps it in a moment later (after compiling it).
-        let path = format!("/v1/functions/{}", super::client::segment(&manifest.name));
-        let started = Instant::now();
-        while client.get(&path)?["running_here"].as_u64() != Some(version) {
-            if started.elapsed() > SWAP_WAIT {
-                bail!(
-                    "the host has not switched to version {version} after {SWAP_WAIT:?}: see its log"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !super::deploy::wait_running(client, &manifest.name, version, SWAP_WAIT, false)? {
+            bail!(
+                "the host has not switched to version {version} after {SWAP_WAIT:?}: see its log"
+            );
         }
         Ok(version)
     };

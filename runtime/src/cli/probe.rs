@@ -17,20 +17,47 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[command(after_help = "Examples:\n  \
     eddy probe /healthz                      # alive: the process answers\n  \
     eddy probe /readyz                       # ready: Redis answers, functions loaded\n  \
-    EDDY_TOKEN=… eddy probe --host http://10.0.0.5:7070 /readyz\n\n\
-    Exit status 0 on a 2xx answer within 2 s, 1 otherwise (the answer is printed).")]
+    EDDY_TOKEN=… eddy probe --host http://10.0.0.5:7070 /readyz\n  \
+    eddy up & eddy probe --wait 30s            # in a script: go on once the host is ready\n\n\
+    Exit status 0 on a 2xx answer within 2 s (or, with --wait, any within the wait), 1\n\
+    otherwise (the answer is printed).")]
 pub struct ProbeArgs {
     /// The path to ask: /healthz (alive) or /readyz (ready).
     #[arg(default_value = "/readyz", value_parser = ["/healthz", "/readyz"])]
     pub path: String,
+
+    /// Ask again every 200 ms until a 2xx answer or this long has passed (e.g. 30s; at most
+    /// 10m), for scripts that start a host and go on once it is ready.
+    #[arg(long, value_name = "DURATION", value_parser = super::duration_up_to(MAX_WAIT))]
+    pub wait: Option<Duration>,
 
     /// The host and token.
     #[command(flatten)]
     pub host: HostArgs,
 }
 
-/// Runs `eddy probe`.
+/// Longest `--wait`.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Runs `eddy probe`, asking again until `--wait` passes.
 pub fn run(args: ProbeArgs) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    loop {
+        let (code, answer) = ask(&args)?;
+        match args.wait {
+            Some(wait) if code != EXIT_OK && started.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => {
+                println!("{answer}");
+                return Ok(code);
+            }
+        }
+    }
+}
+
+/// Asks once: the exit code and what to print.
+fn ask(args: &ProbeArgs) -> anyhow::Result<(u8, String)> {
     // The host itself answers: a redirect or a proxy would make another server's answer this
     // host's.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -55,19 +82,16 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<u8> {
                 &mut std::io::Read::take(response.body_mut().as_reader(), 4096),
                 &mut body,
             );
-            println!("{status} {}", String::from_utf8_lossy(&body).trim());
+            let answer = format!("{status} {}", String::from_utf8_lossy(&body).trim());
             Ok(match read {
-                Ok(_) if (200..300).contains(&status) => EXIT_OK,
-                Ok(_) => EXIT_ERROR,
-                Err(error) => {
-                    println!("{url}: the answer did not arrive whole: {error}");
-                    EXIT_ERROR
-                }
+                Ok(_) if (200..300).contains(&status) => (EXIT_OK, answer),
+                Ok(_) => (EXIT_ERROR, answer),
+                Err(error) => (
+                    EXIT_ERROR,
+                    format!("{answer}\n{url}: the answer did not arrive whole: {error}"),
+                ),
             })
         }
-        Err(error) => {
-            println!("{url}: {error}");
-            Ok(EXIT_ERROR)
-        }
+        Err(error) => Ok((EXIT_ERROR, format!("{url}: {error}"))),
     }
 }
