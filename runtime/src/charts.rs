@@ -201,7 +201,7 @@ struct Point {
 /// The duration below which `q` of the counted invocations ended, in ms, by linear
 /// interpolation inside the bucket it falls in; none without invocations.
 fn quantile_ms(durations: &[u64; BUCKETS + 1], q: f64) -> Option<f64> {
-    let total: u64 = durations.iter().sum();
+    let total: u64 = durations.iter().fold(0u64, |a, b| a.saturating_add(*b));
     if total == 0 {
         return None;
     }
@@ -233,6 +233,8 @@ pub async fn read<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> 
         .collect();
     names.extend(crate::registry::names(conn).await?);
     let since = now_ms - WINDOW.as_millis() as i64;
+    let step_ms = STEP.as_millis() as i64;
+    let truncated = names.len() > MAX_CHARTED_FUNCTIONS;
     let mut functions = Vec::new();
     for name in names.into_iter().take(MAX_CHARTED_FUNCTIONS) {
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -251,15 +253,20 @@ pub async fn read<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> 
                     .unwrap_or("")
             };
             let number = |name: &str| field(name).parse::<u64>().unwrap_or(0);
+            // An entry is what hosts wrote, or anyone with the Redis: only steps within the
+            // window count, and sums saturate rather than wrap.
             let Ok(t) = field("t").parse::<i64>() else {
                 continue;
             };
+            if t < since - step_ms || t > now_ms {
+                continue;
+            }
             let point = points.entry(t).or_default();
-            point.done += number("d");
-            point.rejected += number("r");
-            point.failed += number("f");
+            point.done = point.done.saturating_add(number("d"));
+            point.rejected = point.rejected.saturating_add(number("r"));
+            point.failed = point.failed.saturating_add(number("f"));
             for (slot, count) in point.durations.iter_mut().zip(field("ms").split(',')) {
-                *slot += count.parse::<u64>().unwrap_or(0);
+                *slot = slot.saturating_add(count.parse::<u64>().unwrap_or(0));
             }
             point.lag = point.lag.max(number("lag"));
             point.pending = point.pending.max(number("pending"));
@@ -282,6 +289,7 @@ pub async fn read<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value> 
         "step_s": STEP.as_secs(),
         "now_ms": now_ms,
         "functions": functions,
+        "truncated": truncated,
     }))
 }
 

@@ -351,12 +351,12 @@ export function result(value) {
   }
   let status = 200;
   if ("statusCode" in value && value.statusCode !== undefined) {
-    const code = Number(value.statusCode);
-    if (!Number.isInteger(code) || code < 100 || code > 599) {
+    const code = value.statusCode;
+    if (typeof code !== "number" || !Number.isInteger(code) || code < 100 || code > 599) {
       return {
         status: 500,
         body: JSON.stringify({
-          error: `main returned statusCode ${JSON.stringify(value.statusCode)}: expected an integer from 100 to 599`,
+          error: `main returned statusCode ${describe(value.statusCode)}: expected an integer from 100 to 599`,
         }),
       };
     }
@@ -375,6 +375,25 @@ export function result(value) {
   return { status, body: typeof body === "string" ? body : JSON.stringify(body) };
 }
 
+/** `value` as text for an error message, whatever it is (a symbol, NaN, an object). */
+function describe(value) {
+  try {
+    return typeof value === "string" ? JSON.stringify(value) : String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/** What was thrown, as text, even when it cannot be turned into a string. */
+function describeError(error) {
+  try {
+    const message = error && error.message !== undefined ? error.message : error;
+    return typeof message === "string" ? message : String(message);
+  } catch {
+    return "main threw a value that cannot be shown as text";
+  }
+}
+
 /** The component's export for an OpenWhisk-shaped `main(params)`: what the build wraps it in. */
 export function openwhisk(main) {
   const answer = ({ status, body }) => ({ status, body: encoder.encode(body) });
@@ -383,8 +402,7 @@ export function openwhisk(main) {
       try {
         return answer(result(await main(params(raw))));
       } catch (error) {
-        const message = error && error.message !== undefined ? error.message : String(error);
-        return answer({ status: 500, body: JSON.stringify({ error: String(message) }) });
+        return answer({ status: 500, body: JSON.stringify({ error: describeError(error) }) });
       }
     },
   };

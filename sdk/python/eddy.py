@@ -503,7 +503,7 @@ def params(raw):
 
 
 def _dumps(value):
-    return value if isinstance(value, str) else _json.dumps(value)
+    return value if isinstance(value, str) else _json.dumps(value, allow_nan=False)
 
 
 def result(value):
@@ -569,7 +569,7 @@ def openwhisk(main):
         def handle(self, event):
             try:
                 status, body = result(_run(main(params(event))))
-            except Exception as error:  # a failure: retried by the host
+            except (Exception, SystemExit) as error:  # a failure: retried by the host
                 status, body = 500, _json.dumps({"error": f"{type(error).__name__}: {error}"})
             return _types.Response(status=status, body=body.encode())
 

@@ -259,7 +259,10 @@ pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
         }
         Kind::JavaScript => {
             let scratch = scratch()?;
-            copy_sources(&dir, scratch.path())?;
+            let root = dir
+                .canonicalize()
+                .with_context(|| format!("reading {}", dir.display()))?;
+            copy_sources(&root, &dir, scratch.path())?;
             let entry = js_entry_file(&dir)?;
             std::fs::write(scratch.path().join("eddy.js"), JS_SDK)?;
             std::fs::write(scratch.path().join("eddy-events.js"), JS_EVENTS)?;
@@ -343,16 +346,27 @@ fn run_tool(command: &mut Command, what: &str) -> anyhow::Result<()> {
 
 /// Copies a JavaScript project's module files (not `node_modules` or hidden folders) so the
 /// SDK and the entry can sit beside them.
-fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// A link that leads out of the project (`root`) is refused: the build must not take in files
+/// the project does not hold.
+fn copy_sources(root: &Path, from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
         let text = name.to_string_lossy();
         let path = entry.path();
+        if entry.file_type()?.is_symlink() {
+            let target = path.canonicalize().ok();
+            if !target.as_deref().is_some_and(|t| t.starts_with(root)) {
+                bail!(
+                    "--build: {} is a link that leads outside the project: copy the file in instead",
+                    path.display()
+                );
+            }
+        }
         if entry.file_type()?.is_dir() {
             if text != "node_modules" && !text.starts_with('.') {
                 std::fs::create_dir_all(to.join(&name))?;
-                copy_sources(&path, &to.join(&name))?;
+                copy_sources(root, &path, &to.join(&name))?;
             }
         } else if [".js", ".mjs", ".cjs", ".json"]
             .iter()

@@ -90,7 +90,11 @@ pub fn wait_running(
     let live = human && std::io::stderr().is_terminal();
     let mut shown = 0;
     loop {
-        if client.get(&path)?["running_here"].as_u64() == Some(version) {
+        // A newer version (another deploy since) means this one was taken in and passed.
+        if client.get(&path)?["running_here"]
+            .as_u64()
+            .is_some_and(|running| running >= version)
+        {
             if live {
                 eprint!("\r\x1b[2K");
             }

@@ -67,6 +67,11 @@ pub struct DevArgs {
     /// Use this Redis instead of a private one (e.g. redis://127.0.0.1:6379).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+
+    /// How to print each invocation: one line for people, or its record as one JSON object
+    /// per line (as `eddy logs --output json`).
+    #[arg(long, short = 'o', value_enum, default_value_t = super::OutputFormat::Human)]
+    pub output: super::OutputFormat,
 }
 
 /// Runs `eddy dev` until Ctrl-C.
@@ -87,14 +92,33 @@ pub fn run(args: DevArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     {
+        // Ctrl-C, `kill`, or the terminal closing: each stops the dev host before dev exits.
         let stop = stop.clone();
         runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut hangup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hangup.recv() => {}
             }
+            stop.store(true, Ordering::SeqCst);
         });
     }
 
+    // Another host already answering there would take the deploys meant for this one.
+    if let Err(error) = std::net::TcpListener::bind(&args.listen) {
+        bail!(
+            "--listen {}: {error}: another host (or program) is there; stop it or pass \
+             --listen 127.0.0.1:PORT",
+            args.listen
+        );
+    }
     let mut host = DevHost::start(&args, &data_dir)?;
     let client = Client::new(&HostArgs {
         url: format!("http://{}", args.listen),
@@ -110,8 +134,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<u8> {
         crate::broker::connection::redacted(&redis_url),
         host.log.display()
     );
-    runtime.spawn(print_outcomes(redis_url, first.name.clone()));
+    runtime.spawn(print_outcomes(redis_url, first.name.clone(), args.output));
 
+    // The data folder may be inside the project: its files change with every deploy.
+    let ignored = [data_dir.clone()];
+    let snapshot = |dir: &Path| snapshot(dir, &ignored);
     let mut seen = snapshot(&project);
     let mut version = build_and_deploy(&args.path, &client);
     if version.is_none() {
@@ -224,6 +251,14 @@ impl DevHost {
         // Its own process group: Ctrl-C reaches `eddy dev` alone, which then stops the host
         // once, in order, rather than both racing to shut down.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // And if dev itself is killed outright, the host is told to stop.
+        // SAFETY: prctl(2) only, between fork and exec, as pre_exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let child = command.spawn().context("starting the dev host (eddy up)")?;
         Ok(Self { child, log })
     }
@@ -231,9 +266,7 @@ impl DevHost {
     fn wait_ready(&mut self, client: &Client, stop: &AtomicBool) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            if client.get("/readyz").is_ok() {
-                return Ok(());
-            }
+            // Its own exit first: an answer on the port from anything else is not this host.
             if let Some(code) = self.exited() {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -241,6 +274,9 @@ impl DevHost {
                     "the dev host did not start ({code}):\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
+            }
+            if client.get("/readyz").is_ok() {
+                return Ok(());
             }
             if started.elapsed() > HOST_START || stop.load(Ordering::SeqCst) {
                 self.stop();
@@ -290,7 +326,7 @@ impl Drop for DevHost {
 }
 
 /// Prints one line per invocation of `function` as its record is written.
-async fn print_outcomes(redis_url: String, function: String) {
+async fn print_outcomes(redis_url: String, function: String, output: super::OutputFormat) {
     let broker = loop {
         match crate::broker::Broker::connect(&redis_url).await {
             Ok(broker) => break broker,
@@ -310,7 +346,12 @@ async fn print_outcomes(redis_url: String, function: String) {
             continue;
         };
         for record in found.iter().filter(|r| r.function == function) {
-            println!("{}", outcome_line(record));
+            match output {
+                super::OutputFormat::Human => println!("{}", outcome_line(record)),
+                super::OutputFormat::Json => {
+                    println!("{}", serde_json::to_string(record).unwrap_or_default())
+                }
+            }
         }
     }
 }
@@ -337,7 +378,7 @@ fn outcome_line(record: &Record) -> String {
 /// Size and modification time of each source file in the project.
 type Snapshot = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
-fn snapshot(dir: &Path) -> Snapshot {
+fn snapshot(dir: &Path, ignored: &[PathBuf]) -> Snapshot {
     let mut files = Snapshot::new();
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
@@ -354,7 +395,11 @@ fn snapshot(dir: &Path) -> Snapshot {
                 continue;
             };
             if kind.is_dir() {
-                if !SKIPPED_DIRS.contains(&name.as_ref()) {
+                let path = entry.path();
+                let skipped = path
+                    .canonicalize()
+                    .is_ok_and(|real| ignored.iter().any(|i| real.starts_with(i)));
+                if !SKIPPED_DIRS.contains(&name.as_ref()) && !skipped {
                     folders.push(entry.path());
                 }
             } else if kind.is_file() && !name.ends_with(".wasm") {
@@ -406,7 +451,7 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("lib")).unwrap();
         std::fs::write(dir.path().join("lib/util.js"), "u").unwrap();
-        let before = snapshot(dir.path());
+        let before = snapshot(dir.path(), &[]);
         let names: Vec<_> = before
             .keys()
             .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
@@ -415,7 +460,7 @@ mod tests {
 
         std::fs::write(dir.path().join("lib/util.js"), "longer").unwrap();
         std::fs::remove_file(dir.path().join("app.js")).unwrap();
-        let after = snapshot(dir.path());
+        let after = snapshot(dir.path(), &[]);
         let changed = changed_files(&before, &after);
         assert!(changed.contains("util.js"), "{changed}");
         assert!(changed.contains("app.js (removed)"), "{changed}");

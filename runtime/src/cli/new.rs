@@ -62,6 +62,10 @@ pub struct NewArgs {
     /// returning `{statusCode, body}`, JavaScript and Python only; see sdk/openwhisk.md).
     #[arg(long, value_enum, default_value_t = Style::Eddy)]
     pub style: Style,
+
+    /// How to say what was made: human lines, or one JSON object (`dir`, `files`).
+    #[arg(long, short = 'o', value_enum, default_value_t = super::OutputFormat::Human)]
+    pub output: super::OutputFormat,
 }
 
 /// A language `eddy new` writes.
@@ -119,6 +123,12 @@ impl Trigger {
 /// Runs `eddy new`.
 pub fn run(args: NewArgs) -> anyhow::Result<u8> {
     names::identifier(&args.name).map_err(|e| anyhow::anyhow!("NAME {:?}: {e}", args.name))?;
+    if args.lang == Lang::Rust && args.name.starts_with(|c: char| c.is_ascii_digit()) {
+        bail!(
+            "NAME {:?}: a Rust crate's name cannot start with a digit: start it with a letter",
+            args.name
+        );
+    }
     if args.style == Style::Openwhisk && args.lang == Lang::Rust {
         bail!(
             "--style openwhisk: the OpenWhisk shape (`main(params)`) is for javascript and \
@@ -139,6 +149,14 @@ pub fn run(args: NewArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| PathBuf::from(&args.name));
     let files = project(&args.name, args.lang, args.style, &triggers);
     write_project(&dir, &files)?;
+    if args.output == super::OutputFormat::Json {
+        let paths: Vec<&str> = files.iter().map(|(path, _)| path.as_str()).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "dir": dir, "name": args.name, "files": paths })
+        );
+        return Ok(super::EXIT_OK);
+    }
     println!(
         "created {} ({}{}): {}",
         dir.display(),
@@ -198,7 +216,11 @@ fn write_project(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     }
+    // An existing empty folder is filled in place (keeping its owner and mode, and a shell
+    // standing in it): the scratch folder goes inside it and its entries are moved up.
+    let existing = dir.is_dir();
     let parent = match dir.parent() {
+        _ if existing => dir.to_path_buf(),
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -214,9 +236,20 @@ fn write_project(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
         }
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
     }
-    // An empty destination folder is replaced; rename cannot replace a folder otherwise.
-    if dir.is_dir() {
-        std::fs::remove_dir(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    if existing {
+        let mut moved = Vec::new();
+        for entry in std::fs::read_dir(scratch.path())? {
+            let entry = entry?;
+            let to = dir.join(entry.file_name());
+            if let Err(error) = std::fs::rename(entry.path(), &to) {
+                for done in moved {
+                    let _ = std::fs::remove_dir_all(&done).or_else(|_| std::fs::remove_file(&done));
+                }
+                return Err(error).with_context(|| format!("moving into {}", dir.display()));
+            }
+            moved.push(to);
+        }
+        return Ok(());
     }
     let kept = scratch.keep();
     std::fs::rename(&kept, dir).with_context(|| {
