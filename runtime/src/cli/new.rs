@@ -30,12 +30,9 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../sdk/src/response.rs"),
     ),
 ];
-/// The componentize-js release the JavaScript SDK is written and tested against.
-const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
-/// componentize-js's build-time peer.
-const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
-/// The esbuild release `build.mjs` bundles with.
-const ESBUILD_VERSION: &str = "0.28.2";
+/// The JavaScript toolchain `eddy build` is tested with (`sdk/js/package.json`): its pinned
+/// `dependencies` become a new project's `devDependencies`, so the versions live in one place.
+const JS_TOOLS_PACKAGE: &str = include_str!("../../../sdk/js/package.json");
 
 /// Arguments of `eddy new`.
 #[derive(Debug, clap::Args)]
@@ -447,18 +444,24 @@ fn cargo_toml(name: &str) -> String {
 }
 
 fn package_json(name: &str, style: Style) -> String {
-    let module = match style {
-        Style::Eddy => ",\n  \"type\": \"module\",\n  \"main\": \"app.js\"",
-        Style::Openwhisk => ",\n  \"main\": \"index.js\"",
-    };
-    format!(
-        "{{\n  \"name\": \"{name}\",\n  \"private\": true{module},\n  \
-         \"description\": \"An Eddy function: `eddy build` bundles it with esbuild and builds a component with componentize-js.\",\n  \
-         \"devDependencies\": {{\n    \
-         \"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS_VERSION}\",\n    \
-         \"@bytecodealliance/preview2-shim\": \"{PREVIEW2_SHIM_VERSION}\",\n    \
-         \"esbuild\": \"{ESBUILD_VERSION}\"\n  }}\n}}\n"
-    )
+    let tools: serde_json::Value =
+        serde_json::from_str(JS_TOOLS_PACKAGE).expect("sdk/js/package.json is JSON");
+    let mut package = serde_json::json!({
+        "name": name,
+        "private": true,
+        "description": "An Eddy function: `eddy build` bundles it with esbuild and builds a component with componentize-js.",
+        "devDependencies": tools["dependencies"],
+    });
+    match style {
+        Style::Eddy => {
+            package["type"] = "module".into();
+            package["main"] = "app.js".into();
+        }
+        Style::Openwhisk => package["main"] = "index.js".into(),
+    }
+    let mut text = serde_json::to_string_pretty(&package).expect("a package.json serializes");
+    text.push('\n');
+    text
 }
 
 fn readme(name: &str, lang: Lang, component: &str, triggers: &[Trigger]) -> String {
@@ -504,6 +507,21 @@ fn readme(name: &str, lang: Lang, component: &str, triggers: &[Trigger]) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_javascript_project_pins_the_tools_eddy_build_is_tested_with() {
+        let text = package_json("my-fn", Style::Openwhisk);
+        let package: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let tools = &package["devDependencies"];
+        for tool in ["@bytecodealliance/componentize-js", "esbuild"] {
+            let version = tools[tool].as_str().unwrap_or_default();
+            assert!(
+                version.starts_with(|c: char| c.is_ascii_digit()),
+                "{tool}: {text}"
+            );
+        }
+        assert_eq!(package["main"], "index.js");
+    }
 
     #[test]
     fn triggers_are_read_with_a_named_error() {
