@@ -2,7 +2,8 @@
 //! outcome, p50 and p99 duration, and the backlog (lag and pending) of its triggers, across
 //! every host.
 //!
-//! The per-event path only adds to a few atomic counters of the function's [`Window`] (its
+//! The per-event path only adds to a few atomic counters of the function's
+//! [`Window`](crate::metrics::window::Window) (its
 //! outcome, and one bucket of a duration histogram). Every [`STEP`] each host's sampler takes
 //! what the windows counted, reads the lag and pending of each function's consumer groups, and
 //! appends one entry per function that had anything to say to the Redis stream
@@ -13,8 +14,6 @@
 //! host every 10 s, whatever the event rate, and nothing when a function is idle.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -22,91 +21,14 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::engine::Outcome;
+use crate::metrics::window::{BUCKETS, bound_of, window};
 
 /// The width of one point of a chart.
 pub const STEP: Duration = Duration::from_secs(10);
 /// How far back the charts go.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// The upper bound of the first duration bucket; each next one doubles it.
-const FIRST_BUCKET_SECONDS: f64 = 0.000_05;
-/// Duration buckets: 50 µs doubling up to about 52 s, and one for anything longer.
-const BUCKETS: usize = 21;
 /// Most functions one `GET /v1/charts` reads.
 const MAX_CHARTED_FUNCTIONS: usize = 200;
-
-/// What one function's invocations on this host did since the sampler last looked.
-#[derive(Default)]
-pub struct Window {
-    done: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    durations: [AtomicU64; BUCKETS + 1],
-}
-
-impl Window {
-    /// Counts one invocation that ended in `outcome` after `seconds`.
-    pub fn record(&self, outcome: Outcome, seconds: f64) {
-        let counter = match outcome {
-            Outcome::Done => &self.done,
-            Outcome::Rejected => &self.rejected,
-            Outcome::Failed => &self.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.durations[bucket_of(seconds)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// What was counted, zeroing it.
-    fn take(&self) -> Sample {
-        Sample {
-            done: self.done.swap(0, Ordering::Relaxed),
-            rejected: self.rejected.swap(0, Ordering::Relaxed),
-            failed: self.failed.swap(0, Ordering::Relaxed),
-            durations: std::array::from_fn(|i| self.durations[i].swap(0, Ordering::Relaxed)),
-        }
-    }
-}
-
-fn bucket_of(seconds: f64) -> usize {
-    let mut bound = FIRST_BUCKET_SECONDS;
-    for i in 0..BUCKETS {
-        if seconds <= bound {
-            return i;
-        }
-        bound *= 2.0;
-    }
-    BUCKETS
-}
-
-/// The upper bound of bucket `i`, in seconds (the last one has none; twice the one before).
-fn bound_of(i: usize) -> f64 {
-    FIRST_BUCKET_SECONDS * 2f64.powi(i as i32)
-}
-
-struct Sample {
-    done: u64,
-    rejected: u64,
-    failed: u64,
-    durations: [u64; BUCKETS + 1],
-}
-
-impl Sample {
-    fn is_empty(&self) -> bool {
-        self.done + self.rejected + self.failed == 0
-    }
-}
-
-static WINDOWS: LazyLock<Mutex<BTreeMap<String, Arc<Window>>>> = LazyLock::new(Default::default);
-
-/// The window `function`'s invocations on this host are counted in.
-pub fn window(function: &str) -> Arc<Window> {
-    WINDOWS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(function.to_owned())
-        .or_default()
-        .clone()
-}
 
 /// The stream holding `function`'s chart entries.
 pub fn key(function: &str) -> String {
@@ -119,7 +41,7 @@ pub async fn sample(broker: Broker, consumer: String, stop: CancellationToken) {
     // Functions whose last entry showed a backlog: one more entry says when it is gone.
     let mut backlogged: BTreeMap<String, bool> = BTreeMap::new();
     loop {
-        if !crate::triggers::sleep_or_cancel(STEP, &stop).await {
+        if !crate::backoff::sleep_or_cancel(STEP, &stop).await {
             return;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -298,15 +220,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_land_in_doubling_buckets() {
-        assert_eq!(bucket_of(0.0), 0);
-        assert_eq!(bucket_of(0.000_05), 0);
-        assert_eq!(bucket_of(0.000_06), 1);
-        assert_eq!(bucket_of(0.001), 5); // 50 µs · 2^5 = 1.6 ms
-        assert_eq!(bucket_of(1e9), BUCKETS);
-    }
-
-    #[test]
     fn quantiles_interpolate_within_their_bucket() {
         let mut durations = [0u64; BUCKETS + 1];
         assert_eq!(quantile_ms(&durations, 0.5), None);
@@ -320,17 +233,5 @@ mod tests {
         assert!(p99 <= 1.6 + 1e-9, "{p99}");
         let p100 = quantile_ms(&durations, 1.0).unwrap();
         assert!(p100 > 100.0, "{p100}");
-    }
-
-    #[test]
-    fn a_window_counts_and_takes() {
-        let window = Window::default();
-        window.record(Outcome::Done, 0.001);
-        window.record(Outcome::Failed, 0.002);
-        window.record(Outcome::Rejected, 0.0001);
-        let sample = window.take();
-        assert_eq!((sample.done, sample.rejected, sample.failed), (1, 1, 1));
-        assert_eq!(sample.durations.iter().sum::<u64>(), 3);
-        assert!(window.take().is_empty());
     }
 }

@@ -95,28 +95,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::delivery::{MAX_ATTEMPTS_LIMIT, RetryPolicy};
 use crate::engine::{
     AllowList, FunctionSpec, Limits, MAX_HTTP_CONCURRENCY, MAX_HTTP_RESPONSE_BYTES,
     MAX_KV_WRITE_BYTES, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
     MAX_TIMEOUT, Origin, SecretSource, Secrets,
 };
 use crate::names::{self, NameError};
-use crate::retention::Retention;
-use crate::triggers::cron::{
-    CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
-    legacy_states, state_key, tick_stream,
-};
-use crate::triggers::streams::flow::{
-    BreakerConfig, DEFAULT_MIN_EVENTS, MAX_BREAKER_DURATION, MAX_MIN_EVENTS,
-};
+use crate::settings::{self, FieldError};
+use crate::triggers::cron::Ticker;
+use crate::triggers::cron::settings::{self as cron_settings, CronTriggerSettings};
 use crate::triggers::streams::limits::{ClusterLimits, MAX_CLUSTER_CONCURRENCY, parse_rate};
-use crate::triggers::streams::order::{KeySource, Ordering, Unkeyed};
-use crate::triggers::streams::{
-    DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
-    MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
-};
-use crate::units::{parse_bytes, parse_duration};
+use crate::triggers::streams::{StreamTriggerConfig, StreamTriggerSettings};
 
 /// The file name looked for in a folder.
 pub const MANIFEST_FILE: &str = "eddy.toml";
@@ -352,68 +341,9 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawTriggers {
     #[serde(default)]
-    stream: Vec<RawStreamTrigger>,
+    stream: Vec<StreamTriggerSettings>,
     #[serde(default)]
-    cron: Vec<RawCronTrigger>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCronTrigger {
-    name: Option<String>,
-    schedule: String,
-    timezone: Option<String>,
-    catch_up: Option<CatchUp>,
-    late_grace: Option<String>,
-    retry: Option<RawRetry>,
-    dead_letter: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStreamTrigger {
-    stream: String,
-    group: Option<String>,
-    types: Option<Vec<String>>,
-    start: Option<Start>,
-    batch: Option<i64>,
-    concurrency: Option<i64>,
-    retry: Option<RawRetry>,
-    dead_letter: Option<String>,
-    instance: Option<Instance>,
-    batch_window: Option<String>,
-    retention: Option<RawRetention>,
-    breaker: Option<RawBreaker>,
-    ordering: Option<String>,
-    validate: Option<bool>,
-    key: Option<String>,
-    unkeyed: Option<Unkeyed>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBreaker {
-    failure_rate: Option<f64>,
-    window: Option<String>,
-    min_events: Option<i64>,
-    cool_down: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetention {
-    max_age: Option<String>,
-    max_len: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    max_attempts: Option<i64>,
-    initial: Option<String>,
-    factor: Option<f64>,
-    max: Option<String>,
-    jitter: Option<f64>,
+    cron: Vec<CronTriggerSettings>,
 }
 
 /// Reads and validates the manifest at `path` (a file, or a folder holding `eddy.toml`).
@@ -665,101 +595,9 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     let mut streams = Vec::new();
     for (i, t) in raw.triggers.stream.into_iter().enumerate() {
         let at = format!("triggers.stream[{i}]");
-        v.name(&format!("{at}.stream"), &t.stream, names::stream(&t.stream))?;
-        let group = t.group.unwrap_or_else(|| raw.name.clone());
-        v.name(&format!("{at}.group"), &group, names::stream(&group))?;
-        if let Some(types) = &t.types {
-            v.check(
-                &format!("{at}.types"),
-                &format!("{types:?}"),
-                !types.is_empty() && types.iter().all(|t| !t.trim().is_empty()),
-                "a non-empty list of non-empty event types (leave it out to handle every type)",
-            )?;
-        }
-        let batch = v.range(&format!("{at}.batch"), t.batch, DEFAULT_BATCH, 1, MAX_BATCH)?;
-        let concurrency = v.range(
-            &format!("{at}.concurrency"),
-            t.concurrency,
-            DEFAULT_CONCURRENCY,
-            1,
-            MAX_CONCURRENCY,
-        )?;
-        let retry = v.retry(&format!("{at}.retry"), t.retry)?;
-        let dead_letter = t
-            .dead_letter
-            .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", t.stream));
-        v.name(
-            &format!("{at}.dead_letter"),
-            &dead_letter,
-            names::stream(&dead_letter),
-        )?;
-        v.check(
-            &format!("{at}.dead_letter"),
-            &dead_letter,
-            dead_letter != t.stream,
-            "a stream name other than the trigger's own stream",
-        )?;
-        let batch_window = match &t.batch_window {
-            None => DEFAULT_BATCH_WINDOW,
-            Some(text) => {
-                let field = format!("{at}.batch_window");
-                let window = v.duration(&field, text)?;
-                v.check(
-                    &field,
-                    text,
-                    window <= MAX_BATCH_WINDOW,
-                    &format!("a duration of at most {MAX_BATCH_WINDOW:?}"),
-                )?;
-                window
-            }
-        };
-        let retention = match t.retention {
-            None => None,
-            Some(raw) => {
-                let field = format!("{at}.retention");
-                let max_len = match raw.max_len {
-                    None => None,
-                    Some(n) => Some(u64::try_from(n).map_err(|_| {
-                        v.error(
-                            &format!("{field}.max_len"),
-                            &n.to_string(),
-                            "a count of entries from 1",
-                        )
-                    })?),
-                };
-                let policy = Retention::parse(raw.max_age.as_deref(), max_len)
-                    .map_err(|e| v.error(&format!("{field}.{}", e.field), &e.value, &e.expected))?;
-                v.check(
-                    &field,
-                    "{}",
-                    !policy.keeps_all(),
-                    "max_age and/or max_len (leave the table out to keep the default)",
-                )?;
-                Some(policy)
-            }
-        };
-        let breaker = match t.breaker {
-            None => None,
-            Some(raw) => Some(v.breaker(&format!("{at}.breaker"), raw)?),
-        };
-        let ordering = v.ordering(&at, t.ordering.as_deref(), t.key.as_deref(), t.unkeyed)?;
-        streams.push(StreamTriggerConfig {
-            stream: t.stream,
-            group,
-            types: t.types,
-            start: t.start.unwrap_or(Start::Latest),
-            batch,
-            concurrency,
-            retry,
-            dead_letter,
-            instance: t.instance.unwrap_or_default(),
-            batch_window,
-            retention,
-            breaker,
-            ordering,
-            cluster,
-            validate: t.validate.unwrap_or(false),
-        });
+        streams.push(
+            StreamTriggerConfig::from_settings(&at, t, &raw.name, cluster).map_err(|e| v.at(e))?,
+        );
     }
 
     for (i, stream) in raw.publish.iter().enumerate() {
@@ -769,91 +607,10 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     let mut tickers: Vec<Ticker> = Vec::new();
     for (i, t) in raw.triggers.cron.into_iter().enumerate() {
         let at = format!("triggers.cron[{i}]");
-        let name = t.name.unwrap_or_else(|| raw.name.clone());
-        v.name(&format!("{at}.name"), &name, names::identifier(&name))?;
-        v.check(
-            &format!("{at}.name"),
-            &name,
-            !tickers.iter().any(|other| other.name == name),
-            "a name no other cron trigger of this function uses",
-        )?;
-        let timezone = t.timezone.unwrap_or_else(|| "UTC".to_owned());
-        let schedule = Schedule::parse(&t.schedule, &timezone).map_err(|e| {
-            let field = if matches!(e, ScheduleError::Timezone(_)) {
-                "timezone"
-            } else {
-                "schedule"
-            };
-            let value = if field == "timezone" {
-                &timezone
-            } else {
-                &t.schedule
-            };
-            v.error(
-                &format!("{at}.{field}"),
-                &format!("{value:?}"),
-                &e.to_string(),
-            )
-        })?;
-        let stream = tick_stream(&name);
-        let retry = v.retry(&format!("{at}.retry"), t.retry)?;
-        let default_dead_letter = format!("{stream}{DEAD_LETTER_SUFFIX}");
-        let dead_letter = t.dead_letter.unwrap_or_else(|| default_dead_letter.clone());
-        // The default lives beside the tick stream, under Eddy's prefix; a chosen one is a
-        // user's name like any other.
-        if dead_letter != default_dead_letter {
-            v.name(
-                &format!("{at}.dead_letter"),
-                &dead_letter,
-                names::stream(&dead_letter),
-            )?;
-        }
-        streams.push(StreamTriggerConfig {
-            stream: stream.clone(),
-            group: raw.name.clone(),
-            types: Some(vec![TICK_TYPE.to_owned()]),
-            start: Start::Earliest,
-            batch: DEFAULT_BATCH,
-            concurrency: DEFAULT_CONCURRENCY,
-            retry,
-            dead_letter,
-            instance: Instance::PerEvent,
-            batch_window: DEFAULT_BATCH_WINDOW,
-            retention: None,
-            breaker: None,
-            ordering: None,
-            cluster,
-            validate: false,
-        });
-        let late_grace = match &t.late_grace {
-            None => DEFAULT_LATE_GRACE,
-            Some(text) => {
-                let field = format!("{at}.late_grace");
-                let grace = v.duration(&field, text)?;
-                v.check(
-                    &field,
-                    text,
-                    grace <= MAX_LATE_GRACE,
-                    &format!("a duration of at most {MAX_LATE_GRACE:?}"),
-                )?;
-                grace
-            }
-        };
-        let state = state_key(&name);
-        let legacy = legacy_states(&name);
-        tickers.push(Ticker {
-            name,
-            schedule,
-            catch_up: t.catch_up.unwrap_or_default(),
-            late_grace,
-            stream,
-            event_type: TICK_TYPE.to_owned(),
-            data: None,
-            trim: true,
-            definition: None,
-            legacy_states: legacy,
-            state,
-        });
+        let (ticker, trigger) = cron_settings::from_settings(&at, t, &raw.name, cluster, &tickers)
+            .map_err(|e| v.at(e))?;
+        streams.push(trigger);
+        tickers.push(ticker);
     }
 
     Ok(Manifest {
@@ -925,13 +682,18 @@ impl ManifestError {
 }
 
 impl Validator<'_> {
-    fn error(&self, field: &str, value: &str, expected: &str) -> ManifestError {
+    /// A section's refusal, in this file.
+    fn at(&self, e: FieldError) -> ManifestError {
         ManifestError::Field {
             path: self.path.to_path_buf(),
-            field: field.to_owned(),
-            value: value.to_owned(),
-            expected: expected.to_owned(),
+            field: e.field,
+            value: e.value,
+            expected: e.expected,
         }
+    }
+
+    fn error(&self, field: &str, value: &str, expected: &str) -> ManifestError {
+        self.at(settings::error(field, value, expected))
     }
 
     fn check(
@@ -941,36 +703,24 @@ impl Validator<'_> {
         ok: bool,
         expected: &str,
     ) -> Result<(), ManifestError> {
-        if ok {
-            Ok(())
-        } else {
-            Err(self.error(field, &format!("{value:?}"), expected))
-        }
+        settings::check(field, value, ok, expected).map_err(|e| self.at(e))
     }
 
-    /// A name's verdict as a field error: the name, then why it was refused.
     fn name(
         &self,
         field: &str,
         value: &str,
         verdict: Result<(), NameError>,
     ) -> Result<(), ManifestError> {
-        verdict.map_err(|error| self.error(field, &format!("{value:?}"), &error.expected()))
+        settings::name(field, value, verdict).map_err(|e| self.at(e))
     }
 
     fn size(&self, field: &str, value: &str) -> Result<u64, ManifestError> {
-        parse_bytes(value)
-            .map_err(|_| self.error(field, &format!("{value:?}"), "a size such as \"64MiB\""))
+        settings::size(field, value).map_err(|e| self.at(e))
     }
 
     fn duration(&self, field: &str, value: &str) -> Result<Duration, ManifestError> {
-        parse_duration(value).map_err(|_| {
-            self.error(
-                field,
-                &format!("{value:?}"),
-                "a duration such as \"500ms\", \"30s\" or \"5m\"",
-            )
-        })
+        settings::duration(field, value).map_err(|e| self.at(e))
     }
 
     fn range(
@@ -981,156 +731,17 @@ impl Validator<'_> {
         min: usize,
         max: usize,
     ) -> Result<usize, ManifestError> {
-        let Some(value) = value else {
-            return Ok(default);
-        };
-        match usize::try_from(value) {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(self.error(
-                field,
-                &value.to_string(),
-                &format!("an integer from {min} to {max}"),
-            )),
-        }
-    }
-
-    fn ordering(
-        &self,
-        at: &str,
-        ordering: Option<&str>,
-        key: Option<&str>,
-        unkeyed: Option<Unkeyed>,
-    ) -> Result<Option<Ordering>, ManifestError> {
-        match ordering {
-            None | Some("none") => {
-                let unkeyed = unkeyed.map(|u| format!("{u:?}").to_lowercase());
-                for (name, value) in [("key", key.map(str::to_owned)), ("unkeyed", unkeyed)] {
-                    if let Some(value) = value {
-                        return Err(self.error(
-                            &format!("{at}.{name}"),
-                            &format!("{value:?}"),
-                            "ordering = \"key\" beside it (it only means something on a trigger \
-                             ordered by key)",
-                        ));
-                    }
-                }
-                Ok(None)
-            }
-            Some("key") => {
-                let key = match key {
-                    None => Ordering::default_key(),
-                    Some(text) => vec![KeySource::parse(text).map_err(|expected| {
-                        self.error(&format!("{at}.key"), &format!("{text:?}"), &expected)
-                    })?],
-                };
-                Ok(Some(Ordering {
-                    key,
-                    unkeyed: unkeyed.unwrap_or_default(),
-                }))
-            }
-            Some(other) => Err(self.error(
-                &format!("{at}.ordering"),
-                &format!("{other:?}"),
-                "\"key\" (events with the same key one at a time, in stream order) or \"none\"",
-            )),
-        }
-    }
-
-    fn breaker(&self, at: &str, raw: RawBreaker) -> Result<BreakerConfig, ManifestError> {
-        let mut config = BreakerConfig::default();
-        if let Some(rate) = raw.failure_rate {
-            if !(rate > 0.0 && rate <= 1.0) {
-                return Err(self.error(
-                    &format!("{at}.failure_rate"),
-                    &rate.to_string(),
-                    "a share of failed events above 0.0 and at most 1.0 (0.5 trips at half)",
-                ));
-            }
-            config.failure_rate = rate;
-        }
-        for (name, text, slot) in [
-            ("window", &raw.window, &mut config.window),
-            ("cool_down", &raw.cool_down, &mut config.cool_down),
-        ] {
-            if let Some(text) = text {
-                let field = format!("{at}.{name}");
-                let value = self.duration(&field, text)?;
-                self.check(
-                    &field,
-                    text,
-                    value >= Duration::from_secs(1)
-                        && value <= MAX_BREAKER_DURATION
-                        && value.subsec_nanos() == 0,
-                    "whole seconds from 1s to 1h",
-                )?;
-                *slot = value;
-            }
-        }
-        config.min_events = self.range(
-            &format!("{at}.min_events"),
-            raw.min_events,
-            DEFAULT_MIN_EVENTS as usize,
-            1,
-            MAX_MIN_EVENTS as usize,
-        )? as u32;
-        Ok(config)
-    }
-
-    fn retry(&self, at: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, ManifestError> {
-        let mut policy = RetryPolicy::default();
-        let Some(raw) = raw else {
-            return Ok(policy);
-        };
-        policy.max_attempts = self.range(
-            &format!("{at}.max_attempts"),
-            raw.max_attempts,
-            policy.max_attempts as usize,
-            1,
-            MAX_ATTEMPTS_LIMIT as usize,
-        )? as u32;
-        if let Some(initial) = &raw.initial {
-            policy.initial = self.duration(&format!("{at}.initial"), initial)?;
-        }
-        if let Some(max) = &raw.max {
-            policy.max = self.duration(&format!("{at}.max"), max)?;
-        }
-        if policy.max < policy.initial {
-            return Err(self.error(
-                &format!("{at}.max"),
-                &format!("{:?}", humantime::format_duration(policy.max).to_string()),
-                &format!(
-                    "a duration no shorter than initial ({})",
-                    humantime::format_duration(policy.initial)
-                ),
-            ));
-        }
-        if let Some(factor) = raw.factor {
-            if !(1.0..=100.0).contains(&factor) {
-                return Err(self.error(
-                    &format!("{at}.factor"),
-                    &factor.to_string(),
-                    "a number from 1.0 to 100.0",
-                ));
-            }
-            policy.factor = factor;
-        }
-        if let Some(jitter) = raw.jitter {
-            if !(0.0..=1.0).contains(&jitter) {
-                return Err(self.error(
-                    &format!("{at}.jitter"),
-                    &jitter.to_string(),
-                    "a fraction from 0.0 to 1.0",
-                ));
-            }
-            policy.jitter = jitter;
-        }
-        Ok(policy)
+        settings::range(field, value, default, min, max).map_err(|e| self.at(e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::RetryPolicy;
+    use crate::triggers::cron::CatchUp;
+    use crate::triggers::streams::order::{KeySource, Ordering, Unkeyed};
+    use crate::triggers::streams::{DEFAULT_BATCH, DEFAULT_CONCURRENCY, Instance, Start};
 
     fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
         parse(Path::new("/fns/f/eddy.toml"), text)
@@ -1388,6 +999,8 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::delivery::MAX_ATTEMPTS_LIMIT;
+    use crate::triggers::streams::{MAX_BATCH, MAX_CONCURRENCY};
 
     proptest! {
         #[test]

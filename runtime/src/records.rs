@@ -55,7 +55,7 @@ pub const SUCCESS_LOG_BYTES: usize = 256;
 /// The newest failed or rejected invocations across all functions, newest first.
 pub const FAILURES_KEY: &str = "eddy:{eddy:records}:failures";
 /// Where [`RECORDS_BYTES_KEY`], [`RECORDS_SIZES_KEY`] and [`FAILURES_KEY`] were before they
-/// shared a hash slot, in that order (see [`crate::broker::migrate`]).
+/// shared a hash slot, in that order (see [`crate::host::migrate`]).
 pub const LEGACY_KEYS: [&str; 3] = ["eddy:records:bytes", "eddy:records:sizes", "eddy:failures"];
 /// How many of those are kept.
 pub const RECENT_FAILURES: usize = 200;

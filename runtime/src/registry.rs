@@ -14,7 +14,7 @@
 //! never disagree. The braces put every key a script touches in the deployments stream's hash
 //! slot, as a Redis Cluster requires. (Before they had them, the first two were
 //! `eddy:function:<name>` and `eddy:functions`: [`LEGACY_FUNCTIONS_KEY`] and
-//! [`crate::broker::migrate`] move them on a single server.)
+//! [`crate::host::migrate`] move them on a single server.)
 
 use std::sync::LazyLock;
 
@@ -105,7 +105,7 @@ static ROLLBACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local current = tonumber(redis.call('HGET', KEYS[1], 'current') or '0')
-        if current == 0 then return redis.error_reply('not deployed') end
+        if current == 0 then return redis.error_reply('NOTDEPLOYED not deployed') end
         if redis.call('HEXISTS', KEYS[1], 'canary') == 1 then
             return redis.error_reply('CANARYRUNNING a canary runs: promote or roll it back first')
         end
@@ -117,9 +117,9 @@ static ROLLBACK: LazyLock<Script> = LazyLock::new(|| {
                     or redis.call('HEXISTS', KEYS[1], 'ended_v' .. target) == 1) do
                 target = target - 1
             end
-            if target == 0 then return redis.error_reply('no earlier version') end
+            if target == 0 then return redis.error_reply('NOEARLIER no earlier version') end
         elseif redis.call('HEXISTS', KEYS[1], 'v' .. target) == 0 then
-            return redis.error_reply('no such version')
+            return redis.error_reply('NOSUCHVERSION no such version')
         end
         redis.call('HSET', KEYS[1], 'current', target)
         redis.call('XADD', KEYS[2], '*', 'function', ARGV[1], 'action', 'rollback', 'version', target)
@@ -172,7 +172,7 @@ pub async fn rollback<C: ConnectionLike>(
     conn: &mut C,
     name: &str,
     to: Option<u32>,
-) -> redis::RedisResult<u32> {
+) -> Result<u32, RollbackError> {
     ROLLBACK
         .key(function_key(name))
         .key(DEPLOYMENTS_STREAM)
@@ -180,6 +180,33 @@ pub async fn rollback<C: ConnectionLike>(
         .arg(to.unwrap_or(0))
         .invoke_async(conn)
         .await
+        .map_err(|e| match e.code() {
+            Some("NOTDEPLOYED") => RollbackError::NotDeployed,
+            Some("CANARYRUNNING") => RollbackError::CanaryRunning,
+            Some("NOEARLIER") => RollbackError::NoEarlierVersion,
+            Some("NOSUCHVERSION") => RollbackError::NoSuchVersion(to.unwrap_or(0)),
+            _ => RollbackError::Redis(e),
+        })
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// The function is not deployed.
+    #[error("the function is not deployed")]
+    NotDeployed,
+    /// A canary runs: it must be promoted or rolled back first.
+    #[error("a canary runs: promote it or roll it back first")]
+    CanaryRunning,
+    /// No version before the current one served as the function.
+    #[error("no earlier version to roll back to")]
+    NoEarlierVersion,
+    /// The version asked for does not exist.
+    #[error("version {0} does not exist")]
+    NoSuchVersion(u32),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
 }
 
 /// Removes `name` and all its versions (components stay: others may share them). False if it

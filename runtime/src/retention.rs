@@ -503,7 +503,7 @@ pub async fn declare(mut conn: Conn, triggers: Vec<Declared>, stop: Cancellation
                 Duration::from_secs(5)
             }
         };
-        if !crate::triggers::sleep_or_cancel(wait, &stop).await {
+        if !crate::backoff::sleep_or_cancel(wait, &stop).await {
             return;
         }
     }
@@ -611,7 +611,7 @@ pub async fn run(mut conn: Conn, holder: String, interval: Duration, stop: Cance
             crate::broker::counted("retention", &error);
             tracing::warn!(%error, "a retention pass failed; trying again at the next one");
         }
-        if !crate::triggers::sleep_or_cancel(interval, &stop).await {
+        if !crate::backoff::sleep_or_cancel(interval, &stop).await {
             break;
         }
     }
@@ -794,6 +794,44 @@ pub async fn refresh_gauges(conn: &mut Conn) {
                 .into_iter()
                 .map(|(stream, f)| (stream, f.held_back as i64)),
         );
+    }
+}
+
+/// A stream trigger's `retention` table, as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    max_age: Option<String>,
+    max_len: Option<i64>,
+}
+
+impl Retention {
+    /// The policy a `retention` table at `at` asks for, or the field at fault. An empty table is
+    /// refused: it would read as "keep everything" where the writer surely meant a limit.
+    pub fn from_settings(
+        at: &str,
+        raw: RetentionSettings,
+    ) -> Result<Retention, crate::settings::FieldError> {
+        use crate::settings;
+        let max_len = match raw.max_len {
+            None => None,
+            Some(n) => Some(u64::try_from(n).map_err(|_| {
+                settings::error(
+                    &format!("{at}.max_len"),
+                    &n.to_string(),
+                    "a count of entries from 1",
+                )
+            })?),
+        };
+        let policy = Retention::parse(raw.max_age.as_deref(), max_len)
+            .map_err(|e| settings::error(&format!("{at}.{}", e.field), &e.value, &e.expected))?;
+        settings::check(
+            at,
+            "{}",
+            !policy.keeps_all(),
+            "max_age and/or max_len (leave the table out to keep the default)",
+        )?;
+        Ok(policy)
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn heartbeat(
         if let Err(error) = written {
             tracing::warn!(%error, "writing the heartbeat failed");
         }
-        if !crate::triggers::sleep_or_cancel(HEARTBEAT_INTERVAL, &stop).await {
+        if !crate::backoff::sleep_or_cancel(HEARTBEAT_INTERVAL, &stop).await {
             break;
         }
     }
@@ -293,7 +293,7 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         .collect();
     // A schema index someone replaced with another type must not hide the rest either.
     let schemas = crate::schemas::list(conn).await.unwrap_or_default();
-    let memory = crate::metrics::RedisMemory::read(conn).await?;
+    let memory = crate::broker::RedisMemory::read(conn).await?;
     Ok(json!({
         "redis": {
             "used_memory": memory.used, "maxmemory": memory.max, "full": memory.full(),
@@ -308,4 +308,23 @@ pub async fn status<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult<Value
         "flow": flow,
         "schemas": schemas,
     }))
+}
+/// Reads the gauges `/metrics` shows from Redis into [`METRICS`]: each watched consumer
+/// group's lag and pending count, its dead-letter stream's length, and Redis's memory. A
+/// figure Redis does not give keeps the last one read: a 0 would clear alerts exactly when
+/// Redis is in trouble. The caller bounds the time ([`crate::metrics::SCRAPE_REDIS_BUDGET`]).
+pub async fn refresh_gauges<C: redis::aio::ConnectionLike>(conn: &mut C) {
+    for (stream, group, dead_letter) in METRICS.watched_groups() {
+        if let Ok(Some(state)) = crate::broker::groups::state(conn, &stream, &group).await {
+            METRICS.set_group(&stream, &group, state.lag, state.pending);
+        }
+        let length: redis::RedisResult<i64> =
+            redis::cmd("XLEN").arg(&dead_letter).query_async(conn).await;
+        if let Ok(length) = length {
+            METRICS.set_dead_letters(&dead_letter, length);
+        }
+    }
+    if let Ok(memory) = crate::broker::RedisMemory::read(conn).await {
+        METRICS.set_redis_memory(memory.used, memory.max);
+    }
 }

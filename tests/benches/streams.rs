@@ -186,7 +186,7 @@ fn native_drain(redis: &RedisServer, events: usize) -> Cost {
             .arg(">")
             .query(&mut conn)
             .unwrap();
-        let entries = eddy::triggers::streams::wire::read_reply_entries(reply).unwrap();
+        let entries = eddy::wire::read_reply_entries(reply).unwrap();
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         handled += ids.len();
         let _: i64 = redis::cmd("XACK")
@@ -506,7 +506,7 @@ fn latency(redis: &RedisServer, rate: u64, seconds: u64) -> Vec<Duration> {
                     .query(&mut conn)
                     .unwrap();
                 let received = now_ns();
-                let entries = eddy::triggers::streams::wire::read_reply_entries(reply).unwrap();
+                let entries = eddy::wire::read_reply_entries(reply).unwrap();
                 if entries.is_empty() {
                     panic!("records stopped arriving after {}", latencies.len());
                 }

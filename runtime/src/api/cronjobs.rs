@@ -13,14 +13,7 @@ use crate::triggers::cron::{CatchUp, CronJob};
 
 fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::Invalid(message) => {
-            let field = message
-                .split([' ', ':'])
-                .next()
-                .unwrap_or("body")
-                .to_owned();
-            ApiError::invalid(&field, message)
-        }
+        StoreError::Invalid(invalid) => ApiError::invalid(invalid.field, invalid.message),
         StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
         StoreError::Missing(_) => ApiError::not_found(error.to_string()),
         StoreError::Redis(e) => ApiError::redis("cronjobs", &e),

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, MAX_EVENT_BODY_BYTES, json_response, read_body};
 use crate::event::{DEFAULT_CONTENT_TYPE, is_json_content_type, media_type_essence};
-use crate::triggers::streams::wire::{self, DEFAULT_TYPE};
+use crate::wire::{self, DEFAULT_TYPE};
 /// Longest extension name CloudEvents recommends.
 const MAX_EXTENSION_NAME: usize = 20;
 /// The CloudEvents version accepted.

@@ -203,7 +203,7 @@ pub async fn deploy(
             })?;
         let stable_manifest = manifest::parse_deployed(&manifest.name, &stable.manifest)
             .map_err(|e| ApiError::invalid("manifest", e.to_string()))?;
-        if !crate::host::same_wiring(&stable_manifest, &manifest) {
+        if !crate::deployments::same_wiring(&stable_manifest, &manifest) {
             return Err(ApiError::bad_request(
                 "canary",
                 "a canary must keep the stable version's triggers and publish list (events are \
@@ -483,23 +483,22 @@ pub async fn rollback(
             &json!({ "name": name, "current": current, "canary_ended": version }),
         ));
     }
+    use registry::RollbackError;
     match registry::rollback(&mut conn, name, to).await {
         Ok(version) => Ok(json_response(
             StatusCode::OK,
             &json!({ "name": name, "current": version }),
         )),
-        Err(e) if e.code() == Some(crate::canary::CANARY_RUNNING) => {
-            Err(ApiError::conflict(format!(
-                "a canary of {name:?} runs: roll it back without --version first (or promote it)"
-            )))
-        }
-        Err(e) if e.to_string().contains("not deployed") => {
+        Err(RollbackError::CanaryRunning) => Err(ApiError::conflict(format!(
+            "a canary of {name:?} runs: roll it back without --version first (or promote it)"
+        ))),
+        Err(RollbackError::NotDeployed) => {
             Err(ApiError::not_found(format!("no function {name:?}")))
         }
-        Err(e) if e.to_string().contains("version") => {
+        Err(e @ (RollbackError::NoEarlierVersion | RollbackError::NoSuchVersion(_))) => {
             Err(ApiError::bad_request("version", e.to_string()))
         }
-        Err(e) => Err(unavailable(e)),
+        Err(RollbackError::Redis(e)) => Err(unavailable(e)),
     }
 }
 
@@ -629,36 +628,29 @@ pub async fn invoke(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found(format!("no function {name:?} is deployed")))?;
-    let running = state
-        .deployed
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-        .filter(|(v, _)| *v == version.version)
-        .map(|(_, loaded)| loaded.clone());
-    let loaded = match running {
-        Some(loaded) => loaded,
-        // Deployed a moment ago and not yet switched to here: load it for this call.
-        None => {
-            use crate::host::LoadVersionError as E;
-            crate::host::load_version(&state.engine, &mut conn, name, &version)
-                .await
-                .map_err(|error| match error {
-                    E::Manifest(e @ manifest::ManifestError::Secret { .. }) => {
-                        ApiError::invalid("manifest.secrets", e.to_string())
-                    }
-                    E::Manifest(e) => ApiError::invalid("manifest", e.to_string()),
-                    E::MissingComponent(_) => ApiError::not_found(error.to_string()),
-                    E::Redis(e) => unavailable(e),
-                    E::Load(e) => ApiError::invalid("component", e.to_string()),
-                    E::Task(_) => ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        error.to_string(),
-                    ),
-                })?
+    use crate::deployments::LoadVersionError as E;
+    let loaded = crate::deployments::current_or_load(
+        &state.deployed,
+        &state.engine,
+        &mut conn,
+        name,
+        &version,
+    )
+    .await
+    .map_err(|error| match error {
+        E::Manifest(e @ manifest::ManifestError::Secret { .. }) => {
+            ApiError::invalid("manifest.secrets", e.to_string())
         }
-    };
+        E::Manifest(e) => ApiError::invalid("manifest", e.to_string()),
+        E::MissingComponent(_) | E::NoSuchVersion(_) => ApiError::not_found(error.to_string()),
+        E::Redis(e) => unavailable(e),
+        E::Load(e) => ApiError::invalid("component", e.to_string()),
+        E::Task(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        ),
+    })?;
     let publisher: Arc<dyn crate::engine::Publisher> =
         Arc::new(crate::engine::AllowedStreams::new(
             state.publisher.clone(),

@@ -77,7 +77,7 @@ pub struct ApiState {
     /// The threads invocations run on, shared with the triggers.
     pub workers: crate::engine::Workers,
     /// The deployed functions this host runs, by name, with their version.
-    pub deployed: crate::host::Deployed,
+    pub deployed: crate::deployments::Deployed,
     /// How many API invocations may run and wait at once.
     pub invocations: InvokeBound,
     /// What bounds the API's connections and request bodies.
@@ -295,7 +295,16 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<By
                 crate::retention::refresh_gauges(&mut conn),
             )
             .await;
-            let text = crate::metrics::METRICS.render(&mut conn).await;
+            if tokio::time::timeout(
+                crate::metrics::SCRAPE_REDIS_BUDGET,
+                crate::status::refresh_gauges(&mut conn),
+            )
+            .await
+            .is_err()
+            {
+                tracing::debug!("a scrape's Redis reads ran past their budget");
+            }
+            let text = crate::metrics::METRICS.render();
             Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")

@@ -45,10 +45,6 @@ pub const MAX_CONNECTIONS_CEILING: usize = 65_536;
 /// File descriptors kept for everything but API connections (Redis connections, the compile
 /// cache, the private redis-server's pipes), at least; a quarter of the limit when larger.
 const RESERVED_FILES: usize = 128;
-/// First pause after a failed accept; doubled per failure up to [`MAX_ACCEPT_BACKOFF`].
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-/// Longest pause between accepts after failures.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one warning about failed accepts per this long; the others are counted.
 const WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -258,7 +254,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: Cancel
         last: None,
         held_back: 0,
     };
-    let mut backoff = ACCEPT_BACKOFF;
+    let mut backoff = crate::backoff::Backoff::accept();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -266,17 +262,14 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: Cancel
         };
         let stream = match accepted {
             Ok((stream, _)) => {
-                backoff = ACCEPT_BACKOFF;
+                backoff.reset();
                 stream
             }
             Err(error) => {
                 warnings.warn(&error);
-                if out_of_resources(&error)
-                    && !crate::triggers::sleep_or_cancel(backoff, &shutdown).await
-                {
+                if out_of_resources(&error) && !backoff.wait(&shutdown).await {
                     return;
                 }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 continue;
             }
         };

@@ -11,10 +11,11 @@ pub mod connection;
 pub mod embedded;
 pub mod groups;
 pub mod keyvalue;
-pub mod migrate;
+mod memory;
 
 pub use connection::Conn;
 pub use keyvalue::RedisKeyValue;
+pub use memory::RedisMemory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use connection::{Patience, Target};
 #[cfg(doc)]
 use crate::engine::validate_publish;
 use crate::engine::{Claimed, OnceClaim, PublishError, PublishRequest, Publisher};
-use crate::triggers::streams::wire;
+use crate::wire;
 
 /// How long a short command may wait for its reply before it counts as failed.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -19,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the host's API is and how to authenticate.
 #[derive(Debug, Clone, Args)]
-pub struct HostArgs {
+pub struct ApiArgs {
     /// The host's API base URL.
     #[arg(long = "host", global = true, env = "EDDY_HOST", value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
     pub url: String,
@@ -37,7 +37,7 @@ pub struct HostArgs {
 /// Largest token file read: 4 KiB.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-impl HostArgs {
+impl ApiArgs {
     /// The token: the content of --token-file (trimmed; an empty file is an error), else
     /// --token (or `EDDY_TOKEN`).
     pub fn resolved_token(&self) -> anyhow::Result<Option<String>> {
@@ -78,7 +78,7 @@ pub struct Client {
 
 impl Client {
     /// A client for `args`; fails only when --token-file cannot be read.
-    pub fn new(args: &HostArgs) -> anyhow::Result<Self> {
+    pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
             .timeout_connect(Some(CONNECT_TIMEOUT))

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, HostArgs, segment};
+use super::client::{ApiArgs, Client, segment};
 use super::{EXIT_OK, OutputFormat};
 use crate::engine::digest;
 use crate::manifest;
@@ -65,7 +65,7 @@ pub struct DeployArgs {
 
     /// Where the host is.
     #[command(flatten)]
-    pub host: HostArgs,
+    pub api: ApiArgs,
 
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
@@ -128,7 +128,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
     if args.build {
         super::build::build(&manifest)?;
     }
-    let client = Client::new(&args.host)?;
+    let client = Client::new(&args.api)?;
     let human = args.output == OutputFormat::Human;
     let canary = match &args.canary {
         Some(percent) => {
@@ -151,7 +151,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<u8> {
             eprintln!(
                 "warning: the host at {} does not run version {version} of {} after {:?}: \
                  see its log (a name taken by an `eddy up --functions` manifest is ignored)",
-                args.host.url, manifest.name, args.wait
+                args.api.url, manifest.name, args.wait
             );
         }
     }
@@ -298,7 +298,7 @@ pub struct FunctionsArgs {
 
     /// Where the host is.
     #[command(flatten)]
-    pub host: HostArgs,
+    pub api: ApiArgs,
 
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Human)]
@@ -362,7 +362,7 @@ pub enum FunctionsCommand {
 
 /// Runs `eddy functions`.
 pub fn run_functions(args: FunctionsArgs) -> anyhow::Result<u8> {
-    let client = Client::new(&args.host)?;
+    let client = Client::new(&args.api)?;
     let answer = match &args.command {
         FunctionsCommand::Ls => client.get("/v1/functions")?,
         FunctionsCommand::Show { name } => {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
-use super::client::{Client, HostArgs};
+use super::client::{ApiArgs, Client};
 use crate::manifest::{self, Manifest};
 use crate::names::Escaped;
 use crate::records::{self, Record};
@@ -120,7 +120,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<u8> {
         );
     }
     let mut host = DevHost::start(&args, &data_dir)?;
-    let client = Client::new(&HostArgs {
+    let client = Client::new(&ApiArgs {
         url: format!("http://{}", args.listen),
         token: None,
         token_file: None,

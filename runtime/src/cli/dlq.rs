@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{EXIT_OK, OutputFormat, RedisArgs};
-use crate::delivery::replay::{self, StoredLetter};
+use crate::delivery::dead_letter::admin::{self as letters_admin, StoredLetter};
 use crate::names::Escaped;
 
 /// Arguments of `eddy dlq`.
@@ -79,7 +79,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
     super::with_redis(args.redis.clone(), |mut conn| async move {
         match &args.command {
             DlqCommand::Ls { name } => {
-                let letters = replay::letters(&mut conn, name.as_deref()).await?;
+                let letters = letters_admin::letters(&mut conn, name.as_deref()).await?;
                 let mut by_function: std::collections::BTreeMap<String, Vec<&StoredLetter>> =
                     Default::default();
                 for letter in &letters {
@@ -130,7 +130,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 }
             }
             DlqCommand::Show { name, entry } => {
-                let letters = replay::letters(&mut conn, Some(name)).await?;
+                let letters = letters_admin::letters(&mut conn, Some(name)).await?;
                 let Some(letter) = letters.iter().find(|l| l.id == *entry) else {
                     bail!("no dead letter {entry} of function {name:?} (`eddy dlq ls {name}`)");
                 };
@@ -181,7 +181,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 all,
                 dry_run,
             } => {
-                let letters: Vec<StoredLetter> = replay::letters(&mut conn, Some(name))
+                let letters: Vec<StoredLetter> = letters_admin::letters(&mut conn, Some(name))
                     .await?
                     .into_iter()
                     .filter(|l| *all || entries.contains(&l.id))
@@ -206,7 +206,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                         }
                         continue;
                     }
-                    if replay::replay(&mut conn, letter).await? {
+                    if letters_admin::replay(&mut conn, letter).await? {
                         replayed += 1;
                     }
                     if progress {
@@ -239,10 +239,10 @@ pub fn run(args: DlqArgs) -> anyhow::Result<u8> {
                 if !yes {
                     bail!("purging deletes every dead letter of {name:?} for good: add --yes");
                 }
-                let letters = replay::letters(&mut conn, Some(name)).await?;
+                let letters = letters_admin::letters(&mut conn, Some(name)).await?;
                 let mut purged = 0;
                 for letter in &letters {
-                    if replay::purge(&mut conn, letter).await? {
+                    if letters_admin::purge(&mut conn, letter).await? {
                         purged += 1;
                     }
                 }

@@ -131,9 +131,9 @@ pub struct InvokeArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 
-    /// Where the host is, for a deployed function.
+    /// Where the host's API is, for a deployed function.
     #[command(flatten)]
-    pub host: super::client::HostArgs,
+    pub api: super::client::ApiArgs,
 }
 
 /// Runs `eddy invoke`; returns the exit code for the outcome.
@@ -439,7 +439,7 @@ fn run_remote(args: &InvokeArgs, name: &str, data: &[u8]) -> anyhow::Result<u8> 
     if let Some(subject) = &args.subject {
         event["subject"] = subject.clone().into();
     }
-    let answer = super::client::Client::new(&args.host)?.post(
+    let answer = super::client::Client::new(&args.api)?.post(
         &format!("/v1/functions/{}/invoke", super::client::segment(name)),
         "application/json",
         event.to_string().as_bytes(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::client::HostArgs;
+use super::client::ApiArgs;
 use super::{EXIT_ERROR, EXIT_OK};
 
 /// Longest a probe waits for the answer: a probe that hangs is a failed probe.
@@ -33,7 +33,7 @@ pub struct ProbeArgs {
 
     /// The host and token.
     #[command(flatten)]
-    pub host: HostArgs,
+    pub api: ApiArgs,
 }
 
 /// Longest `--wait`.
@@ -67,9 +67,9 @@ fn ask(args: &ProbeArgs) -> anyhow::Result<(u8, String)> {
         .proxy(None)
         .build()
         .into();
-    let url = format!("{}{}", args.host.url.trim_end_matches('/'), args.path);
+    let url = format!("{}{}", args.api.url.trim_end_matches('/'), args.path);
     let mut request = agent.get(&url);
-    if let Some(token) = &args.host.resolved_token()? {
+    if let Some(token) = &args.api.resolved_token()? {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
     match request.call() {

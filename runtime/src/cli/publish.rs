@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use super::client::{Client, HostArgs, segment};
+use super::client::{ApiArgs, Client, segment};
 use super::{EXIT_OK, OutputFormat};
 use crate::api::MAX_EVENT_BODY_BYTES;
 
@@ -43,7 +43,7 @@ pub struct PublishArgs {
 
     /// Where the host is.
     #[command(flatten)]
-    pub host: HostArgs,
+    pub api: ApiArgs,
 
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
@@ -74,7 +74,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<u8> {
     if let Some(subject) = &args.subject {
         event["subject"] = subject.clone().into();
     }
-    let answer = Client::new(&args.host)?.post(
+    let answer = Client::new(&args.api)?.post(
         &format!("/v1/streams/{}/events", segment(&args.stream)),
         "application/cloudevents+json",
         event.to_string().as_bytes(),

@@ -1,5 +1,5 @@
 //! `eddy replay NAME --from ID|TIME [--to ...]`: re-run a function over a range of its stream's
-//! history (see [`crate::delivery::history`]). Talks to Redis directly.
+//! history (see [`crate::delivery::replay`]). Talks to Redis directly.
 
 use std::io::Write as _;
 
@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::RedisArgs;
 use super::{EXIT_OK, OutputFormat};
-use crate::delivery::history;
-use crate::triggers::streams::wire;
+use crate::delivery::replay as history;
+use crate::wire;
 
 /// Arguments of `eddy replay`.
 #[derive(Debug, Args)]

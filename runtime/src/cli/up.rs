@@ -221,7 +221,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             crate::engine::MIN_CLAIM_MARGIN
         );
     }
-    let functions = host::load_functions(&engine, &args.functions)?;
+    let functions = crate::deployments::load::from_manifests(&engine, &args.functions)?;
     let token = match &args.token_file {
         Some(path) => Some(
             crate::inputs::read_capped_text(path, MAX_TOKEN_BYTES)

@@ -1,35 +1,33 @@
 //! Delivery: what an invocation's outcome means for the event, shared by every trigger so the
 //! retry rules exist once.
 //!
-//! The rules, as plain logic in [`decide`]:
-//! - 2xx: done, acknowledge.
-//! - 4xx: the function refused the event, so retrying cannot help: dead-letter it at once.
-//!   408 (timeout) and 429 (too many requests) say "later", so they are retried like 5xx.
-//! - 5xx, a trap, a timeout or the memory limit: retry after the policy's backoff for that
-//!   attempt, up to `max_attempts` attempts in all, then dead-letter.
+//! Which status is which [`Outcome`] is the WIT contract's table (`wit/eddy.wit`, "Outcomes").
+//! What each outcome does is [`decide`], as plain logic: done is acknowledged; rejected is
+//! dead-lettered at once, except 408 and 429 ([`RETRYABLE_CLIENT_STATUSES`]), which say
+//! "later" and are retried like a failure; failed is retried after the policy's backoff for
+//! that attempt, up to `max_attempts` attempts in all, then dead-lettered.
 //!
 //! The Redis side lives in the submodules:
-//! - `backoff`: the retry policy and the delay before each attempt.
+//! - `retry_policy`: the retry policy and the delay before each attempt.
 //! - `retry_queue`: the durable schedule of retries (a sorted set leased by Lua scripts), so a
 //!   retry survives the host that scheduled it.
-//! - `dead_letter`: what a dead-letter entry holds, and the two steps that move it there (ack
-//!   into the stream's outbox, then forward), safe across cluster slots.
-//! - [`replay`]: dead-letter operations: list, show, replay into the retry schedule, purge.
-//! - [`history`]: re-running a function over a range of its stream's history.
+//! - [`dead_letter`]: what a dead-letter entry holds, the two steps that move it there (ack
+//!   into the stream's outbox, then forward), safe across cluster slots, and the operations
+//!   of `eddy dlq` ([`dead_letter::admin`]: list, show, replay into the retry schedule, purge).
+//! - [`replay`]: `eddy replay`, re-running a function over a range of its stream's history.
 
-mod backoff;
-mod dead_letter;
-pub mod history;
+pub mod dead_letter;
 pub mod replay;
+mod retry_policy;
 mod retry_queue;
 
-pub use backoff::{
-    DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER,
-    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy,
-};
 pub use dead_letter::{
     DeadLetter, LOG_TAIL_BYTES, Reason, error_text, forward as forward_dead_letters, log_tail,
     push_dead_letter_pending,
+};
+pub use retry_policy::{
+    DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_JITTER,
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, RetryPolicy, RetrySettings,
 };
 pub use retry_queue::{LeasedRetry, RetryKeys, RetryRecord};
 

@@ -16,13 +16,13 @@
 //! Layout:
 //! - `limits`: every limit and its named default.
 //! - `cache`: compiled components on disk, keyed by content hash and engine fingerprint.
-//! - `host`: the store data and the host side of the WIT imports.
+//! - `imports`: the store data and what a guest can call: the host side of the WIT imports.
 //! - `capture`: bounded stdout, stderr and log capture.
 //! - `publish`: the `publish` capability's trait and the in-memory publisher.
 //! - `keyvalue`: the key-value store's trait, bucket scoping and the in-memory store.
 //! - `outbound`: outbound HTTP: allow-list, deadline, limits, TLS.
 //! - `secrets`: secrets, and their redaction from what the host keeps.
-//! - `outcome`: the status table as plain logic.
+//! - `result`: what one invocation returned, or why it failed.
 //! - `gate`: how many invocations may run guest code at once.
 //! - `workers`: the threads invocations run on.
 //! - [`propagation`]: trace context carried into published events.
@@ -30,16 +30,17 @@
 mod cache;
 mod capture;
 mod gate;
-mod host;
+mod imports;
 mod keyvalue;
 mod limits;
 mod outbound;
-mod outcome;
 pub mod propagation;
 mod publish;
+mod result;
 mod secrets;
 mod workers;
 
+pub use crate::outcome::Outcome;
 pub use cache::{ComponentCache, digest};
 pub use capture::{Captured, LogLevel, LogLine, OutputCapture, floor_char_boundary};
 pub use gate::CpuGate;
@@ -50,11 +51,11 @@ pub use keyvalue::{
 };
 pub use limits::*;
 pub use outbound::{AllowList, Origin, OutboundStats};
-pub use outcome::{Failure, InvokeResult, Outcome};
 pub use publish::{
     AllowedStreams, Claimed, HELD_ELSEWHERE, MAX_ONCE_KEY_BYTES, MAX_ONCE_TTL, MemoryPublisher,
     OnceClaim, OnceState, PublishError, PublishRequest, Publisher, validate_publish,
 };
+pub use result::{Failure, InvokeResult};
 pub use secrets::{MIN_SECRET_BYTES, REDACTED, SecretSource, Secrets};
 pub use workers::{BatchJob, BatchResults, GROUP_LINGER, Submitted, Workers, default_workers};
 
@@ -69,7 +70,7 @@ use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 use crate::event::{Event, TriggerKind};
-use host::{FunctionPre, InvocationState, StateParts, wit};
+use imports::{FunctionPre, InvocationState, StateParts, wit};
 
 /// The WIT world every function must implement.
 pub const WORLD: &str = "eddy:function/function@0.1.2";
@@ -149,8 +150,8 @@ impl Engine {
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        host::add_to_linker(&mut linker)?;
-        host::add_http_error_code(&mut linker)?;
+        imports::add_to_linker(&mut linker)?;
+        imports::add_http_error_code(&mut linker)?;
         let tls = outbound::tls_config(config.ca_file.as_deref())?;
 
         spawn_epoch_ticker(&wasmtime);
@@ -547,7 +548,7 @@ impl Function {
         let limits = inner.limits;
         let capture = OutputCapture::new(limits.output_bytes);
         let mut session: Option<Store<InvocationState>> = None;
-        let mut bindings: Option<host::FunctionBindings> = None;
+        let mut bindings: Option<imports::FunctionBindings> = None;
         for (index, (event, hooks, call_span)) in jobs.into_iter().enumerate() {
             let event: &Event = event.borrow();
             // From here a gate slot is held; it is given back however this ends.

@@ -462,7 +462,7 @@ pub async fn watch(broker: &Broker, stop: CancellationToken) -> SchemaView {
     let (sender, view) = watch::channel(first);
     tokio::spawn(async move {
         loop {
-            if !crate::triggers::sleep_or_cancel(SCHEMA_POLL, &stop).await {
+            if !crate::backoff::sleep_or_cancel(SCHEMA_POLL, &stop).await {
                 return;
             }
             let Ok(now) = generation(&mut conn).await else {

@@ -24,6 +24,7 @@
 //! can tell a tick from any other event and spot a duplicate.
 
 pub mod schedule;
+pub mod settings;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use schedule::{Schedule, ScheduleError};
 
-use super::sleep_or_cancel;
+use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::broker::Broker;
 
 /// The event type of a function's cron tick.
@@ -61,8 +62,6 @@ pub const TICK_STREAM_MAXLEN: usize = 10_000;
 pub const CRONJOB_REFRESH: Duration = Duration::from_secs(1);
 /// The Redis hash of cronjobs: name → JSON [`CronJob`].
 pub const CRONJOBS_KEY: &str = "eddy:cronjobs";
-/// First wait after a Redis error in a ticker; doubled up to 5 s.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What a host does with ticks missed while no host was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -286,7 +285,7 @@ impl Ticker {
             // host just read from the list. Only here, at start: a ticker running later must
             // never put back what `eddy cron rm` deleted.
             let state = &self.state;
-            let adopted = super::retry_until_ok(&stop, "cronjob start", || {
+            let adopted = crate::backoff::retry_until_ok(&stop, "cronjob start", || {
                 let mut conn = conn.clone();
                 async move {
                     redis::cmd("HSETNX")
@@ -326,7 +325,7 @@ impl Ticker {
                 continue;
             }
             cursor = tick;
-            let mut backoff = ERROR_BACKOFF;
+            let mut backoff = Backoff::redis();
             loop {
                 match self.fire(&mut conn, tick, true, false).await {
                     Ok(Fired::Emitted(entry_id)) => {
@@ -337,10 +336,9 @@ impl Ticker {
                     Ok(_) => break, // another host fired it
                     Err(error) => {
                         tracing::warn!(schedule = %self.name, tick = %tick, %error, "firing a cron tick failed; retrying");
-                        if !sleep_or_cancel(backoff, &stop).await {
+                        if !backoff.wait(&stop).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         if self.beyond_grace(tick) {
                             // The mark has not moved: the next turn of the loop catches up on
                             // this tick with the others, under the policy.
@@ -370,7 +368,7 @@ impl Ticker {
         now: DateTime<Utc>,
         stop: &CancellationToken,
     ) -> bool {
-        super::retry_until_ok(stop, "cron catch-up", || {
+        crate::backoff::retry_until_ok(stop, "cron catch-up", || {
             let mut conn = conn.clone();
             async move { self.catch_up(&mut conn, now).await }
         })
@@ -519,19 +517,31 @@ pub fn plan_catch_up(
     }
 }
 
+/// A cronjob refused: the field at fault, and a message that starts with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidCronJob {
+    /// The field at fault: `name`, `schedule`, `stream`, `type`, `data` or `late_grace`.
+    pub field: &'static str,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
 /// Checks a cronjob and turns it into a ticker; the error names the field.
-pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, String> {
-    crate::names::identifier(name).map_err(|e| format!("name {e}"))?;
-    let schedule =
-        Schedule::parse(&job.schedule, &job.timezone).map_err(|e| format!("schedule: {e}"))?;
-    crate::names::stream(&job.stream).map_err(|e| format!("stream {e}"))?;
-    crate::names::event_type(&job.event_type).map_err(|e| format!("type {e}"))?;
+pub fn cronjob_ticker(name: &str, job: &CronJob) -> Result<Ticker, InvalidCronJob> {
+    let invalid = |field: &'static str, message: String| InvalidCronJob { field, message };
+    crate::names::identifier(name).map_err(|e| invalid("name", format!("name {e}")))?;
+    let schedule = Schedule::parse(&job.schedule, &job.timezone)
+        .map_err(|e| invalid("schedule", format!("schedule: {e}")))?;
+    crate::names::stream(&job.stream).map_err(|e| invalid("stream", format!("stream {e}")))?;
+    crate::names::event_type(&job.event_type).map_err(|e| invalid("type", format!("type {e}")))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&job.data)
-        .map_err(|e| format!("data {:?}: expected JSON ({e})", job.data))?;
+        .map_err(|e| invalid("data", format!("data {:?}: expected JSON ({e})", job.data)))?;
     let late_grace = Duration::from_millis(job.late_grace_ms);
     if late_grace > MAX_LATE_GRACE {
-        return Err(format!(
-            "late_grace {late_grace:?}: expected at most {MAX_LATE_GRACE:?}"
+        return Err(invalid(
+            "late_grace",
+            format!("late_grace {late_grace:?}: expected at most {MAX_LATE_GRACE:?}"),
         ));
     }
     Ok(Ticker {

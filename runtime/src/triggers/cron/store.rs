@@ -12,9 +12,9 @@ use super::{CRONJOBS_KEY, CronJob, cronjob_state_key, cronjob_ticker};
 /// Why a cronjob change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The cronjob is invalid; the message names the field.
-    #[error("{0}")]
-    Invalid(String),
+    /// The cronjob is invalid; the error names the field.
+    #[error(transparent)]
+    Invalid(#[from] super::InvalidCronJob),
     /// A cronjob of that name exists.
     #[error("cronjob {0:?} already exists: remove it first")]
     Exists(String),
@@ -32,7 +32,7 @@ pub async fn create<C: ConnectionLike>(
     name: &str,
     job: &CronJob,
 ) -> Result<Value, StoreError> {
-    cronjob_ticker(name, job).map_err(StoreError::Invalid)?;
+    cronjob_ticker(name, job)?;
     let text = serde_json::to_string(job).expect("a cronjob serializes");
     let created: bool = redis::cmd("HSETNX")
         .arg(CRONJOBS_KEY)

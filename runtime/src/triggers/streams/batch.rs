@@ -86,7 +86,7 @@ impl Trigger {
             }
         }
         let parts = self
-            .ctx
+            .services
             .workers
             .threads()
             .min(deliveries.len().div_ceil(MIN_PART))
@@ -107,7 +107,7 @@ impl Trigger {
             .collect::<Vec<_>>();
         // During a canary deploy, its share of events (by a hash of the event id) runs on it.
         let canary = self
-            .ctx
+            .slot
             .canary
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -160,14 +160,14 @@ impl Trigger {
                 Screened::Decided(verdict) => slot.verdict = Some(verdict),
                 // Schemas not read yet: left pending, run (and checked) once they are.
                 Screened::Run(_)
-                    if self.config.validate && !crate::schemas::loaded(&self.ctx.schemas) =>
+                    if self.config.validate && !crate::schemas::loaded(&self.services.schemas) =>
                 {
                     slot.verdict = Some(Verdict::LeftToHolder);
                 }
                 Screened::Run(event)
                     if self.config.validate
                         && let Err(invalid) = crate::schemas::check(
-                            &self.ctx.schemas,
+                            &self.services.schemas,
                             &event.event_type,
                             event.datacontenttype.as_deref(),
                             &event.data,
@@ -201,12 +201,12 @@ impl Trigger {
                     // plus the margin; started within three quarters of the margin of its last
                     // confirmation, the invocation ends (at its deadline) with a quarter of the
                     // margin to spare.
-                    let (lease, max) = (slot.lease.clone(), self.ctx.claim_margin * 3 / 4);
+                    let (lease, max) = (slot.lease.clone(), self.services.claim_margin * 3 / 4);
                     // Events of a shared instance run one after another: once the host stops,
                     // those not started yet are left pending for another host rather than
                     // queued past the grace period.
                     let stopping = (self.config.instance == Instance::PerBatch)
-                        .then(|| self.ctx.shutdown.clone());
+                        .then(|| self.life.stop.clone());
                     jobs.push(BatchJob {
                         event,
                         hooks: RunHooks {
@@ -230,17 +230,17 @@ impl Trigger {
         self.settle(&function, &mut slots, &decided).await;
         if !jobs.is_empty() {
             let services = Services {
-                publisher: self.publisher.clone(),
-                keyvalue: self.ctx.keyvalue.clone(),
+                publisher: self.slot.publisher.clone(),
+                keyvalue: self.services.keyvalue.clone(),
             };
             let results = match self.config.instance {
                 Instance::PerEvent => {
-                    self.ctx
+                    self.services
                         .workers
                         .submit_batch(function.clone(), jobs, services)
                 }
                 Instance::PerBatch => {
-                    self.ctx
+                    self.services
                         .workers
                         .submit_each(function.clone(), jobs, services)
                 }
@@ -262,7 +262,7 @@ impl Trigger {
         ran: &[usize],
         mut results: crate::engine::BatchResults,
     ) {
-        let every = (self.ctx.claim_margin / 4).max(Duration::from_millis(10));
+        let every = (self.services.claim_margin / 4).max(Duration::from_millis(10));
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut outstanding = ran.len();
         while outstanding > 0 {
@@ -371,7 +371,7 @@ impl Trigger {
                 )
             }),
         );
-        self.settler.apply(&settlement, &self.ctx.abandon).await;
+        self.settler.apply(&settlement, &self.life.abandon).await;
         if settlement.schedules_retries() {
             self.retry_wakeup.notify_one();
         }

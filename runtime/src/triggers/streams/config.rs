@@ -1,9 +1,17 @@
-//! A stream trigger's settings, validated: what the `[[triggers.stream]]` manifest section
-//! turns into. Every setting has a named default.
+//! A stream trigger's settings: the `[[triggers.stream]]` manifest section as written
+//! ([`StreamTriggerSettings`]), its validation ([`StreamTriggerConfig::from_settings`]), and
+//! what it turns into. Every setting has a named default.
 
 use std::time::Duration;
 
-use crate::delivery::RetryPolicy;
+use crate::delivery::{RetryPolicy, RetrySettings};
+use crate::names;
+use crate::retention::{Retention, RetentionSettings};
+use crate::settings::{self, FieldError};
+
+use super::flow::{BreakerConfig, BreakerSettings};
+use super::limits::ClusterLimits;
+use super::order::{Ordering, Unkeyed};
 
 /// Entries read per `XREADGROUP` at most.
 pub const DEFAULT_BATCH: usize = 32;
@@ -97,5 +105,114 @@ impl StreamTriggerConfig {
             None => true,
             Some(types) => event_type.is_some_and(|t| types.iter().any(|x| x == t)),
         }
+    }
+}
+
+/// One `[[triggers.stream]]` section, as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTriggerSettings {
+    stream: String,
+    group: Option<String>,
+    types: Option<Vec<String>>,
+    start: Option<Start>,
+    batch: Option<i64>,
+    concurrency: Option<i64>,
+    retry: Option<RetrySettings>,
+    dead_letter: Option<String>,
+    instance: Option<Instance>,
+    batch_window: Option<String>,
+    retention: Option<RetentionSettings>,
+    breaker: Option<BreakerSettings>,
+    ordering: Option<String>,
+    validate: Option<bool>,
+    key: Option<String>,
+    unkeyed: Option<Unkeyed>,
+}
+
+impl StreamTriggerConfig {
+    /// The trigger the section at `at` asks for, of function `function` (its default group)
+    /// under the function's cluster-wide limits, or the field at fault.
+    pub fn from_settings(
+        at: &str,
+        t: StreamTriggerSettings,
+        function: &str,
+        cluster: ClusterLimits,
+    ) -> Result<StreamTriggerConfig, FieldError> {
+        settings::name(&format!("{at}.stream"), &t.stream, names::stream(&t.stream))?;
+        let group = t.group.unwrap_or_else(|| function.to_owned());
+        settings::name(&format!("{at}.group"), &group, names::stream(&group))?;
+        if let Some(types) = &t.types {
+            settings::check(
+                &format!("{at}.types"),
+                &format!("{types:?}"),
+                !types.is_empty() && types.iter().all(|t| !t.trim().is_empty()),
+                "a non-empty list of non-empty event types (leave it out to handle every type)",
+            )?;
+        }
+        let batch = settings::range(&format!("{at}.batch"), t.batch, DEFAULT_BATCH, 1, MAX_BATCH)?;
+        let concurrency = settings::range(
+            &format!("{at}.concurrency"),
+            t.concurrency,
+            DEFAULT_CONCURRENCY,
+            1,
+            MAX_CONCURRENCY,
+        )?;
+        let retry = RetryPolicy::from_settings(&format!("{at}.retry"), t.retry)?;
+        let dead_letter = t
+            .dead_letter
+            .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", t.stream));
+        settings::name(
+            &format!("{at}.dead_letter"),
+            &dead_letter,
+            names::stream(&dead_letter),
+        )?;
+        settings::check(
+            &format!("{at}.dead_letter"),
+            &dead_letter,
+            dead_letter != t.stream,
+            "a stream name other than the trigger's own stream",
+        )?;
+        let batch_window = match &t.batch_window {
+            None => DEFAULT_BATCH_WINDOW,
+            Some(text) => {
+                let field = format!("{at}.batch_window");
+                let window = settings::duration(&field, text)?;
+                settings::check(
+                    &field,
+                    text,
+                    window <= MAX_BATCH_WINDOW,
+                    &format!("a duration of at most {MAX_BATCH_WINDOW:?}"),
+                )?;
+                window
+            }
+        };
+        let retention = match t.retention {
+            None => None,
+            Some(raw) => Some(Retention::from_settings(&format!("{at}.retention"), raw)?),
+        };
+        let breaker = match t.breaker {
+            None => None,
+            Some(raw) => Some(BreakerConfig::from_settings(&format!("{at}.breaker"), raw)?),
+        };
+        let ordering =
+            Ordering::from_settings(at, t.ordering.as_deref(), t.key.as_deref(), t.unkeyed)?;
+        Ok(StreamTriggerConfig {
+            stream: t.stream,
+            group,
+            types: t.types,
+            start: t.start.unwrap_or(Start::Latest),
+            batch,
+            concurrency,
+            retry,
+            dead_letter,
+            instance: t.instance.unwrap_or_default(),
+            batch_window,
+            retention,
+            breaker,
+            ordering,
+            cluster,
+            validate: t.validate.unwrap_or(false),
+        })
     }
 }

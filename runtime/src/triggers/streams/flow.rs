@@ -223,7 +223,7 @@ pub fn watch(broker: &Broker, stop: CancellationToken) -> FlowView {
                 }
                 Err(_) => {}
             }
-            if !crate::triggers::sleep_or_cancel(FLOW_POLL, &stop).await {
+            if !crate::backoff::sleep_or_cancel(FLOW_POLL, &stop).await {
                 return;
             }
         }
@@ -563,6 +563,64 @@ impl Window {
                 config.failure_rate * 100.0
             )
         })
+    }
+}
+
+/// The `breaker` table of a stream trigger, as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    failure_rate: Option<f64>,
+    window: Option<String>,
+    min_events: Option<i64>,
+    cool_down: Option<String>,
+}
+
+impl BreakerConfig {
+    /// The breaker a `breaker` table at `at` asks for (every field defaulted), or the field at
+    /// fault.
+    pub fn from_settings(
+        at: &str,
+        raw: BreakerSettings,
+    ) -> Result<BreakerConfig, crate::settings::FieldError> {
+        use crate::settings;
+        let mut config = BreakerConfig::default();
+        if let Some(rate) = raw.failure_rate {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(settings::error(
+                    &format!("{at}.failure_rate"),
+                    &rate.to_string(),
+                    "a share of failed events above 0.0 and at most 1.0 (0.5 trips at half)",
+                ));
+            }
+            config.failure_rate = rate;
+        }
+        for (name, text, slot) in [
+            ("window", &raw.window, &mut config.window),
+            ("cool_down", &raw.cool_down, &mut config.cool_down),
+        ] {
+            if let Some(text) = text {
+                let field = format!("{at}.{name}");
+                let value = settings::duration(&field, text)?;
+                settings::check(
+                    &field,
+                    text,
+                    value >= Duration::from_secs(1)
+                        && value <= MAX_BREAKER_DURATION
+                        && value.subsec_nanos() == 0,
+                    "whole seconds from 1s to 1h",
+                )?;
+                *slot = value;
+            }
+        }
+        config.min_events = settings::range(
+            &format!("{at}.min_events"),
+            raw.min_events,
+            DEFAULT_MIN_EVENTS as usize,
+            1,
+            MAX_MIN_EVENTS as usize,
+        )? as u32;
+        Ok(config)
     }
 }
 

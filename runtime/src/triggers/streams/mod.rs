@@ -30,11 +30,11 @@ pub mod observe;
 pub mod order;
 pub mod plan;
 mod settle;
-pub mod wire;
 
 pub use config::{
     DEAD_LETTER_SUFFIX, DEFAULT_BATCH, DEFAULT_BATCH_WINDOW, DEFAULT_CONCURRENCY, Instance,
     MAX_BATCH, MAX_BATCH_WINDOW, MAX_CONCURRENCY, Start, StreamTriggerConfig,
+    StreamTriggerSettings,
 };
 
 use std::sync::Arc;
@@ -43,16 +43,16 @@ use std::time::{Duration, Instant};
 
 use crate::broker::Conn;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{MAX_RETRY_BACKOFF, RETRY_BACKOFF, retry_until_ok, sleep_or_cancel};
-use crate::broker::{Broker, READ_BLOCK};
+use crate::backoff::{Backoff, retry_until_ok, sleep_or_cancel};
+use crate::broker::READ_BLOCK;
 use crate::delivery::RetryKeys;
-use crate::engine::{Function, Publisher, Workers};
+use crate::engine::Function;
 use crate::metrics::METRICS;
+use crate::triggers::{FunctionSlot, Lifecycle, TriggerServices};
+use crate::wire::{self, Entry, ReadError};
 use plan::{Delivery, Source};
-use wire::Entry;
 
 /// How often, per idle-time threshold, a reader looks for entries to claim: a dead
 /// consumer's entries wait at most a quarter of the threshold past it.
@@ -71,63 +71,12 @@ const READ_LINGER: Duration = Duration::from_millis(2);
 /// Longest one read blocks while a batch window fills (the host may be stopping).
 const WINDOW_READ_BLOCK: Duration = Duration::from_millis(100);
 
-/// What every stream trigger of a host shares.
-#[derive(Clone)]
-pub struct HostContext {
-    /// The Redis server.
-    pub broker: Broker,
-    /// This host's consumer name in every group.
-    pub consumer: Arc<str>,
-    /// Where published events go (before any function's allow-list).
-    pub publisher: Arc<dyn Publisher>,
-    /// Where functions' key-value buckets live.
-    pub keyvalue: Arc<dyn crate::engine::KeyValue>,
-    /// The threads invocations run on.
-    pub workers: Workers,
-    /// Cancelled when the host is asked to stop: stop reading, finish what is in flight.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the grace period ends: stop retrying Redis writes and give up.
-    pub abandon: CancellationToken,
-    /// Extra idle time, beyond the function's timeout, before a pending entry is presumed
-    /// abandoned and claimed.
-    pub claim_margin: Duration,
-    /// Where invocation records go.
-    pub recorder: crate::records::Recorder,
-    /// Where invocation spans are exported, if anywhere.
-    pub spans: crate::telemetry::SpanExport,
-    /// Every trigger's pause and breaker state, as last read ([`flow::watch`]).
-    pub flow: flow::FlowView,
-    /// The event schemas, as last read ([`crate::schemas::watch`]).
-    pub schemas: crate::schemas::SchemaView,
-    /// The function's canary version while a canary deploy runs ([`crate::canary`]).
-    pub canary: CanaryCell,
-}
-
-/// A canary version a function's triggers send a share of events to.
-#[derive(Clone)]
-pub struct CanaryRun {
-    /// Its version number.
-    pub version: u32,
-    /// The share of events it takes (%).
-    pub percent: u8,
-    /// The version itself.
-    pub function: Function,
-}
-
-/// Where a function's triggers find its running canary, if any; set by the deployment follower.
-pub type CanaryCell = Arc<std::sync::RwLock<Option<CanaryRun>>>;
-
-/// The version of a function its triggers run: swapped in place when a new version with the
-/// same triggers is deployed, so the switch is immediate and invocations already running
-/// finish on the version they started with.
-pub type FunctionCell = Arc<std::sync::RwLock<Function>>;
-
 struct Trigger {
-    function: FunctionCell,
-    publisher: Arc<dyn Publisher>,
+    slot: FunctionSlot,
     config: StreamTriggerConfig,
     keys: RetryKeys,
-    ctx: HostContext,
+    services: TriggerServices,
+    life: Lifecycle,
     conn: Conn,
     settler: settle::Settler,
     observer: observe::Observer,
@@ -176,22 +125,21 @@ const FLOW_CHECK: Duration = Duration::from_millis(100);
 /// Longest a probe's read blocks waiting for an entry.
 const PROBE_READ_BLOCK: Duration = Duration::from_millis(250);
 
-/// Runs the trigger until `ctx.shutdown` is cancelled, then drains. `publisher` is where the
-/// function's published events go (the host's, behind the function's allow-list).
+/// Runs the trigger feeding `slot`'s function until `life.stop` is cancelled, then drains.
 /// `subscribed` fires once the consumer group exists, so a caller can say "ready" truthfully.
 pub async fn run(
-    function: FunctionCell,
-    publisher: Arc<dyn Publisher>,
+    slot: FunctionSlot,
     config: StreamTriggerConfig,
-    ctx: HostContext,
+    services: TriggerServices,
+    life: Lifecycle,
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
-    let conn = ctx.broker.shared();
+    let conn = services.broker.shared();
     // `WAIT` blocks the connection it goes over: with replicas to wait for, the settles of
     // this trigger get a connection of their own.
-    let settle_conn = match ctx.broker.replicas_to_wait_for() {
+    let settle_conn = match services.broker.replicas_to_wait_for() {
         None => conn.clone(),
-        Some(_) => match ctx.broker.dedicated().await {
+        Some(_) => match services.broker.dedicated().await {
             Ok(own) => own,
             Err(error) => {
                 tracing::warn!(stream = %config.stream, %error,
@@ -200,31 +148,37 @@ pub async fn run(
             }
         },
     };
-    let name = function
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .name()
-        .to_owned();
+    let name = slot.function().name().to_owned();
     let config_stream = config.stream.clone();
-    let limiter = limits::Limiter::new(&name, config.cluster, conn.clone(), ctx.consumer.clone());
+    let limiter = limits::Limiter::new(
+        &name,
+        config.cluster,
+        conn.clone(),
+        services.consumer.clone(),
+    );
     let (config_group, config_ordering) = (config.group.clone(), config.ordering.is_some());
     let trigger = Arc::new(Trigger {
         keys: RetryKeys::new(&config.stream, &config.group),
         permits: Arc::new(Semaphore::new(config.concurrency)),
-        settler: settle::Settler::new(settle_conn, &ctx.broker, &config, ctx.consumer.clone()),
+        settler: settle::Settler::new(
+            settle_conn,
+            &services.broker,
+            &config,
+            services.consumer.clone(),
+        ),
         observer: observe::Observer {
             metrics: METRICS.function(&name),
-            recorder: ctx.recorder.clone(),
-            spans: ctx.spans.clone(),
-            host: ctx.consumer.clone(),
+            recorder: services.recorder.clone(),
+            spans: services.spans.clone(),
+            host: services.consumer.clone(),
             stream: config.stream.clone(),
             dead_letter: config.dead_letter.clone(),
         },
-        function,
-        publisher,
+        slot,
         config,
         conn,
-        ctx,
+        services: services.clone(),
+        life,
         tasks: TaskTracker::new(),
         retry_wakeup: Notify::new(),
         lease_counter: AtomicU64::new(0),
@@ -247,7 +201,7 @@ pub async fn run(
         function = trigger.function().name(),
         stream = %trigger.config.stream,
         group = %trigger.config.group,
-        consumer = %trigger.ctx.consumer,
+        consumer = %trigger.services.consumer,
         "stream trigger starting"
     );
     METRICS.watch_group(
@@ -255,9 +209,11 @@ pub async fn run(
         &trigger.config.group,
         &trigger.config.dead_letter,
     );
-    if let Err(error) =
-        crate::delivery::replay::register(&mut trigger.conn.clone(), &trigger.config.dead_letter)
-            .await
+    if let Err(error) = crate::delivery::dead_letter::admin::register(
+        &mut trigger.conn.clone(),
+        &trigger.config.dead_letter,
+    )
+    .await
     {
         tracing::warn!(%error, "recording the dead-letter stream failed");
     }
@@ -293,7 +249,7 @@ pub async fn run(
     trigger.tasks.close();
     tokio::select! {
         _ = trigger.tasks.wait() => {}
-        _ = trigger.ctx.abandon.cancelled() => {
+        _ = trigger.life.abandon.cancelled() => {
             tracing::warn!(
                 function = trigger.function().name(),
                 stream = %trigger.config.stream,
@@ -311,17 +267,14 @@ pub async fn run(
 impl Trigger {
     /// The version to run now.
     fn function(&self) -> Function {
-        self.function
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.slot.function()
     }
 
     /// Creates the consumer group (and the stream) if absent, starting at `start`. False if
     /// shut down first.
     async fn ensure_group(&self, start: &'static str) -> bool {
         let config = &self.config;
-        retry_until_ok(&self.ctx.shutdown, "creating the consumer group", || {
+        retry_until_ok(&self.life.stop, "creating the consumer group", || {
             let mut conn = self.conn.clone();
             async move {
                 let created: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -378,13 +331,13 @@ impl Trigger {
     }
 
     fn min_idle(&self) -> Duration {
-        self.function().limits().timeout + self.ctx.claim_margin
+        self.function().limits().timeout + self.services.claim_margin
     }
 
     async fn read_loop(self: Arc<Self>) {
-        let shutdown = self.ctx.shutdown.clone();
+        let shutdown = self.life.stop.clone();
         let Some(mut reader) = retry_until_ok(&shutdown, "connecting the stream reader", || {
-            let broker = self.ctx.broker.clone();
+            let broker = self.services.broker.clone();
             async move { broker.dedicated().await }
         })
         .await
@@ -393,7 +346,7 @@ impl Trigger {
         };
         let claim_interval = (self.min_idle() / CLAIM_CHECKS_PER_IDLE).min(MAX_CLAIM_INTERVAL);
         let mut last_claim: Option<Instant> = None;
-        let mut backoff = RETRY_BACKOFF;
+        let mut backoff = Backoff::redis();
         loop {
             match self.wait_for_flow().await {
                 None => return,
@@ -474,7 +427,7 @@ impl Trigger {
             }
             match result {
                 Ok(mut entries) => {
-                    backoff = RETRY_BACKOFF;
+                    backoff.reset();
                     if entries.len() > permits.len() {
                         tracing::error!(
                             read = entries.len(),
@@ -497,17 +450,16 @@ impl Trigger {
                 }
                 Err(error) => {
                     drop(permits);
-                    if error.contains("NOGROUP") {
+                    if error.is_missing_group() {
                         if !self.remake_group().await {
                             return;
                         }
                         continue;
                     }
                     self.warn("reading the stream failed; retrying", &error);
-                    if !sleep_or_cancel(backoff, &shutdown).await {
+                    if !backoff.wait(&shutdown).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
             }
         }
@@ -519,14 +471,14 @@ impl Trigger {
         reader: &mut Conn,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<Entry>, String> {
+    ) -> Result<Vec<Entry>, ReadError> {
         if self.config.ordering.is_some() || self.limiter.limits() {
             return self.read_scripted(reader, count).await;
         }
         let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.config.group)
-            .arg(&*self.ctx.consumer)
+            .arg(&*self.services.consumer)
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
@@ -536,9 +488,7 @@ impl Trigger {
             .arg(">")
             .query_async(reader)
             .await;
-        reply
-            .map_err(|e| e.to_string())
-            .and_then(wire::read_reply_entries)
+        wire::read_reply_entries(reply?)
     }
 
     /// [`read`](Self::read) through the read script, which never blocks: for a trigger ordered
@@ -546,7 +496,11 @@ impl Trigger {
     /// not returned), and for a function with cluster-wide limits (a blocking read would hold
     /// its slots and rate tokens while it waits). When nothing is new, the stream's last id is
     /// kept for [`wait_for_new`](Self::wait_for_new), which the reader calls holding nothing.
-    async fn read_scripted(&self, reader: &mut Conn, count: usize) -> Result<Vec<Entry>, String> {
+    async fn read_scripted(
+        &self,
+        reader: &mut Conn,
+        count: usize,
+    ) -> Result<Vec<Entry>, ReadError> {
         let unordered = order::Ordering {
             key: Vec::new(),
             unkeyed: order::Unkeyed::Unordered,
@@ -558,12 +512,11 @@ impl Trigger {
             ordering,
             &self.script_keys,
             &self.keys,
-            &self.ctx.consumer,
+            &self.services.consumer,
             count,
             now_ms(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         match read {
             order::Read::Entries(admitted) => {
                 let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
@@ -606,12 +559,12 @@ impl Trigger {
             .arg(after);
         let waited: redis::RedisResult<redis::Value> = tokio::select! {
             biased;
-            _ = self.ctx.shutdown.cancelled() => return,
+            _ = self.life.stop.cancelled() => return,
             waited = command.query_async(reader) => waited,
         };
         if let Err(error) = waited {
-            self.warn("waiting for new entries failed", &error.to_string());
-            sleep_or_cancel(RETRY_BACKOFF, &self.ctx.shutdown).await;
+            self.warn("waiting for new entries failed", &error);
+            sleep_or_cancel(crate::backoff::REDIS_FIRST, &self.life.stop).await;
         }
     }
 
@@ -621,10 +574,10 @@ impl Trigger {
         let local = tokio::select! {
             // Shutdown first: free permits are always ready and must not win the race.
             biased;
-            _ = self.ctx.shutdown.cancelled() => None,
+            _ = self.life.stop.cancelled() => None,
             held = self.take_permits(linger) => Some(held),
         }?;
-        self.limiter.admit(local, &self.ctx.shutdown).await
+        self.limiter.admit(local, &self.life.stop).await
     }
 
     /// Waits for one free permit, then takes every other free one up to `batch`. With `linger`
@@ -676,7 +629,7 @@ impl Trigger {
     }
 
     /// Claims up to `max` entries idle longer than the threshold, with their attempt numbers.
-    async fn claim_abandoned(&self, max: usize) -> Result<Vec<(Entry, u32)>, String> {
+    async fn claim_abandoned(&self, max: usize) -> Result<Vec<(Entry, u32)>, ReadError> {
         let mut conn = self.conn.clone();
         let min_idle = self.min_idle().as_millis() as u64;
         let pending: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
@@ -688,8 +641,7 @@ impl Trigger {
             .arg("+")
             .arg(max)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let ids: Vec<&str> = {
             let mine = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             pending
@@ -704,12 +656,11 @@ impl Trigger {
         let claimed: redis::Value = redis::cmd("XCLAIM")
             .arg(&self.config.stream)
             .arg(&self.config.group)
-            .arg(&*self.ctx.consumer)
+            .arg(&*self.services.consumer)
             .arg(min_idle)
             .arg(&ids)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let entries = wire::entries_of(claimed)?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -733,9 +684,9 @@ impl Trigger {
     }
 
     async fn retry_loop(self: Arc<Self>) {
-        let shutdown = self.ctx.shutdown.clone();
+        let shutdown = self.life.stop.clone();
         let mut conn = self.conn.clone();
-        let mut backoff = RETRY_BACKOFF;
+        let mut backoff = Backoff::redis();
         let mut last_sweep: Option<std::time::Instant> = None;
         let mut sweep_cursor = 0u64;
         loop {
@@ -763,9 +714,7 @@ impl Trigger {
                                 self.retry_wakeup.notify_one();
                             }
                         }
-                        Err(error) => {
-                            self.warn("sweeping ordering keys failed", &error.to_string())
-                        }
+                        Err(error) => self.warn("sweeping ordering keys failed", &error),
                     }
                 }
             }
@@ -807,7 +756,7 @@ impl Trigger {
             let leased = self.lease_due(&mut conn, permits.len()).await;
             let wait = match leased {
                 Ok(deliveries) => {
-                    backoff = RETRY_BACKOFF;
+                    backoff.reset();
                     let full = deliveries.len() == permits.len();
                     let taken = permits.split_off(permits.len() - deliveries.len());
                     drop(permits);
@@ -821,16 +770,15 @@ impl Trigger {
                         }
                         Ok(None) => RETRY_POLL,
                         Err(error) => {
-                            self.warn("reading the retry schedule failed", &error.to_string());
+                            self.warn("reading the retry schedule failed", &error);
                             RETRY_POLL
                         }
                     }
                 }
                 Err(error) => {
                     drop(permits);
-                    self.warn("leasing due retries failed", &error.to_string());
-                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
-                    backoff
+                    self.warn("leasing due retries failed", &error);
+                    backoff.next_pause()
                 }
             };
             tokio::select! {
@@ -844,7 +792,7 @@ impl Trigger {
     /// What the flow states let this trigger do now. Keeps the gauge current, logs a change,
     /// and forgets the breaker's count when the trigger goes on after a stop.
     fn flow_now(&self) -> flow::Flow {
-        let state = self.ctx.flow.borrow().get(&self.flow_field).cloned();
+        let state = self.services.flow.borrow().get(&self.flow_field).cloned();
         let at = now_ms();
         let mut now = flow::decide(state.as_ref(), at);
         let tripped_here = self.tripped_here_until.load(Ordering::Relaxed);
@@ -909,7 +857,7 @@ impl Trigger {
                 }
                 _ => {}
             }
-            if !sleep_or_cancel(FLOW_CHECK, &self.ctx.shutdown).await {
+            if !sleep_or_cancel(FLOW_CHECK, &self.life.stop).await {
                 return None;
             }
         }
@@ -926,14 +874,14 @@ impl Trigger {
     /// Whether asking Redis for the probe could succeed: none in flight here, and the copy
     /// shows no live probe held by another host.
     fn may_take_probe(&self) -> bool {
-        let view = self.ctx.flow.borrow();
+        let view = self.services.flow.borrow();
         !self.probe_in_flight()
             && flow::probe_free(view.get(&self.flow_field), &self.probe_token(), now_ms())
     }
 
     /// This host's token when it holds a half-open breaker's probe.
     fn probe_token(&self) -> String {
-        format!("{}:probe", self.ctx.consumer)
+        format!("{}:probe", self.services.consumer)
     }
 
     /// Takes (or renews) the half-open breaker's probe for this host. True if held.
@@ -953,7 +901,7 @@ impl Trigger {
             }
             Ok(false) => false,
             Err(error) => {
-                self.warn("taking the breaker's probe failed", &error.to_string());
+                self.warn("taking the breaker's probe failed", &error);
                 false
             }
         }
@@ -966,7 +914,7 @@ impl Trigger {
         let lease_until = now + self.min_idle().as_millis() as i64;
         let token = format!(
             "{}:{}",
-            self.ctx.consumer,
+            self.services.consumer,
             self.lease_counter.fetch_add(1, Ordering::Relaxed)
         );
         let leased = self.keys.lease(conn, now, lease_until, max, &token).await?;
@@ -1012,7 +960,7 @@ impl Trigger {
     async fn send_probe(self: &Arc<Self>, reader: &mut Conn) {
         let permit = tokio::select! {
             biased;
-            _ = self.ctx.shutdown.cancelled() => None,
+            _ = self.life.stop.cancelled() => None,
             permit = self.permits.clone().acquire_owned() => permit.ok(),
         };
         let Some(permit) = permit else {
@@ -1020,7 +968,7 @@ impl Trigger {
         };
         let Some(permit) = self
             .limiter
-            .admit(vec![permit], &self.ctx.shutdown)
+            .admit(vec![permit], &self.life.stop)
             .await
             .and_then(|mut p| p.pop())
         else {
@@ -1032,7 +980,7 @@ impl Trigger {
         if fresh.is_none() {
             match self.read(reader, 1, PROBE_READ_BLOCK).await {
                 Ok(entries) => fresh = entries.into_iter().next().map(|e| from_stream(e, 1)),
-                Err(error) if error.contains("NOGROUP") => {
+                Err(error) if error.is_missing_group() => {
                     self.remake_group().await;
                 }
                 Err(_) => {}
@@ -1069,7 +1017,7 @@ impl Trigger {
     /// runs).
     async fn canary_outcomes(&self, function: &Function, total: u64, failed: u64) {
         if self
-            .ctx
+            .slot
             .canary
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -1092,7 +1040,7 @@ impl Trigger {
         )
         .await
         {
-            self.warn("counting canary outcomes failed", &error.to_string());
+            self.warn("counting canary outcomes failed", &error);
         }
     }
 
@@ -1122,7 +1070,7 @@ impl Trigger {
                     Ok(true) => tracing::info!(function = function.name(),
                         stream = %self.config.stream,
                         "the probe event succeeded: circuit breaker closed"),
-                    Err(error) => self.warn("closing the breaker failed", &error.to_string()),
+                    Err(error) => self.warn("closing the breaker failed", &error),
                 },
                 Some(true) => {
                     let cool_down = self.config.breaker.unwrap_or_default().cool_down;
@@ -1133,7 +1081,7 @@ impl Trigger {
                         &self.flow_field,
                         until,
                         reason,
-                        &self.ctx.consumer,
+                        &self.services.consumer,
                         Some(&token),
                     )
                     .await
@@ -1146,7 +1094,7 @@ impl Trigger {
                                 "the probe event failed: circuit breaker open again");
                         }
                         Ok(false) => {}
-                        Err(error) => self.warn("tripping the breaker failed", &error.to_string()),
+                        Err(error) => self.warn("tripping the breaker failed", &error),
                     }
                 }
                 // Not run to an outcome (taken over, gone): the probe is taken again.
@@ -1181,7 +1129,7 @@ impl Trigger {
             &self.flow_field,
             until,
             &reason,
-            &self.ctx.consumer,
+            &self.services.consumer,
             None,
         )
         .await
@@ -1200,11 +1148,11 @@ impl Trigger {
                          until a probe after the cool-down succeeds");
                 }
             }
-            Err(error) => self.warn("tripping the breaker failed", &error.to_string()),
+            Err(error) => self.warn("tripping the breaker failed", &error),
         }
     }
 
-    fn warn(&self, what: &str, error: &str) {
+    fn warn(&self, what: &str, error: &dyn std::fmt::Display) {
         tracing::warn!(
             function = self.function().name(),
             stream = %self.config.stream,

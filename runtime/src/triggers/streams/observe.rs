@@ -12,7 +12,7 @@ use crate::records::{Record, Recorder};
 use crate::telemetry::{FinishedInvocation, SpanExport};
 
 use super::plan::{Delivery, Planned, Verdict};
-use super::wire;
+use crate::wire;
 
 /// What observing needs of an event, taken before the event is handed to the function.
 #[derive(Debug, Clone)]

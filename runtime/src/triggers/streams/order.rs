@@ -54,7 +54,7 @@ use std::sync::LazyLock;
 use redis::Script;
 use redis::aio::ConnectionLike;
 
-use super::wire::Entry;
+use crate::wire::Entry;
 
 /// Longest ordering key kept, in bytes: an event whose key is longer is dead-lettered as
 /// malformed (keys are stored in Redis per waiting event).
@@ -591,6 +591,52 @@ pub async fn load_scripts<C: ConnectionLike>(conn: &mut C) -> redis::RedisResult
         script.load_async(conn).await?;
     }
     Ok(())
+}
+
+impl Ordering {
+    /// The ordering a stream trigger at `at` asks for with its `ordering`, `key` and `unkeyed`
+    /// fields (none unless `ordering = "key"`), or the field at fault.
+    pub fn from_settings(
+        at: &str,
+        ordering: Option<&str>,
+        key: Option<&str>,
+        unkeyed: Option<Unkeyed>,
+    ) -> Result<Option<Ordering>, crate::settings::FieldError> {
+        use crate::settings;
+        match ordering {
+            None | Some("none") => {
+                let unkeyed = unkeyed.map(|u| format!("{u:?}").to_lowercase());
+                for (name, value) in [("key", key.map(str::to_owned)), ("unkeyed", unkeyed)] {
+                    if let Some(value) = value {
+                        return Err(settings::error(
+                            &format!("{at}.{name}"),
+                            &format!("{value:?}"),
+                            "ordering = \"key\" beside it (it only means something on a trigger \
+                             ordered by key)",
+                        ));
+                    }
+                }
+                Ok(None)
+            }
+            Some("key") => {
+                let key = match key {
+                    None => Ordering::default_key(),
+                    Some(text) => vec![KeySource::parse(text).map_err(|expected| {
+                        settings::error(&format!("{at}.key"), &format!("{text:?}"), &expected)
+                    })?],
+                };
+                Ok(Some(Ordering {
+                    key,
+                    unkeyed: unkeyed.unwrap_or_default(),
+                }))
+            }
+            Some(other) => Err(settings::error(
+                &format!("{at}.ordering"),
+                &format!("{other:?}"),
+                "\"key\" (events with the same key one at a time, in stream order) or \"none\"",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::engine::InvokeResult;
 use crate::event::Event;
 
 use super::config::StreamTriggerConfig;
-use super::wire;
+use crate::wire;
 
 /// An entry's fields, in order.
 pub type Fields = Vec<(String, Vec<u8>)>;

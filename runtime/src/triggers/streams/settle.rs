@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::StreamTriggerConfig;
 use super::plan::{Delivery, Settlement, Source};
+use crate::backoff::retry_until_ok;
 use crate::delivery::{RetryKeys, forward_dead_letters, load_scripts, push_dead_letter_pending};
-use crate::triggers::retry_until_ok;
 
 /// KEYS: stream. ARGV: group, consumer, then entry ids. For each id, resets its idle time only
 /// if it is still pending for this consumer (1), else touches nothing (0): a refresh must never

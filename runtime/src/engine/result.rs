@@ -1,44 +1,13 @@
-//! What an invocation's result means: the status table of the WIT contract, as plain logic.
+//! What one invocation returned: its status, body, output and duration, or why it failed.
 //!
-//! Delivery (ack, retry, dead-letter) decides what to do with an [`Outcome`]; this module only
-//! says which outcome a status or a failure is.
+//! Which [`Outcome`] a status means is [`crate::outcome`]'s; what delivery does with it (ack,
+//! retry, dead-letter) is [`crate::delivery`]'s.
 
 use serde::Serialize;
 use std::time::Duration;
 
 use super::capture::Captured;
-
-/// The three outcomes of an invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// 2xx: the event is handled.
-    Done,
-    /// 4xx: the event is bad and can never succeed; never retried.
-    Rejected,
-    /// 5xx, another status, a trap, a timeout or the memory limit: retried.
-    Failed,
-}
-
-impl Outcome {
-    /// The outcome a response status means: 2xx done, 4xx rejected, anything else failed.
-    pub fn of_status(status: u16) -> Self {
-        match status {
-            200..=299 => Outcome::Done,
-            400..=499 => Outcome::Rejected,
-            _ => Outcome::Failed,
-        }
-    }
-
-    /// The lowercase name used in output and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Done => "done",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-        }
-    }
-}
+use crate::outcome::Outcome;
 
 /// Why an invocation failed, when it did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

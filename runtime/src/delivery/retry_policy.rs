@@ -69,6 +69,76 @@ impl RetryPolicy {
     }
 }
 
+/// The `retry` table of a trigger, as written (`[triggers.stream.retry]`, also under
+/// `[[triggers.cron]]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    max_attempts: Option<i64>,
+    initial: Option<String>,
+    factor: Option<f64>,
+    max: Option<String>,
+    jitter: Option<f64>,
+}
+
+impl RetryPolicy {
+    /// The policy a `retry` table at `at` asks for (every field defaulted), or the field at fault.
+    pub fn from_settings(
+        at: &str,
+        raw: Option<RetrySettings>,
+    ) -> Result<RetryPolicy, crate::settings::FieldError> {
+        use crate::settings;
+        let mut policy = RetryPolicy::default();
+        let Some(raw) = raw else {
+            return Ok(policy);
+        };
+        policy.max_attempts = settings::range(
+            &format!("{at}.max_attempts"),
+            raw.max_attempts,
+            policy.max_attempts as usize,
+            1,
+            MAX_ATTEMPTS_LIMIT as usize,
+        )? as u32;
+        if let Some(initial) = &raw.initial {
+            policy.initial = settings::duration(&format!("{at}.initial"), initial)?;
+        }
+        if let Some(max) = &raw.max {
+            policy.max = settings::duration(&format!("{at}.max"), max)?;
+        }
+        if policy.max < policy.initial {
+            return Err(settings::error(
+                &format!("{at}.max"),
+                &format!("{:?}", humantime::format_duration(policy.max).to_string()),
+                &format!(
+                    "a duration no shorter than initial ({})",
+                    humantime::format_duration(policy.initial)
+                ),
+            ));
+        }
+        if let Some(factor) = raw.factor {
+            if !(1.0..=100.0).contains(&factor) {
+                return Err(settings::error(
+                    &format!("{at}.factor"),
+                    &factor.to_string(),
+                    "a number from 1.0 to 100.0",
+                ));
+            }
+            policy.factor = factor;
+        }
+        if let Some(jitter) = raw.jitter {
+            if !(0.0..=1.0).contains(&jitter) {
+                return Err(settings::error(
+                    &format!("{at}.jitter"),
+                    &jitter.to_string(),
+                    "a fraction from 0.0 to 1.0",
+                ));
+            }
+            policy.jitter = jitter;
+        }
+        Ok(policy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

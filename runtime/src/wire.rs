@@ -22,6 +22,37 @@ pub const DEFAULT_TYPE: &str = "eddy.unknown";
 /// The extension carrying the id of the event that caused a published one.
 pub const CAUSATION_EXTENSION: &str = "causationid";
 
+/// Why stream entries could not be read: kept typed until shown, so a caller can tell a
+/// missing consumer group (recreate it) from a Redis that is away (wait and retry).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The command failed in Redis or on the way there.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered something that is not a list of entries.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+}
+
+impl From<ReadError> for redis::RedisError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Redis(e) => e,
+            ReadError::Reply(what) => {
+                (redis::ErrorKind::Parse, "unexpected stream reply", what).into()
+            }
+        }
+    }
+}
+
+impl ReadError {
+    /// Whether the stream or its consumer group does not exist (Redis's `NOGROUP`): the
+    /// group was deleted, or the stream with it, and must be created again.
+    pub fn is_missing_group(&self) -> bool {
+        matches!(self, ReadError::Redis(e) if e.code() == Some("NOGROUP"))
+    }
+}
+
 /// One stream entry as read: its id and its fields, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -149,18 +180,24 @@ pub fn published_fields(request: &PublishRequest, id: &str, time: &str) -> Vec<(
 }
 
 /// The entries of an `XREADGROUP` reply for one stream (empty on a timeout).
-pub fn read_reply_entries(reply: Value) -> Result<Vec<Entry>, String> {
+pub fn read_reply_entries(reply: Value) -> Result<Vec<Entry>, ReadError> {
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(streams) => streams
             .into_iter()
             .map(|pair| match pair {
                 Value::Array(mut kv) if kv.len() == 2 => Ok(kv.pop().unwrap_or(Value::Nil)),
-                other => Err(format!("unexpected stream in XREADGROUP reply: {other:?}")),
+                other => Err(ReadError::Reply(format!(
+                    "unexpected stream in XREADGROUP reply: {other:?}"
+                ))),
             })
             .collect::<Result<Vec<_>, _>>()?,
         Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
-        other => return Err(format!("unexpected XREADGROUP reply: {other:?}")),
+        other => {
+            return Err(ReadError::Reply(format!(
+                "unexpected XREADGROUP reply: {other:?}"
+            )));
+        }
     };
     let mut out = Vec::new();
     for entries in streams {
@@ -170,11 +207,13 @@ pub fn read_reply_entries(reply: Value) -> Result<Vec<Entry>, String> {
 }
 
 /// The entries of a list of `[id, [field, value, ...]]` pairs (`XREADGROUP`, `XCLAIM`, `XRANGE`).
-pub fn entries_of(value: Value) -> Result<Vec<Entry>, String> {
+pub fn entries_of(value: Value) -> Result<Vec<Entry>, ReadError> {
     let Value::Array(items) = value else {
         return match value {
             Value::Nil => Ok(Vec::new()),
-            other => Err(format!("expected a list of entries, got {other:?}")),
+            other => Err(ReadError::Reply(format!(
+                "expected a list of entries, got {other:?}"
+            ))),
         };
     };
     let mut entries = Vec::with_capacity(items.len());
@@ -184,11 +223,13 @@ pub fn entries_of(value: Value) -> Result<Vec<Entry>, String> {
             continue;
         };
         if pair.len() != 2 {
-            return Err(format!("expected [id, fields], got {pair:?}"));
+            return Err(ReadError::Reply(format!(
+                "expected [id, fields], got {pair:?}"
+            )));
         }
         let raw_fields = pair.pop().unwrap_or(Value::Nil);
         let id: String = redis::from_redis_value(pair.pop().unwrap_or(Value::Nil))
-            .map_err(|e| format!("entry id: {e}"))?;
+            .map_err(|e| ReadError::Reply(format!("entry id: {e}")))?;
         let pairs: Vec<(Value, Value)> = match raw_fields {
             Value::Nil => {
                 entries.push(Entry { id, fields: None });
@@ -199,14 +240,18 @@ pub fn entries_of(value: Value) -> Result<Vec<Entry>, String> {
                 std::iter::from_fn(|| Some((iter.next()?, iter.next()?))).collect()
             }
             Value::Map(pairs) => pairs,
-            other => return Err(format!("fields of {id}: unexpected {other:?}")),
+            other => {
+                return Err(ReadError::Reply(format!(
+                    "fields of {id}: unexpected {other:?}"
+                )));
+            }
         };
         let mut fields = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
-            let name: Vec<u8> =
-                redis::from_redis_value(name).map_err(|e| format!("field name of {id}: {e}"))?;
-            let value: Vec<u8> =
-                redis::from_redis_value(value).map_err(|e| format!("field value of {id}: {e}"))?;
+            let name: Vec<u8> = redis::from_redis_value(name)
+                .map_err(|e| ReadError::Reply(format!("field name of {id}: {e}")))?;
+            let value: Vec<u8> = redis::from_redis_value(value)
+                .map_err(|e| ReadError::Reply(format!("field value of {id}: {e}")))?;
             fields.push((String::from_utf8_lossy(&name).into_owned(), value));
         }
         let fields = Some(fields);

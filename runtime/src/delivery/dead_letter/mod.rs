@@ -7,7 +7,7 @@
 //! the original, and never taken for Eddy's (which would list the letter under another
 //! function, or replay it into another group). Dead letters written before the marker existed
 //! (the original first, Eddy's fields appended) are still read: see
-//! [`super::replay::StoredLetter`].
+//! [`admin::StoredLetter`].
 //!
 //! A dead letter travels in two steps, because the dead-letter stream (`orders.dlq`) and the
 //! stream it came from (`orders`) are two keys that a Redis Cluster puts in different slots,
@@ -31,6 +31,8 @@
 //! The outbox entry holds the target stream in `eddy.to`, the letter's own random id in
 //! `eddy.letter` (which names its marker), then the letter's fields as they will be written. The same two steps run on a single server, so there is one protocol to
 //! trust; they cost three more round trips per dead letter, which is the rare path.
+
+pub mod admin;
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -277,7 +279,7 @@ pub fn push_dead_letter_pending(
 }
 
 /// Loads the script [`push_dead_letter_pending`] uses (see
-/// [`super::retry_queue::load_scripts`]).
+/// [`crate::delivery::load_scripts`]).
 pub async fn load_script<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<()> {
     DEAD_LETTER_PENDING.load_async(conn).await?;
     FORWARD.load_async(conn).await.map(drop)
@@ -329,8 +331,7 @@ pub async fn forward<C: redis::aio::ConnectionLike>(
             .arg(FORWARD_PAGE)
             .query_async(conn)
             .await?;
-        let entries = crate::triggers::streams::wire::entries_of(reply)
-            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "XRANGE reply", e)))?;
+        let entries = crate::wire::entries_of(reply).map_err(redis::RedisError::from)?;
         let count = entries.len();
         for entry in entries {
             after = format!("({}", entry.id);

@@ -35,6 +35,8 @@
 //! | `eddy_canary_rollbacks_total` | function | canary deploys this host rolled back automatically |
 //! | `eddy_limit_wait_seconds_total` | function, limit | time this host's triggers waited for a cluster-wide slot (`limit="concurrency"`) or rate token (`limit="rate"`) |
 
+pub mod window;
+
 use std::collections::BTreeSet;
 use std::sync::{LazyLock, Mutex};
 
@@ -107,7 +109,7 @@ pub struct FunctionMetrics {
     /// `eddy_invocations_in_flight`.
     pub in_flight: Gauge,
     /// What the web page's charts count (see [`crate::charts`]).
-    pub window: std::sync::Arc<crate::charts::Window>,
+    pub window: std::sync::Arc<window::Window>,
 }
 
 /// The process's metrics.
@@ -340,7 +342,7 @@ impl Metrics {
             duration: self.duration.get_or_create(&one).clone(),
             instantiation: self.instantiation.get_or_create(&one).clone(),
             in_flight: self.in_flight.get_or_create(&one).clone(),
-            window: crate::charts::window(function),
+            window: window::window(function),
         }
     }
 
@@ -449,165 +451,35 @@ impl Metrics {
             .collect()
     }
 
-    /// Reads the group gauges from Redis (within [`SCRAPE_REDIS_BUDGET`]: what is not read by
-    /// then keeps its last value) and renders everything as Prometheus text.
-    pub async fn render<C: redis::aio::ConnectionLike>(&self, conn: &mut C) -> String {
-        if tokio::time::timeout(SCRAPE_REDIS_BUDGET, self.refresh(conn))
-            .await
-            .is_err()
-        {
-            tracing::debug!("a scrape's Redis reads ran past their budget");
-        }
+    /// Sets the gauges of a consumer group, as read from Redis at scrape.
+    pub fn set_group(&self, stream: &str, group: &str, lag: u64, pending: u64) {
+        let l = labels(&[("stream", stream), ("group", group)]);
+        self.lag.get_or_create(&l).set(lag as i64);
+        self.pending.get_or_create(&l).set(pending as i64);
+    }
+
+    /// Sets the length of a dead-letter stream, as read from Redis at scrape.
+    pub fn set_dead_letters(&self, stream: &str, length: i64) {
+        self.dead_letters
+            .get_or_create(&labels(&[("stream", stream)]))
+            .set(length);
+    }
+
+    /// Sets Redis's memory use and limit, as read at scrape.
+    pub fn set_redis_memory(&self, used: u64, max: u64) {
+        self.redis_used.set(used as i64);
+        self.redis_max.set(max as i64);
+    }
+
+    /// Everything, as Prometheus text. The gauges read from Redis are as last set (see
+    /// [`crate::status::refresh_gauges`]).
+    pub fn render(&self) -> String {
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text
-    }
-
-    async fn refresh<C: redis::aio::ConnectionLike>(&self, conn: &mut C) {
-        let groups: Vec<(String, String, String)> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        for (stream, group, dead_letter) in groups {
-            if let Ok(Some(state)) = crate::broker::groups::state(conn, &stream, &group).await {
-                let l = labels(&[("stream", &stream), ("group", &group)]);
-                self.lag.get_or_create(&l).set(state.lag as i64);
-                self.pending.get_or_create(&l).set(state.pending as i64);
-            }
-            // A length Redis did not give keeps the last one read: a 0 would clear alerts
-            // exactly when Redis is in trouble.
-            let length: redis::RedisResult<i64> =
-                redis::cmd("XLEN").arg(&dead_letter).query_async(conn).await;
-            if let Ok(length) = length {
-                self.dead_letters
-                    .get_or_create(&labels(&[("stream", &dead_letter)]))
-                    .set(length);
-            }
-        }
-        if let Ok(memory) = RedisMemory::read(conn).await {
-            self.redis_used.set(memory.used as i64);
-            self.redis_max.set(memory.max as i64);
-        }
     }
 }
 
 /// How long a scrape spends reading gauges from Redis at most: a Redis in trouble must not make
 /// `/metrics` slower than a scraper's timeout (Prometheus's default is 10 s).
 pub const SCRAPE_REDIS_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Redis's memory use and limit, from `INFO memory`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RedisMemory {
-    /// `used_memory`, bytes.
-    pub used: u64,
-    /// `maxmemory`, bytes; 0 means no limit.
-    pub max: u64,
-    /// `maxmemory_policy`: anything but `noeviction` makes a full Redis delete keys (streams,
-    /// retry schedules) rather than refuse writes.
-    pub policy: String,
-}
-
-impl RedisMemory {
-    /// Reads the two figures out of an `INFO memory` reply; a missing one reads 0.
-    pub fn parse(info: &str) -> Self {
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Self {
-            used: field("used_memory"),
-            max: field("maxmemory"),
-            policy: info
-                .lines()
-                .find_map(|line| line.strip_prefix("maxmemory_policy:"))
-                .map(|p| p.trim().to_owned())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Reads `INFO memory` from `conn`. A cluster answers per node; the node nearest its limit
-    /// is the one reported (it refuses writes first), and a node whose policy is not
-    /// `noeviction` lends its policy, so the warning it deserves is not hidden by the others.
-    pub async fn read<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<Self> {
-        Ok(Self::of_nodes(
-            &crate::broker::info_per_node(conn, "memory").await?,
-        ))
-    }
-
-    fn of_nodes(texts: &[String]) -> Self {
-        let nodes: Vec<Self> = texts.iter().map(|t| Self::parse(t)).collect();
-        let fill = |m: &Self| {
-            if m.max == 0 {
-                0.0
-            } else {
-                m.used as f64 / m.max as f64
-            }
-        };
-        let mut fullest = nodes
-            .iter()
-            .max_by(|a, b| fill(a).total_cmp(&fill(b)).then(a.used.cmp(&b.used)))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(odd) = nodes.iter().find(|m| m.policy != "noeviction") {
-            fullest.policy = odd.policy.clone();
-        }
-        fullest
-    }
-
-    /// Whether writes are refused or about to be: at or above 99% of a set limit.
-    pub fn full(&self) -> bool {
-        self.max > 0 && self.used.saturating_mul(100) >= self.max.saturating_mul(99)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redis_memory_reads_info_and_knows_full() {
-        let info = "# Memory\r\nused_memory:990\r\nused_memory_human:990B\r\nmaxmemory:1000\r\n\
-                    maxmemory_policy:noeviction\r\n";
-        let memory = RedisMemory::parse(info);
-        assert_eq!((memory.used, memory.max), (990, 1000));
-        assert_eq!(memory.policy, "noeviction");
-        assert!(memory.full());
-        let at = |used, max| RedisMemory {
-            used,
-            max,
-            policy: String::new(),
-        };
-        assert!(!at(980, 1000).full());
-        assert!(!at(5000, 0).full());
-        assert_eq!(RedisMemory::parse("garbage"), RedisMemory::default());
-    }
-
-    #[test]
-    fn a_cluster_reports_its_fullest_node_and_any_evicting_policy() {
-        let node = |used: u64, max: u64, policy: &str| {
-            redis::Value::BulkString(
-                format!("used_memory:{used}\r\nmaxmemory:{max}\r\nmaxmemory_policy:{policy}\r\n")
-                    .into_bytes(),
-            )
-        };
-        let name = |n: &str| redis::Value::SimpleString(n.into());
-        let reply = redis::Value::Map(vec![
-            (name("a:1"), node(500, 1000, "noeviction")),
-            (name("b:2"), node(900, 1000, "noeviction")),
-            (name("c:3"), node(100, 1000, "allkeys-lru")),
-        ]);
-        let memory = RedisMemory::of_nodes(&crate::broker::node_texts(reply));
-        assert_eq!((memory.used, memory.max), (900, 1000));
-        assert_eq!(memory.policy, "allkeys-lru");
-        let single = RedisMemory::of_nodes(&crate::broker::node_texts(node(7, 0, "noeviction")));
-        assert_eq!(
-            (single.used, single.max, single.policy.as_str()),
-            (7, 0, "noeviction")
-        );
-    }
-}
