@@ -100,7 +100,7 @@ use crate::engine::{
     MAX_KV_WRITE_BYTES, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
     MAX_TIMEOUT, Origin, SecretSource, Secrets,
 };
-use crate::names::{self, NameError};
+use crate::names::{self, BucketName, FunctionName, NameError, StreamName};
 use crate::settings::{self, FieldError};
 use crate::triggers::cron::Ticker;
 use crate::triggers::cron::settings::{self as cron_settings, CronTriggerSettings};
@@ -170,7 +170,7 @@ pub struct Manifest {
     /// The file it was read from.
     pub path: PathBuf,
     /// The function's name.
-    pub name: String,
+    pub name: FunctionName,
     /// The component file, resolved against the manifest's folder.
     pub component: PathBuf,
     /// Its limits.
@@ -178,7 +178,7 @@ pub struct Manifest {
     /// Its settings.
     pub config: BTreeMap<String, String>,
     /// The streams it may publish to (none by default).
-    pub publish: Vec<String>,
+    pub publish: Vec<StreamName>,
     /// Its stream triggers, including those reading its cron triggers' tick streams.
     pub streams: Vec<StreamTriggerConfig>,
     /// Its cron triggers' tickers.
@@ -186,7 +186,7 @@ pub struct Manifest {
     /// The origins its outbound HTTP may reach.
     pub outbound: AllowList,
     /// The bucket names it shares with other functions.
-    pub shared_buckets: Vec<String>,
+    pub shared_buckets: Vec<BucketName>,
     /// Where each of its secrets comes from, by name.
     pub secrets: BTreeMap<String, SecretSource>,
     /// Whether it came from the registry (deployed through the API) rather than a file the
@@ -195,6 +195,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The streams it may publish to, as the engine's allow-list takes them.
+    pub fn publish_streams(&self) -> Vec<String> {
+        self.publish.iter().map(|s| s.to_string()).collect()
+    }
+
     /// What the engine needs to load this function on this host: name, limits, settings,
     /// outbound origins, shared buckets, secrets (resolved here, now), and the deployed
     /// `version` if it came from the registry. A secret this host cannot resolve is an error
@@ -221,13 +226,13 @@ impl Manifest {
             values.insert(name.clone(), value);
         }
         Ok(FunctionSpec {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             limits: self.limits,
             config: self.config.clone(),
             version,
             secrets: Secrets::new(values),
             outbound: self.outbound.clone(),
-            shared_buckets: self.shared_buckets.clone(),
+            shared_buckets: self.shared_buckets.iter().map(|b| b.to_string()).collect(),
         })
     }
 }
@@ -409,7 +414,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
     })?;
     let v = Validator { path };
 
-    v.name("name", &raw.name, names::identifier(&raw.name))?;
+    let name = settings::named("name", raw.name.clone(), FunctionName::new).map_err(|e| v.at(e))?;
     v.check(
         "component",
         &raw.component,
@@ -528,18 +533,17 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         })?;
         origins.push(origin);
     }
-    for (i, bucket) in raw.keyvalue.shared.iter().enumerate() {
-        v.name(
-            &format!("keyvalue.shared[{i}]"),
-            bucket,
-            names::identifier(bucket),
-        )?;
+    let mut shared_buckets: Vec<BucketName> = Vec::new();
+    for (i, bucket) in raw.keyvalue.shared.into_iter().enumerate() {
+        let field = format!("keyvalue.shared[{i}]");
+        let bucket = settings::named(&field, bucket, BucketName::new).map_err(|e| v.at(e))?;
         v.check(
-            &format!("keyvalue.shared[{i}]"),
-            bucket,
-            !raw.keyvalue.shared[..i].contains(bucket),
+            &field,
+            &bucket,
+            !shared_buckets.contains(&bucket),
             "a bucket name not already listed",
         )?;
+        shared_buckets.push(bucket);
     }
     let mut secrets = BTreeMap::new();
     for (name, text) in &raw.secrets {
@@ -600,8 +604,12 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         );
     }
 
-    for (i, stream) in raw.publish.iter().enumerate() {
-        v.name(&format!("publish[{i}]"), stream, names::stream(stream))?;
+    let mut publish = Vec::with_capacity(raw.publish.len());
+    for (i, stream) in raw.publish.into_iter().enumerate() {
+        publish.push(
+            settings::named(&format!("publish[{i}]"), stream, StreamName::new)
+                .map_err(|e| v.at(e))?,
+        );
     }
 
     let mut tickers: Vec<Ticker> = Vec::new();
@@ -615,15 +623,15 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
 
     Ok(Manifest {
         path: path.to_path_buf(),
-        name: raw.name,
+        name,
         component,
         limits,
         config,
-        publish: raw.publish,
+        publish,
         streams,
         tickers,
         outbound: AllowList::new(origins),
-        shared_buckets: raw.keyvalue.shared,
+        shared_buckets,
         secrets,
         deployed: !resolve_component,
     })

@@ -16,6 +16,12 @@
 //! specials (`?`, `#`, `%`, spaces) are refused too, so a name is the same in a path, a shell
 //! and a log line.
 //!
+//! Names that travel through the host are typed: [`FunctionName`], [`StreamName`],
+//! [`GroupName`] and [`BucketName`] are made only through their `new` (or serde), which applies
+//! the kind's rule, and refuse with one message per kind ([`InvalidName`]: "stream name … :
+//! expected …") whichever door the name came in by. A door that only checks uses the type's
+//! `check`, which keeps no copy.
+//!
 //! Text from outside that is shown rather than checked (a guest's log line, an event id, an
 //! error message) goes through [`Escaped`], which writes control characters as escapes.
 
@@ -188,6 +194,165 @@ fn is_reserved(name: &str) -> bool {
         && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
 }
 
+/// A name refused as one kind of name: says which kind, then why ("stream name \"a b\" holds
+/// whitespace ' ': expected …"). The one message each kind has, wherever the name came in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {error}")]
+pub struct InvalidName {
+    /// The kind: "function name", "stream name", "consumer group name", "bucket name".
+    pub kind: &'static str,
+    /// Why it was refused.
+    #[source]
+    pub error: NameError,
+}
+
+/// Declares a validated name type: made only through `new` (or serde), which applies `$check`.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The kind of name, as messages say it.
+            pub const KIND: &'static str = $kind;
+
+            /// `text` as this kind of name, or why it is not one.
+            pub fn new(text: impl Into<String>) -> Result<Self, InvalidName> {
+                let text = text.into();
+                Self::check(&text)?;
+                Ok(Self(text))
+            }
+
+            /// Whether `text` is this kind of name, without keeping it: for a door that only
+            /// checks (the per-event path, where a copy would cost).
+            pub fn check(text: &str) -> Result<(), InvalidName> {
+                $check(text).map_err(|error| InvalidName { kind: $kind, error })
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                $name::new(text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl redis::ToRedisArgs for $name {
+            fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+                out.write_arg(self.0.as_bytes())
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A function's name: an identifier ([`identifier`]).
+    FunctionName,
+    "function name",
+    identifier
+);
+name_type!(
+    /// A stream's name, a dead-letter stream's included ([`stream`]).
+    StreamName,
+    "stream name",
+    stream
+);
+impl StreamName {
+    /// One of Eddy's own streams (a cron trigger's tick stream and its dead-letter stream),
+    /// under the reserved prefix that [`StreamName::new`] refuses. Built by the host from a
+    /// valid identifier, never taken from input.
+    pub fn eddy_own(text: String) -> Result<Self, InvalidName> {
+        let refuse = |error| InvalidName {
+            kind: Self::KIND,
+            error,
+        };
+        stream_shape(&text).map_err(refuse)?;
+        if !is_reserved(&text) {
+            return Err(refuse(NameError::Character {
+                found: text.chars().next().unwrap_or_default(),
+                name: text,
+                expected: "a name starting with \"eddy:\"",
+            }));
+        }
+        Ok(Self(text))
+    }
+}
+
+name_type!(
+    /// A consumer group's name: the stream rule ([`stream`]), since Redis keys carry it.
+    GroupName,
+    "consumer group name",
+    stream
+);
+name_type!(
+    /// A key-value bucket's name: an identifier ([`identifier`]).
+    BucketName,
+    "bucket name",
+    identifier
+);
+
 /// Text with control characters (line breaks, escape sequences, bidirectional overrides)
 /// written as escapes.
 pub struct Escaped<'a>(pub &'a str);
@@ -215,6 +380,31 @@ impl std::fmt::Display for Escaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_name_type_has_one_rule_and_one_message() {
+        assert_eq!(FunctionName::new("orders").unwrap().as_str(), "orders");
+        let refused = FunctionName::new("Orders").unwrap_err();
+        assert!(
+            refused.to_string().starts_with("function name \"Orders\""),
+            "{refused}"
+        );
+        let refused = StreamName::new("eddy:deployments").unwrap_err();
+        assert!(refused.to_string().starts_with("stream name "), "{refused}");
+        assert!(matches!(refused.error, NameError::Reserved(_)));
+        assert!(
+            GroupName::new("a b")
+                .unwrap_err()
+                .to_string()
+                .starts_with("consumer group name ")
+        );
+        assert!(BucketName::new("cart").is_ok());
+        let read: Result<StreamName, _> = serde_json::from_str("\"a?b\"");
+        assert!(
+            read.unwrap_err().to_string().contains("stream name"),
+            "serde applies the rule"
+        );
+    }
 
     #[test]
     fn identifiers_are_lowercase_words() {

@@ -46,6 +46,16 @@ pub fn name(field: &str, value: &str, verdict: Result<(), NameError>) -> Result<
     verdict.map_err(|e| error(field, &format!("{value:?}"), &e.expected()))
 }
 
+/// A name made by `make` (a [`crate::names`] type's `new`), as a field error when refused.
+pub fn named<T>(
+    field: &str,
+    value: String,
+    make: impl FnOnce(String) -> Result<T, crate::names::InvalidName>,
+) -> Result<T, FieldError> {
+    let shown = format!("{value:?}");
+    make(value).map_err(|e| error(field, &shown, &e.error.expected()))
+}
+
 /// A size such as `64MiB`.
 pub fn size(field: &str, value: &str) -> Result<u64, FieldError> {
     parse_bytes(value).map_err(|_| error(field, &format!("{value:?}"), "a size such as \"64MiB\""))

@@ -36,8 +36,8 @@ pub async fn ingest(
     stream: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    crate::names::stream(stream)
-        .map_err(|e| ApiError::bad_request("stream", format!("stream name {e}")))?;
+    crate::names::StreamName::check(stream)
+        .map_err(|e| ApiError::bad_request("stream", e.to_string()))?;
     let query_type = request.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("type="))

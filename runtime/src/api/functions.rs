@@ -79,8 +79,8 @@ fn unavailable(error: redis::RedisError) -> ApiError {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    crate::names::identifier(name)
-        .map_err(|e| ApiError::bad_request("name", format!("function name {e}")))
+    crate::names::FunctionName::check(name)
+        .map_err(|e| ApiError::bad_request("name", e.to_string()))
 }
 
 /// `PUT /v1/components/{digest}`.
@@ -156,7 +156,7 @@ pub async fn deploy(
             e.to_string().replace("registry:upload/eddy.toml: ", ""),
         )
     })?;
-    if state.static_functions.contains(&manifest.name) {
+    if state.static_functions.iter().any(|n| *n == manifest.name) {
         return Err(ApiError::conflict(format!(
             "function {:?} is loaded from a host's --functions manifest; deploy it under another name",
             manifest.name
@@ -531,8 +531,8 @@ pub async fn pause_or_resume(
         match &value["trigger"] {
             Value::Null => None,
             Value::String(stream) => {
-                crate::names::stream(stream)
-                    .map_err(|e| ApiError::bad_request("trigger", format!("stream name {e}")))?;
+                crate::names::StreamName::check(stream)
+                    .map_err(|e| ApiError::bad_request("trigger", e.to_string()))?;
                 Some(stream.clone())
             }
             other => {
@@ -654,7 +654,7 @@ pub async fn invoke(
     let publisher: Arc<dyn crate::engine::Publisher> =
         Arc::new(crate::engine::AllowedStreams::new(
             state.publisher.clone(),
-            loaded.manifest.publish.clone(),
+            loaded.manifest.publish_streams(),
         ));
     // The turn is held until the invocation ends, even if this caller hangs up first.
     let submitted = state.workers.submit(

@@ -15,8 +15,8 @@ use crate::retention::{self, PutError, Retention};
 const MAX_POLICY_BODY_BYTES: usize = 4096;
 
 fn check_stream(stream: &str) -> Result<(), ApiError> {
-    crate::names::stream(stream)
-        .map_err(|e| ApiError::bad_request("stream", format!("stream name {e}")))
+    crate::names::StreamName::check(stream)
+        .map_err(|e| ApiError::bad_request("stream", e.to_string()))
 }
 
 async fn rows(state: &ApiState) -> Result<Vec<Value>, ApiError> {

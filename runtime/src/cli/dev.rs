@@ -134,7 +134,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<u8> {
         crate::broker::connection::redacted(&redis_url),
         host.log.display()
     );
-    runtime.spawn(print_outcomes(redis_url, first.name.clone(), args.output));
+    runtime.spawn(print_outcomes(
+        redis_url,
+        first.name.to_string(),
+        args.output,
+    ));
 
     // The data folder may be inside the project: its files change with every deploy.
     let ignored = [data_dir.clone()];

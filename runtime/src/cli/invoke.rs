@@ -177,7 +177,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
     })?;
 
     let name = match &manifest {
-        Some(m) => m.name.clone(),
+        Some(m) => m.name.to_string(),
         None => component
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
@@ -204,7 +204,7 @@ pub fn run(args: InvokeArgs) -> anyhow::Result<u8> {
         secrets.insert(secret.clone(), value);
     }
     for bucket in args.shared_buckets.iter().chain([&args.kv_bucket]) {
-        crate::names::identifier(bucket).map_err(|e| anyhow::anyhow!("bucket name {e}"))?;
+        crate::names::BucketName::check(bucket)?;
     }
     let spec = match &manifest {
         None => FunctionSpec {

@@ -88,12 +88,12 @@ async fn target(conn: &mut crate::broker::Conn, args: &ReplayArgs) -> anyhow::Re
     let stream = args
         .stream
         .clone()
-        .or_else(|| chosen.map(|t| t.stream.clone()))
+        .or_else(|| chosen.map(|t| t.stream.to_string()))
         .expect("a stream was chosen above");
     let group = args
         .group
         .clone()
-        .or_else(|| chosen.map(|t| t.group.clone()))
+        .or_else(|| chosen.map(|t| t.group.to_string()))
         .unwrap_or_else(|| args.name.clone());
     let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")

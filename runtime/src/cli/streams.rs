@@ -94,7 +94,7 @@ pub fn run(args: StreamsArgs) -> anyhow::Result<u8> {
                 keep_all,
                 reset,
             } => {
-                crate::names::stream(&stream).map_err(|e| anyhow::anyhow!("stream name {e}"))?;
+                crate::names::StreamName::check(&stream)?;
                 let change = if reset {
                     Some(None)
                 } else if keep_all {

@@ -27,7 +27,7 @@ pub fn start_function(
 ) -> (FunctionSlot, impl Future<Output = ()> + use<>) {
     let slot = FunctionSlot::new(
         loaded.function.clone(),
-        services.publisher_for(loaded.manifest.publish.clone()),
+        services.publisher_for(loaded.manifest.publish_streams()),
     );
     let stop = life.stop.clone();
     let mut subscriptions = Vec::new();
@@ -50,9 +50,9 @@ pub fn start_function(
         .streams
         .iter()
         .map(|t| crate::retention::Declared {
-            stream: t.stream.clone(),
-            group: t.group.clone(),
-            dead_letter: t.dead_letter.clone(),
+            stream: t.stream.to_string(),
+            group: t.group.to_string(),
+            dead_letter: t.dead_letter.to_string(),
             policy: t.retention,
         })
         .collect();
@@ -65,7 +65,7 @@ pub fn start_function(
     // bounded: a group Redis keeps refusing (the trigger logs why and retries) must not hold
     // back the host's other functions and deployments.
     let generation = crate::status::running_started(crate::status::RunningFunction {
-        name: loaded.manifest.name.clone(),
+        name: loaded.manifest.name.to_string(),
         source: if loaded.manifest.deployed {
             "deployed"
         } else {
@@ -78,7 +78,7 @@ pub fn start_function(
             .manifest
             .streams
             .iter()
-            .map(|t| (t.stream.clone(), t.group.clone()))
+            .map(|t| (t.stream.to_string(), t.group.to_string()))
             .collect(),
     });
     crate::metrics::METRICS.function_loaded(&loaded.manifest.name);

@@ -199,7 +199,7 @@ impl OnceState {
 /// every name, [`crate::names::stream`]), the type, and that the data is one JSON document of
 /// at most [`MAX_PUBLISHED_EVENT_BYTES`], as its `application/json` label promises.
 pub fn validate_publish(stream: &str, event_type: &str, data: &[u8]) -> Result<(), PublishError> {
-    crate::names::stream(stream).map_err(|e| PublishError::Invalid(format!("stream name {e}")))?;
+    crate::names::StreamName::check(stream).map_err(|e| PublishError::Invalid(e.to_string()))?;
     crate::names::event_type(event_type)
         .map_err(|e| PublishError::Invalid(format!("event type {e}")))?;
     if data.len() > MAX_PUBLISHED_EVENT_BYTES {

@@ -115,7 +115,10 @@ pub async fn run(
             ),
         }
     }
-    let static_names: Vec<String> = functions.iter().map(|f| f.manifest.name.clone()).collect();
+    let static_names: Vec<String> = functions
+        .iter()
+        .map(|f| f.manifest.name.to_string())
+        .collect();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = Workers::new(config.workers).context("cannot start the invocation workers")?;
     let deployed: Deployed = Default::default();

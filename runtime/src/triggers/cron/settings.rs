@@ -11,7 +11,7 @@ use super::{
     legacy_states, state_key, tick_stream,
 };
 use crate::delivery::{RetryPolicy, RetrySettings};
-use crate::names;
+use crate::names::{self, GroupName, StreamName};
 use crate::settings::{self, FieldError};
 use crate::triggers::streams::limits::ClusterLimits;
 use crate::triggers::streams::{
@@ -66,20 +66,17 @@ pub fn from_settings(
     })?;
     let stream = tick_stream(&name);
     let retry = RetryPolicy::from_settings(&format!("{at}.retry"), t.retry)?;
-    let default_dead_letter = format!("{stream}{DEAD_LETTER_SUFFIX}");
-    let dead_letter = t.dead_letter.unwrap_or_else(|| default_dead_letter.clone());
-    // The default lives beside the tick stream, under Eddy's prefix; a chosen one is a user's
-    // name like any other.
-    if dead_letter != default_dead_letter {
-        settings::name(
-            &format!("{at}.dead_letter"),
-            &dead_letter,
-            names::stream(&dead_letter),
-        )?;
-    }
+    // The tick stream and the default dead-letter stream live under Eddy's prefix; a chosen
+    // dead-letter stream is a user's name like any other.
+    let own = |text: String| settings::named(&format!("{at}.name"), text, StreamName::eddy_own);
+    let dead_letter = match t.dead_letter {
+        None => own(format!("{stream}{DEAD_LETTER_SUFFIX}"))?,
+        Some(chosen) if chosen == format!("{stream}{DEAD_LETTER_SUFFIX}") => own(chosen)?,
+        Some(chosen) => settings::named(&format!("{at}.dead_letter"), chosen, StreamName::new)?,
+    };
     let trigger = StreamTriggerConfig {
-        stream: stream.clone(),
-        group: function.to_owned(),
+        stream: own(stream.clone())?,
+        group: settings::named("name", function.to_owned(), GroupName::new)?,
         types: Some(vec![TICK_TYPE.to_owned()]),
         start: Start::Earliest,
         batch: DEFAULT_BATCH,

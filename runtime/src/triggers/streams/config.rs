@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::delivery::{RetryPolicy, RetrySettings};
-use crate::names;
+use crate::names::{GroupName, StreamName};
 use crate::retention::{Retention, RetentionSettings};
 use crate::settings::{self, FieldError};
 
@@ -66,9 +66,9 @@ pub enum Instance {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamTriggerConfig {
     /// The stream read.
-    pub stream: String,
+    pub stream: StreamName,
     /// The consumer group (default: the function's name).
-    pub group: String,
+    pub group: GroupName,
     /// Event types handled; others are acknowledged untouched. `None` handles every type.
     pub types: Option<Vec<String>>,
     /// Where a new group starts (default latest).
@@ -80,7 +80,7 @@ pub struct StreamTriggerConfig {
     /// How failures are retried.
     pub retry: RetryPolicy,
     /// Where events that cannot succeed go (default `<stream>.dlq`).
-    pub dead_letter: String,
+    pub dead_letter: StreamName,
     /// One instance per event or per batch ([`Instance::PerEvent`] by default).
     pub instance: Instance,
     /// How long a read waits for more entries to fill its batch ([`DEFAULT_BATCH_WINDOW`]).
@@ -139,9 +139,12 @@ impl StreamTriggerConfig {
         function: &str,
         cluster: ClusterLimits,
     ) -> Result<StreamTriggerConfig, FieldError> {
-        settings::name(&format!("{at}.stream"), &t.stream, names::stream(&t.stream))?;
-        let group = t.group.unwrap_or_else(|| function.to_owned());
-        settings::name(&format!("{at}.group"), &group, names::stream(&group))?;
+        let stream = settings::named(&format!("{at}.stream"), t.stream, StreamName::new)?;
+        let group = settings::named(
+            &format!("{at}.group"),
+            t.group.unwrap_or_else(|| function.to_owned()),
+            GroupName::new,
+        )?;
         if let Some(types) = &t.types {
             settings::check(
                 &format!("{at}.types"),
@@ -159,18 +162,16 @@ impl StreamTriggerConfig {
             MAX_CONCURRENCY,
         )?;
         let retry = RetryPolicy::from_settings(&format!("{at}.retry"), t.retry)?;
-        let dead_letter = t
-            .dead_letter
-            .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", t.stream));
-        settings::name(
+        let dead_letter = settings::named(
             &format!("{at}.dead_letter"),
-            &dead_letter,
-            names::stream(&dead_letter),
+            t.dead_letter
+                .unwrap_or_else(|| format!("{stream}{DEAD_LETTER_SUFFIX}")),
+            StreamName::new,
         )?;
         settings::check(
             &format!("{at}.dead_letter"),
             &dead_letter,
-            dead_letter != t.stream,
+            dead_letter != stream,
             "a stream name other than the trigger's own stream",
         )?;
         let batch_window = match &t.batch_window {
@@ -198,7 +199,7 @@ impl StreamTriggerConfig {
         let ordering =
             Ordering::from_settings(at, t.ordering.as_deref(), t.key.as_deref(), t.unkeyed)?;
         Ok(StreamTriggerConfig {
-            stream: t.stream,
+            stream,
             group,
             types: t.types,
             start: t.start.unwrap_or(Start::Latest),

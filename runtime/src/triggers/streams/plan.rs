@@ -355,8 +355,8 @@ fn letter(
     DeadLetter {
         reason,
         function: ctx.function.to_owned(),
-        group: ctx.config.group.clone(),
-        stream: ctx.config.stream.clone(),
+        group: ctx.config.group.to_string(),
+        stream: ctx.config.stream.to_string(),
         entry_id: delivery.entry_id.clone(),
         status,
         error,
@@ -379,8 +379,8 @@ mod tests {
 
     fn config() -> StreamTriggerConfig {
         StreamTriggerConfig {
-            stream: "orders".into(),
-            group: "billing".into(),
+            stream: crate::names::StreamName::new("orders").unwrap(),
+            group: crate::names::GroupName::new("billing").unwrap(),
             types: Some(vec!["OrderPlaced".into()]),
             start: super::super::Start::Latest,
             batch: 64,
@@ -392,7 +392,7 @@ mod tests {
                 max: Duration::from_secs(10),
                 jitter: 0.0,
             },
-            dead_letter: "orders.dlq".into(),
+            dead_letter: crate::names::StreamName::new("orders.dlq").unwrap(),
             instance: super::super::Instance::PerEvent,
             batch_window: std::time::Duration::ZERO,
             retention: None,

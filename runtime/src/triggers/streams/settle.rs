@@ -70,9 +70,9 @@ impl Settler {
                 .ordering
                 .as_ref()
                 .map(|_| super::order::OrderKeys::new(&config.stream, &config.group)),
-            stream: config.stream.clone(),
-            group: config.group.clone(),
-            dead_letter: config.dead_letter.clone(),
+            stream: config.stream.to_string(),
+            group: config.group.to_string(),
+            dead_letter: config.dead_letter.to_string(),
             consumer,
         }
     }
