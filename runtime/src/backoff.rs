@@ -102,7 +102,7 @@ where
         match op().await {
             Ok(value) => return Some(value),
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?backoff.peek(), "{what} failed; retrying");
+                tracing::warn!(%error, "{what} failed; retrying in {:?}", backoff.peek());
                 if !backoff.wait(cancel).await {
                     return None;
                 }

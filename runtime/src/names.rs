@@ -201,8 +201,8 @@ fn is_reserved(name: &str) -> bool {
 pub struct InvalidName {
     /// The kind: "function name", "stream name", "consumer group name", "bucket name".
     pub kind: &'static str,
-    /// Why it was refused.
-    #[source]
+    /// Why it was refused (already in the message, so not a `source`: a chain of errors
+    /// would print it twice).
     pub error: NameError,
 }
 
@@ -210,9 +210,17 @@ pub struct InvalidName {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        // Shown as the text it holds, quoted, as a `String` is: messages write names with
+        // `{:?}`, and a type name in them would mean nothing to the reader.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $name {
             /// The kind of name, as messages say it.
@@ -399,6 +407,11 @@ mod tests {
                 .starts_with("consumer group name ")
         );
         assert!(BucketName::new("cart").is_ok());
+        assert_eq!(
+            format!("{:?}", FunctionName::new("f").unwrap()),
+            "\"f\"",
+            "messages quote a name as they quote text"
+        );
         let read: Result<StreamName, _> = serde_json::from_str("\"a?b\"");
         assert!(
             read.unwrap_err().to_string().contains("stream name"),

@@ -179,6 +179,25 @@ fn deploys_reach_every_host_under_load_and_lose_nothing() {
         || seen(&mut conn, &v1).contains("rolled-back").then_some(()),
     );
     assert_eq!(seen(&mut conn, &v2).len(), before);
+    // Rollbacks that cannot happen say why, and change nothing.
+    let (code, _, err) = eddy(&url_b, &["functions", "rollback", "rec"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("400") && err.contains("no earlier version"),
+        "{err}"
+    );
+    let (code, _, err) = eddy(&url_b, &["functions", "rollback", "rec", "--version", "99"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("400") && err.contains("version 99 does not exist"),
+        "{err}"
+    );
+    let (code, _, err) = eddy(&url_b, &["functions", "rollback", "nosuch"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404") && err.contains("no function"), "{err}");
+    let (_, shown, _) = eddy(&url_a, &["functions", "show", "rec", "--output", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["current"], 1, "a refused rollback moved the function");
 
     // A synchronous invocation of the deployed function, through the host.
     let (code, out, err) = eddy(

@@ -146,10 +146,13 @@ impl KeyValue for RedisKeyValue {
             .arg(delta)
             .query_async(&mut self.conn.clone())
             .await;
+        // Redis refuses both with the generic `ERR` code; only the detail tells them apart. It
+        // is Redis's own wording, read in this one place, before anything else sees the error.
+        let detail = |e: &redis::RedisError| e.detail().unwrap_or_default().to_owned();
         match incremented {
             Ok(n) => Ok(n),
-            Err(error) if error.to_string().contains("not an integer") => Err(not_a_number(key)),
-            Err(error) if error.to_string().contains("overflow") => Err(overflows(key)),
+            Err(error) if detail(&error).contains("not an integer") => Err(not_a_number(key)),
+            Err(error) if detail(&error).contains("overflow") => Err(overflows(key)),
             Err(error) => Err(unavailable(error)),
         }
     }

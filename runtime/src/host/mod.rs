@@ -1,10 +1,15 @@
-//! The host process behind `eddy up`: loads functions from their manifests, connects to Redis,
-//! runs every trigger, and on shutdown drains within a grace period.
+//! The host process behind `eddy up`: connects to Redis, builds the services every room shares
+//! ([`TriggerServices`]: the broker, the invocation workers, the records and spans exporters,
+//! the flow and schema views), starts the functions given as manifests, then the API, cron,
+//! retention, heartbeats, charts and the deployment follower, and on shutdown drains within a
+//! grace period. Which functions run and at which version is [`crate::deployments`]' concern;
+//! this module only wires the rooms together and owns the lifecycle.
 //!
-//! Shutdown is two cancellation tokens passed down to every loop: `shutdown` (stop reading,
-//! finish what is in flight) and `abandon` (the grace period is over: stop retrying Redis
-//! writes). Nothing is aborted: an event not settled when the host exits is still pending in
-//! Redis and another host (or this one, restarted) handles it.
+//! Shutdown is two cancellation tokens passed down to every loop ([`Lifecycle`]): `stop`
+//! (stop reading, finish what is in flight; each function gets a child token, so a deploy can
+//! stop one function) and `abandon` (the grace period is over: stop retrying Redis writes).
+//! Nothing is aborted: an event not settled when the host exits is still pending in Redis and
+//! another host (or this one, restarted) handles it.
 
 pub mod migrate;
 
