@@ -60,7 +60,7 @@ pub struct DeployArgs {
     /// How long to wait for the host to run the new version (it compiles it first), e.g. 2m;
     /// 0s returns once the registry has it. Events published before a new function runs are
     /// not read by it (its group starts at the stream's end).
-    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::duration_up_to(MAX_DEPLOY_WAIT))]
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::duration_zero_to(MAX_DEPLOY_WAIT))]
     pub wait: std::time::Duration,
 
     /// Where the host is.

@@ -51,13 +51,13 @@ fn print(record: &Record, output: OutputFormat) {
                 "{} {} event {} ({}) attempt {} -> {} {} in {:.2} ms on {}{}",
                 record.time,
                 record.function,
-                record.event_id,
-                record.event_type,
+                Escaped(&record.event_id),
+                Escaped(&record.event_type),
                 record.attempt,
                 record.outcome,
                 record.status.map_or("-".to_owned(), |s| s.to_string()),
                 record.duration_ms,
-                record.host,
+                Escaped(&record.host),
                 record
                     .error
                     .as_deref()

@@ -227,11 +227,27 @@ impl Cli {
             Ok(code) => ExitCode::from(code),
             Err(error) => {
                 // One line, the whole context chain, no backtrace: this is for a person.
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", one_line(&error));
                 ExitCode::from(EXIT_ERROR)
             }
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: an error whose message already ends
+/// with its cause's (thiserror's `{source}`, `redis: {0}`) does not repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn init_tracing(filter: &str, format: LogFormat) {
@@ -435,6 +451,22 @@ pub fn redis_url(redis: Option<&str>, data_dir: &std::path::Path) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let wrapped = anyhow::Error::new(crate::manifest::ManifestError::Read {
+            path: "x/eddy.toml".into(),
+            source: io,
+        })
+        .context("cannot deploy");
+        assert_eq!(
+            one_line(&wrapped),
+            "cannot deploy: x/eddy.toml: cannot read the manifest: no such file"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 
     #[test]
     fn key_values_parse_and_bad_ones_are_named() {
