@@ -91,20 +91,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::engine::{
-    AllowList, FunctionSpec, Limits, MAX_HTTP_CONCURRENCY, MAX_HTTP_RESPONSE_BYTES,
-    MAX_KV_WRITE_BYTES, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_PUBLISH_BYTES, MAX_PUBLISH_COUNT,
-    MAX_TIMEOUT, Origin, SecretSource, Secrets,
+    AllowList, FunctionSpec, Limits, LimitsSettings, Origin, SecretSource, Secrets,
 };
 use crate::names::{self, BucketName, FunctionName, NameError, StreamName};
 use crate::settings::{self, FieldError};
 use crate::triggers::cron::Ticker;
 use crate::triggers::cron::settings::{self as cron_settings, CronTriggerSettings};
-use crate::triggers::streams::limits::{ClusterLimits, MAX_CLUSTER_CONCURRENCY, parse_rate};
+use crate::triggers::streams::limits::ClusterLimits;
 use crate::triggers::streams::{StreamTriggerConfig, StreamTriggerSettings};
 
 /// The file name looked for in a folder.
@@ -429,99 +426,20 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
         PathBuf::from(&raw.component)
     };
 
-    let mut limits = Limits::default();
-    if let Some(memory) = &raw.limits.memory {
-        limits.memory_bytes = v.size("limits.memory", memory)?;
-        v.check(
-            "limits.memory",
-            memory,
-            limits.memory_bytes > 0 && limits.memory_bytes <= MAX_MEMORY_BYTES,
-            "a size from 1 byte to at most 4GiB, e.g. \"64MiB\"",
-        )?;
-    }
-    if let Some(timeout) = &raw.limits.timeout {
-        limits.timeout = v.duration("limits.timeout", timeout)?;
-        v.check(
-            "limits.timeout",
-            timeout,
-            !limits.timeout.is_zero() && limits.timeout <= MAX_TIMEOUT,
-            "a duration greater than zero and at most 15m, e.g. \"30s\"",
-        )?;
-    }
-    if let Some(output) = &raw.limits.output {
-        let bytes = v.size("limits.output", output)?;
-        v.check(
-            "limits.output",
-            output,
-            bytes <= MAX_OUTPUT_BYTES as u64,
-            "a size of at most 16MiB, e.g. \"64KiB\"",
-        )?;
-        limits.output_bytes = bytes as usize;
-    }
-    if let Some(count) = raw.limits.publish_count {
-        limits.publish_count = v.range(
-            "limits.publish_count",
-            Some(count),
-            0,
-            0,
-            MAX_PUBLISH_COUNT as usize,
-        )? as u32;
-    }
-    if let Some(bytes) = &raw.limits.publish_bytes {
-        limits.publish_bytes = v.size("limits.publish_bytes", bytes)?;
-        v.check(
-            "limits.publish_bytes",
-            bytes,
-            limits.publish_bytes <= MAX_PUBLISH_BYTES,
-            "a size of at most 1GiB, e.g. \"16MiB\"",
-        )?;
-    }
-    if let Some(bytes) = &raw.limits.http_response_bytes {
-        limits.http_response_bytes = v.size("limits.http_response_bytes", bytes)?;
-        v.check(
-            "limits.http_response_bytes",
-            bytes,
-            (1..=MAX_HTTP_RESPONSE_BYTES).contains(&limits.http_response_bytes),
-            "a size greater than zero and at most 256MiB, e.g. \"10MiB\"",
-        )?;
-    }
-    if let Some(bytes) = &raw.limits.kv_write_bytes {
-        limits.kv_write_bytes = v.size("limits.kv_write_bytes", bytes)?;
-        v.check(
-            "limits.kv_write_bytes",
-            bytes,
-            limits.kv_write_bytes <= MAX_KV_WRITE_BYTES,
-            "a size of at most 1GiB, e.g. \"16MiB\"",
-        )?;
-    }
-    if let Some(count) = raw.limits.http_concurrency {
-        limits.http_concurrency = v.range(
-            "limits.http_concurrency",
-            Some(count),
-            0,
-            1,
-            MAX_HTTP_CONCURRENCY as usize,
-        )? as u32;
-    }
-    let cluster = ClusterLimits {
-        max_concurrency: match raw.limits.max_concurrency {
-            None => None,
-            Some(n) => Some(v.range(
-                "limits.max_concurrency",
-                Some(n),
-                0,
-                1,
-                MAX_CLUSTER_CONCURRENCY,
-            )?),
-        },
-        rate: match &raw.limits.rate {
-            None => None,
-            Some(text) => Some(
-                parse_rate(text)
-                    .map_err(|expected| v.error("limits.rate", &format!("{text:?}"), &expected))?,
-            ),
-        },
-    };
+    let limits = Limits::from_settings(&LimitsSettings {
+        memory: raw.limits.memory.clone(),
+        timeout: raw.limits.timeout.clone(),
+        output: raw.limits.output.clone(),
+        publish_count: raw.limits.publish_count,
+        publish_bytes: raw.limits.publish_bytes.clone(),
+        http_response_bytes: raw.limits.http_response_bytes.clone(),
+        http_concurrency: raw.limits.http_concurrency,
+        kv_write_bytes: raw.limits.kv_write_bytes.clone(),
+    })
+    .map_err(|e| v.at(e))?;
+    let cluster =
+        ClusterLimits::from_settings(raw.limits.max_concurrency, raw.limits.rate.as_deref())
+            .map_err(|e| v.at(e))?;
     let mut origins = Vec::new();
     for (i, text) in raw.outbound.http.iter().enumerate() {
         let origin = Origin::parse(text).map_err(|expected| {
@@ -722,30 +640,13 @@ impl Validator<'_> {
     ) -> Result<(), ManifestError> {
         settings::name(field, value, verdict).map_err(|e| self.at(e))
     }
-
-    fn size(&self, field: &str, value: &str) -> Result<u64, ManifestError> {
-        settings::size(field, value).map_err(|e| self.at(e))
-    }
-
-    fn duration(&self, field: &str, value: &str) -> Result<Duration, ManifestError> {
-        settings::duration(field, value).map_err(|e| self.at(e))
-    }
-
-    fn range(
-        &self,
-        field: &str,
-        value: Option<i64>,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, ManifestError> {
-        settings::range(field, value, default, min, max).map_err(|e| self.at(e))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::delivery::RetryPolicy;
     use crate::triggers::cron::CatchUp;
     use crate::triggers::streams::order::{KeySource, Ordering, Unkeyed};

@@ -263,6 +263,110 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("eddy").join("components"))
 }
 
+/// The engine's part of a manifest's `[limits]`, as written (the cluster-wide part is the
+/// stream triggers': [`crate::triggers::streams::limits::ClusterLimits::from_settings`]).
+#[derive(Debug, Clone, Default)]
+pub struct LimitsSettings {
+    /// `memory`, a size.
+    pub memory: Option<String>,
+    /// `timeout`, a duration.
+    pub timeout: Option<String>,
+    /// `output`, a size.
+    pub output: Option<String>,
+    /// `publish_count`, a count.
+    pub publish_count: Option<i64>,
+    /// `publish_bytes`, a size.
+    pub publish_bytes: Option<String>,
+    /// `http_response_bytes`, a size.
+    pub http_response_bytes: Option<String>,
+    /// `http_concurrency`, a count.
+    pub http_concurrency: Option<i64>,
+    /// `kv_write_bytes`, a size.
+    pub kv_write_bytes: Option<String>,
+}
+
+impl Limits {
+    /// The limits a `[limits]` section asks for (every one defaulted), or the field at fault.
+    pub fn from_settings(raw: &LimitsSettings) -> Result<Limits, crate::settings::FieldError> {
+        use crate::settings;
+        let mut limits = Limits::default();
+        if let Some(memory) = &raw.memory {
+            limits.memory_bytes = settings::size("limits.memory", memory)?;
+            settings::check(
+                "limits.memory",
+                memory,
+                limits.memory_bytes > 0 && limits.memory_bytes <= MAX_MEMORY_BYTES,
+                "a size from 1 byte to at most 4GiB, e.g. \"64MiB\"",
+            )?;
+        }
+        if let Some(timeout) = &raw.timeout {
+            limits.timeout = settings::duration("limits.timeout", timeout)?;
+            settings::check(
+                "limits.timeout",
+                timeout,
+                !limits.timeout.is_zero() && limits.timeout <= MAX_TIMEOUT,
+                "a duration greater than zero and at most 15m, e.g. \"30s\"",
+            )?;
+        }
+        if let Some(output) = &raw.output {
+            let bytes = settings::size("limits.output", output)?;
+            settings::check(
+                "limits.output",
+                output,
+                bytes <= MAX_OUTPUT_BYTES as u64,
+                "a size of at most 16MiB, e.g. \"64KiB\"",
+            )?;
+            limits.output_bytes = bytes as usize;
+        }
+        if let Some(count) = raw.publish_count {
+            limits.publish_count = settings::range(
+                "limits.publish_count",
+                Some(count),
+                0,
+                0,
+                MAX_PUBLISH_COUNT as usize,
+            )? as u32;
+        }
+        if let Some(bytes) = &raw.publish_bytes {
+            limits.publish_bytes = settings::size("limits.publish_bytes", bytes)?;
+            settings::check(
+                "limits.publish_bytes",
+                bytes,
+                limits.publish_bytes <= MAX_PUBLISH_BYTES,
+                "a size of at most 1GiB, e.g. \"16MiB\"",
+            )?;
+        }
+        if let Some(bytes) = &raw.http_response_bytes {
+            limits.http_response_bytes = settings::size("limits.http_response_bytes", bytes)?;
+            settings::check(
+                "limits.http_response_bytes",
+                bytes,
+                (1..=MAX_HTTP_RESPONSE_BYTES).contains(&limits.http_response_bytes),
+                "a size greater than zero and at most 256MiB, e.g. \"10MiB\"",
+            )?;
+        }
+        if let Some(bytes) = &raw.kv_write_bytes {
+            limits.kv_write_bytes = settings::size("limits.kv_write_bytes", bytes)?;
+            settings::check(
+                "limits.kv_write_bytes",
+                bytes,
+                limits.kv_write_bytes <= MAX_KV_WRITE_BYTES,
+                "a size of at most 1GiB, e.g. \"16MiB\"",
+            )?;
+        }
+        if let Some(count) = raw.http_concurrency {
+            limits.http_concurrency = settings::range(
+                "limits.http_concurrency",
+                Some(count),
+                0,
+                1,
+                MAX_HTTP_CONCURRENCY as usize,
+            )? as u32;
+        }
+        Ok(limits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

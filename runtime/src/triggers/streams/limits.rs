@@ -492,6 +492,35 @@ async fn upkeep(
     }
 }
 
+impl ClusterLimits {
+    /// The cluster-wide limits `[limits]`'s `max_concurrency` and `rate` ask for, or the field
+    /// at fault.
+    pub fn from_settings(
+        max_concurrency: Option<i64>,
+        rate: Option<&str>,
+    ) -> Result<ClusterLimits, crate::settings::FieldError> {
+        use crate::settings;
+        Ok(ClusterLimits {
+            max_concurrency: match max_concurrency {
+                None => None,
+                Some(n) => Some(settings::range(
+                    "limits.max_concurrency",
+                    Some(n),
+                    0,
+                    1,
+                    MAX_CLUSTER_CONCURRENCY,
+                )?),
+            },
+            rate: match rate {
+                None => None,
+                Some(text) => Some(parse_rate(text).map_err(|expected| {
+                    settings::error("limits.rate", &format!("{text:?}"), &expected)
+                })?),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
