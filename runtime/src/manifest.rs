@@ -98,6 +98,7 @@ use crate::engine::{
     AllowList, FunctionSpec, Limits, LimitsSettings, Origin, SecretSource, Secrets,
 };
 use crate::names::{self, BucketName, FunctionName, NameError, StreamName};
+use crate::settings::Expected;
 use crate::settings::{self, FieldError};
 use crate::triggers::cron::Ticker;
 use crate::triggers::cron::settings::{self as cron_settings, CronTriggerSettings};
@@ -557,7 +558,7 @@ fn parse_with(path: &Path, text: &str, resolve_component: bool) -> Result<Manife
 
 /// Expands `${NAME}` and `${NAME:-default}` in `text` with `lookup`, so a manifest can point
 /// at a build directory that differs between machines. The error says what was expected.
-pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Expected> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -572,9 +573,9 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             None => (inner, None),
         };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!(
+            return Err(Expected::from(format!(
                 "a variable name of letters, digits and _ in `${{{inner}}}`"
-            ));
+            )));
         }
         match lookup(name)
             .filter(|v| !v.is_empty())
@@ -582,9 +583,9 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         {
             Some(value) => out.push_str(&value),
             None => {
-                return Err(format!(
+                return Err(Expected::from(format!(
                     "environment variable {name} to be set (or a default: `${{{name}:-PATH}}`)"
-                ));
+                )));
             }
         }
         rest = &after[end + 1..];

@@ -23,6 +23,32 @@ pub struct FieldError {
     pub expected: String,
 }
 
+/// What a parser of one written value (an origin, a secret source, a rate, a key path…)
+/// expected instead: the end of "field `x` = v: expected …". Typed, so it stays the expected
+/// clause until a [`FieldError`] or a command's message puts it beside the field and value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Expected(pub String);
+
+impl From<String> for Expected {
+    fn from(text: String) -> Self {
+        Expected(text)
+    }
+}
+
+impl From<&str> for Expected {
+    fn from(text: &str) -> Self {
+        Expected(text.to_owned())
+    }
+}
+
+impl std::ops::Deref for Expected {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A [`FieldError`] for `field`, whose `value` is shown as given.
 pub fn error(field: &str, value: &str, expected: &str) -> FieldError {
     FieldError {

@@ -34,6 +34,7 @@ use serde::Serialize;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::metrics::METRICS;
+use crate::settings::Expected;
 
 /// The scheme of an allowed origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub struct Origin {
 
 impl Origin {
     /// Parses an allow-list entry; the error says which part is wrong and what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Expected> {
         let example = "as in \"https://api.example.com\", \"http://127.0.0.1:*\" or \
                        \"https://*.example.com:8443\"";
         let lower = text.to_ascii_lowercase();
@@ -83,33 +84,37 @@ impl Origin {
         } else if let Some(rest) = text.strip_prefix("http://") {
             (Scheme::Http, rest)
         } else if lower.starts_with("https://") || lower.starts_with("http://") {
-            return Err(format!(
+            return Err(Expected::from(format!(
                 "a lowercase scheme, http:// or https://, {example}"
-            ));
+            )));
         } else {
-            return Err(format!(
+            return Err(Expected::from(format!(
                 "an origin: http:// or https://, a host, and a port or * if not the default, \
                  {example}"
-            ));
+            )));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
-            return Err(format!("a host after the scheme, {example}"));
+            return Err(Expected::from(format!(
+                "a host after the scheme, {example}"
+            )));
         }
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(format!(
+            return Err(Expected::from(format!(
                 "a scheme, a host and a port only (no path, query or user part), {example}"
-            ));
+            )));
         }
         // A bracketed IPv6 literal holds colons of its own; the port comes after the bracket.
         let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
             let Some((address, after)) = inner.split_once(']') else {
-                return Err("an IPv6 address closed by ], as in \"http://[::1]:8080\"".to_owned());
+                return Err(Expected::from(
+                    "an IPv6 address closed by ], as in \"http://[::1]:8080\"".to_owned(),
+                ));
             };
             if address.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(format!(
+                return Err(Expected::from(format!(
                     "an IPv6 address between the brackets, not {address:?}"
-                ));
+                )));
             }
             let port = match after {
                 "" => None,
@@ -124,7 +129,9 @@ impl Origin {
                 None => (rest, None),
             };
             if port.is_some_and(|p| p.contains(':')) {
-                return Err("an IPv6 address in brackets, as in \"http://[::1]:8080\"".to_owned());
+                return Err(Expected::from(
+                    "an IPv6 address in brackets, as in \"http://[::1]:8080\"".to_owned(),
+                ));
             }
             (host.to_ascii_lowercase(), port)
         };
@@ -133,7 +140,11 @@ impl Origin {
             Some("*") => Ports::Any,
             Some(port) => match port.parse::<u16>() {
                 Ok(n) if n > 0 => Ports::Exactly(n),
-                _ => return Err(format!("a port from 1 to 65535, or *, not {port:?}")),
+                _ => {
+                    return Err(Expected::from(format!(
+                        "a port from 1 to 65535, or *, not {port:?}"
+                    )));
+                }
             },
         };
         if !host.starts_with('[') {
@@ -148,10 +159,10 @@ impl Origin {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             };
             if bare.len() > 253 || !bare.split('.').all(label_ok) {
-                return Err(format!(
+                return Err(Expected::from(format!(
                     "a host that is a DNS name or an address (letters, digits and hyphens \
                      between dots; `*.` in front for every subdomain), not {host:?}"
-                ));
+                )));
             }
         }
         Ok(Self {

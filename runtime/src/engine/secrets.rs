@@ -11,6 +11,7 @@
 //! in JSON, percent-encoded in a URL, one line of a multi-line key), and a secret cut in two by
 //! an output limit leaves no prefix behind ([`Secrets::redact_cut`]).
 
+use crate::settings::Expected;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -190,7 +191,7 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Parses `env:NAME` or `file:/path`; the error says what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Expected> {
         if let Some(name) = text.strip_prefix("env:") {
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Ok(Self::Env(name.to_owned()));
@@ -200,7 +201,9 @@ impl SecretSource {
         {
             return Ok(Self::File(path.into()));
         }
-        Err("\"env:VARIABLE\" or \"file:/path/to/secret\"".to_owned())
+        Err(Expected::from(
+            "\"env:VARIABLE\" or \"file:/path/to/secret\"",
+        ))
     }
 
     /// Reads the value for a function deployed through the API, whose manifest a token holder

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Conn;
 use crate::metrics::METRICS;
+use crate::settings::Expected;
 
 /// Highest `max_concurrency` accepted.
 pub const MAX_CLUSTER_CONCURRENCY: usize = 100_000;
@@ -63,7 +64,7 @@ impl ClusterLimits {
 }
 
 /// Reads a rate such as `100/s`, `6000/m` or `10/h` into events per second.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
+pub fn parse_rate(text: &str) -> Result<f64, Expected> {
     let expected = || {
         format!(
             "a count per unit such as \"100/s\", \"6000/m\" or \"10/h\" (at most \
@@ -76,11 +77,11 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(expected()),
+        _ => return Err(Expected::from(expected())),
     };
     let rate = count as f64 / seconds;
     if count == 0 || rate > MAX_RATE_PER_SECOND {
-        return Err(expected());
+        return Err(Expected::from(expected()));
     }
     Ok(rate)
 }

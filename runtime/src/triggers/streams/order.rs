@@ -54,6 +54,7 @@ use std::sync::LazyLock;
 use redis::Script;
 use redis::aio::ConnectionLike;
 
+use crate::settings::Expected;
 use crate::wire::Entry;
 
 /// Longest ordering key kept, in bytes: an event whose key is longer is dead-lettered as
@@ -76,7 +77,7 @@ pub enum KeySource {
 
 impl KeySource {
     /// Reads a `key` setting: an attribute or extension name, or `data.` and a member path.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Expected> {
         let expected = || {
             format!(
                 "an attribute or extension name (lowercase letters and digits, at most \
@@ -93,7 +94,7 @@ impl KeySource {
             return if ok {
                 Ok(KeySource::Data(parts))
             } else {
-                Err(expected())
+                Err(Expected::from(expected()))
             };
         }
         let ok = !text.is_empty()
@@ -105,7 +106,7 @@ impl KeySource {
         if ok {
             Ok(KeySource::Attribute(text.to_owned()))
         } else {
-            Err(expected())
+            Err(Expected::from(expected()))
         }
     }
 
