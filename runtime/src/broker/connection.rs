@@ -5,7 +5,7 @@
 //! single server is reached by a [`ConnectionManager`], which reconnects by itself; a cluster
 //! by the redis crate's cluster client, which follows `MOVED` and `ASK` redirections and
 //! refreshes its slot map after a failover. What the shapes ask of the callers is the same:
-//! every script and pipeline keeps its keys in one hash slot (see [`crate::names::slot_tag`]),
+//! every script and pipeline keeps its keys in one hash slot (Eddy's keys share a `{…}` hash tag),
 //! because a cluster refuses anything else.
 //!
 //! Which shape: a URL with the `redis+cluster://` (or `rediss+cluster://`) scheme or a

@@ -69,7 +69,7 @@ pub struct UpArgs {
     // host::DEFAULT_CLAIM_MARGIN
     pub claim_margin: Duration,
 
-    /// This host's consumer name (default <hostname>-<pid>-<random>).
+    /// This host's consumer name (default `<hostname>-<pid>-<random>`).
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
 

@@ -8,7 +8,7 @@
 //! slot. A trigger with no field runs freely; pausing writes `paused`, resuming deletes the
 //! field (an operator's resume also closes a tripped breaker).
 //!
-//! **Reading it.** Each host reads the whole hash every [`FLOW_POLL`] ([`watch`]), one command
+//! **Reading it.** Each host reads the whole hash every [`FLOW_POLL`] ([`watch()`]), one command
 //! per host whatever the number of triggers, and its triggers look at the copy before each
 //! read, each retry lease and each claim of abandoned entries: a pause stops new work on every
 //! host within a poll plus one blocking read. In-flight events finish and are settled.

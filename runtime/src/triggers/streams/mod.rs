@@ -7,7 +7,7 @@
 //!    every few seconds it also claims entries a dead consumer left pending (the claim counts
 //!    as an attempt). A retry loop leases due events from the durable schedule
 //!    ([`crate::delivery`]). Both give [`plan::Delivery`] values, one type whatever the source.
-//! 2. **screen and run** ([`batch`]): entries that cannot reach the function (deleted, of
+//! 2. **screen and run** (`batch`): entries that cannot reach the function (deleted, of
 //!    another type, malformed, out of attempts) are decided at once; the rest go to the
 //!    invocation workers as one job per worker thread, not one per event. Their leases are
 //!    kept fresh together while they wait and run, so no other host mistakes them for
@@ -15,7 +15,7 @@
 //!    cancelled if a refresh finds it taken over: one event never runs twice at once.
 //! 3. **plan** ([`plan`]): outcomes in, a settlement out (acks, retry schedules, reschedules,
 //!    dead letters). Pure, with every row of the outcome table tested without Redis.
-//! 4. **settle** ([`settle`]): the settlement in one pipeline, retried until it lands.
+//! 4. **settle** (`settle`): the settlement in one pipeline, retried until it lands.
 //! 5. **observe** ([`observe`]): metrics, spans and invocation records, from one place.
 //!
 //! An event's permit is released only once its outcome is settled in Redis, so `concurrency`

@@ -12,7 +12,7 @@
 //!   the key's length, the key and the zero-padded entry id, so members of one key sort
 //!   together and in stream order (`ZRANGEBYLEX` finds a key's next event).
 //!
-//! **Admission.** The reader does not call `XREADGROUP` itself: [`READ`] does, inside a script,
+//! **Admission.** The reader does not call `XREADGROUP` itself: the `READ` script does, inside Redis,
 //! and admits each entry in the same atomic step. An entry whose key has no head becomes the
 //! head and runs; one whose key has a head is *parked*: acknowledged, its fields copied into
 //! the retry schedule's record hash (not its due set) and added to the lane. Scripts run one at
@@ -520,7 +520,7 @@ fn parse_read(reply: redis::Value, ordering: &Ordering) -> redis::RedisResult<Re
 
 /// Adds to `pipe` releasing the keys held by `ids` (heads whose settlement is final, each with
 /// its lease token or `""` for a pending entry; ids that hold no key are skipped). Must come
-/// before the settlement's acknowledgements in the pipeline (see [`RELEASE`]).
+/// before the settlement's acknowledgements in the pipeline (see the `RELEASE` script).
 #[allow(clippy::too_many_arguments)]
 pub fn push_release(
     pipe: &mut redis::Pipeline,
