@@ -193,6 +193,20 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Its component's bytes, read with the engine's cap; the error names the manifest and
+    /// the component file.
+    pub fn read_component(&self) -> anyhow::Result<Vec<u8>> {
+        use anyhow::Context as _;
+        crate::inputs::read_capped(&self.component, crate::engine::MAX_COMPONENT_BYTES as u64)
+            .with_context(|| {
+                format!(
+                    "{}: cannot read component {}",
+                    self.path.display(),
+                    self.component.display()
+                )
+            })
+    }
+
     /// The streams it may publish to, as the engine's allow-list takes them.
     pub fn publish_streams(&self) -> Vec<String> {
         self.publish.iter().map(|s| s.to_string()).collect()

@@ -98,6 +98,30 @@ pub fn duration(field: &str, value: &str) -> Result<Duration, FieldError> {
     })
 }
 
+/// A size such as `64MiB` that `ok` accepts (its range), else refused with `expected`.
+pub fn size_where(
+    field: &str,
+    value: &str,
+    ok: impl FnOnce(u64) -> bool,
+    expected: &str,
+) -> Result<u64, FieldError> {
+    let bytes = size(field, value)?;
+    check(field, value, ok(bytes), expected)?;
+    Ok(bytes)
+}
+
+/// A duration such as `30s` that `ok` accepts (its range), else refused with `expected`.
+pub fn duration_where(
+    field: &str,
+    value: &str,
+    ok: impl FnOnce(Duration) -> bool,
+    expected: &str,
+) -> Result<Duration, FieldError> {
+    let duration = duration(field, value)?;
+    check(field, value, ok(duration), expected)?;
+    Ok(duration)
+}
+
 /// An integer from `min` to `max`, or `default` when the field is absent.
 pub fn range(
     field: &str,

@@ -354,7 +354,8 @@ fn copy_sources(root: &Path, from: &Path, to: &Path) -> anyhow::Result<()> {
         let name = entry.file_name();
         let text = name.to_string_lossy();
         let path = entry.path();
-        if entry.file_type()?.is_symlink() {
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
             let target = path.canonicalize().ok();
             if !target.as_deref().is_some_and(|t| t.starts_with(root)) {
                 bail!(
@@ -363,7 +364,7 @@ fn copy_sources(root: &Path, from: &Path, to: &Path) -> anyhow::Result<()> {
                 );
             }
         }
-        if entry.file_type()?.is_dir() {
+        if kind.is_dir() {
             if text != "node_modules" && !text.starts_with('.') {
                 std::fs::create_dir_all(to.join(&name))?;
                 copy_sources(root, &path, &to.join(&name))?;

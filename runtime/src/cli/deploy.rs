@@ -181,17 +181,7 @@ pub fn ship(
 ) -> anyhow::Result<Value> {
     let text = crate::inputs::read_capped_text(&manifest.path, manifest::MAX_MANIFEST_BYTES)
         .with_context(|| format!("cannot read {}", manifest.path.display()))?;
-    let bytes = crate::inputs::read_capped(
-        &manifest.component,
-        crate::engine::MAX_COMPONENT_BYTES as u64,
-    )
-    .with_context(|| {
-        format!(
-            "{}: cannot read component {}",
-            manifest.path.display(),
-            manifest.component.display()
-        )
-    })?;
+    let bytes = manifest.read_component()?;
     let digest = digest(&bytes);
     if human {
         eprintln!(

@@ -90,17 +90,7 @@ pub fn from_manifests(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<
                 );
             }
         }
-        let bytes = crate::inputs::read_capped(
-            &manifest.component,
-            crate::engine::MAX_COMPONENT_BYTES as u64,
-        )
-        .with_context(|| {
-            format!(
-                "{}: cannot read component {}",
-                file.display(),
-                manifest.component.display()
-            )
-        })?;
+        let bytes = manifest.read_component()?;
         let spec = manifest.function_spec(None, engine.secret_dirs())?;
         let function = engine.load(spec, &bytes).with_context(|| {
             format!(

@@ -291,32 +291,28 @@ impl Limits {
         use crate::settings;
         let mut limits = Limits::default();
         if let Some(memory) = &raw.memory {
-            limits.memory_bytes = settings::size("limits.memory", memory)?;
-            settings::check(
+            limits.memory_bytes = settings::size_where(
                 "limits.memory",
                 memory,
-                limits.memory_bytes > 0 && limits.memory_bytes <= MAX_MEMORY_BYTES,
+                |bytes| bytes > 0 && bytes <= MAX_MEMORY_BYTES,
                 "a size from 1 byte to at most 4GiB, e.g. \"64MiB\"",
             )?;
         }
         if let Some(timeout) = &raw.timeout {
-            limits.timeout = settings::duration("limits.timeout", timeout)?;
-            settings::check(
+            limits.timeout = settings::duration_where(
                 "limits.timeout",
                 timeout,
-                !limits.timeout.is_zero() && limits.timeout <= MAX_TIMEOUT,
+                |d| !d.is_zero() && d <= MAX_TIMEOUT,
                 "a duration greater than zero and at most 15m, e.g. \"30s\"",
             )?;
         }
         if let Some(output) = &raw.output {
-            let bytes = settings::size("limits.output", output)?;
-            settings::check(
+            limits.output_bytes = settings::size_where(
                 "limits.output",
                 output,
-                bytes <= MAX_OUTPUT_BYTES as u64,
+                |bytes| bytes <= MAX_OUTPUT_BYTES as u64,
                 "a size of at most 16MiB, e.g. \"64KiB\"",
-            )?;
-            limits.output_bytes = bytes as usize;
+            )? as usize;
         }
         if let Some(count) = raw.publish_count {
             limits.publish_count = settings::range(
@@ -328,29 +324,26 @@ impl Limits {
             )? as u32;
         }
         if let Some(bytes) = &raw.publish_bytes {
-            limits.publish_bytes = settings::size("limits.publish_bytes", bytes)?;
-            settings::check(
+            limits.publish_bytes = settings::size_where(
                 "limits.publish_bytes",
                 bytes,
-                limits.publish_bytes <= MAX_PUBLISH_BYTES,
+                |b| b <= MAX_PUBLISH_BYTES,
                 "a size of at most 1GiB, e.g. \"16MiB\"",
             )?;
         }
         if let Some(bytes) = &raw.http_response_bytes {
-            limits.http_response_bytes = settings::size("limits.http_response_bytes", bytes)?;
-            settings::check(
+            limits.http_response_bytes = settings::size_where(
                 "limits.http_response_bytes",
                 bytes,
-                (1..=MAX_HTTP_RESPONSE_BYTES).contains(&limits.http_response_bytes),
+                |b| (1..=MAX_HTTP_RESPONSE_BYTES).contains(&b),
                 "a size greater than zero and at most 256MiB, e.g. \"10MiB\"",
             )?;
         }
         if let Some(bytes) = &raw.kv_write_bytes {
-            limits.kv_write_bytes = settings::size("limits.kv_write_bytes", bytes)?;
-            settings::check(
+            limits.kv_write_bytes = settings::size_where(
                 "limits.kv_write_bytes",
                 bytes,
-                limits.kv_write_bytes <= MAX_KV_WRITE_BYTES,
+                |b| b <= MAX_KV_WRITE_BYTES,
                 "a size of at most 1GiB, e.g. \"16MiB\"",
             )?;
         }

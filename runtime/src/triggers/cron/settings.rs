@@ -4,8 +4,6 @@
 //! ordinary stream trigger reading them, so the `retry` table and `dead_letter` work as on any
 //! stream trigger.
 
-use std::time::Duration;
-
 use super::{
     CatchUp, DEFAULT_LATE_GRACE, MAX_LATE_GRACE, Schedule, ScheduleError, TICK_TYPE, Ticker,
     legacy_states, state_key, tick_stream,
@@ -93,17 +91,12 @@ pub fn from_settings(
     };
     let late_grace = match &t.late_grace {
         None => DEFAULT_LATE_GRACE,
-        Some(text) => {
-            let field = format!("{at}.late_grace");
-            let grace: Duration = settings::duration(&field, text)?;
-            settings::check(
-                &field,
-                text,
-                grace <= MAX_LATE_GRACE,
-                &format!("a duration of at most {MAX_LATE_GRACE:?}"),
-            )?;
-            grace
-        }
+        Some(text) => settings::duration_where(
+            &format!("{at}.late_grace"),
+            text,
+            |grace| grace <= MAX_LATE_GRACE,
+            &format!("a duration of at most {MAX_LATE_GRACE:?}"),
+        )?,
     };
     let state = state_key(&name);
     let legacy = legacy_states(&name);

@@ -176,17 +176,12 @@ impl StreamTriggerConfig {
         )?;
         let batch_window = match &t.batch_window {
             None => DEFAULT_BATCH_WINDOW,
-            Some(text) => {
-                let field = format!("{at}.batch_window");
-                let window = settings::duration(&field, text)?;
-                settings::check(
-                    &field,
-                    text,
-                    window <= MAX_BATCH_WINDOW,
-                    &format!("a duration of at most {MAX_BATCH_WINDOW:?}"),
-                )?;
-                window
-            }
+            Some(text) => settings::duration_where(
+                &format!("{at}.batch_window"),
+                text,
+                |window| window <= MAX_BATCH_WINDOW,
+                &format!("a duration of at most {MAX_BATCH_WINDOW:?}"),
+            )?,
         };
         let retention = match t.retention {
             None => None,

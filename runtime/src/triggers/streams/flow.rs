@@ -600,17 +600,16 @@ impl BreakerConfig {
             ("cool_down", &raw.cool_down, &mut config.cool_down),
         ] {
             if let Some(text) = text {
-                let field = format!("{at}.{name}");
-                let value = settings::duration(&field, text)?;
-                settings::check(
-                    &field,
+                *slot = settings::duration_where(
+                    &format!("{at}.{name}"),
                     text,
-                    value >= Duration::from_secs(1)
-                        && value <= MAX_BREAKER_DURATION
-                        && value.subsec_nanos() == 0,
+                    |value| {
+                        value >= Duration::from_secs(1)
+                            && value <= MAX_BREAKER_DURATION
+                            && value.subsec_nanos() == 0
+                    },
                     "whole seconds from 1s to 1h",
                 )?;
-                *slot = value;
             }
         }
         config.min_events = settings::range(
